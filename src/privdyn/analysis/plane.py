@@ -1,0 +1,64 @@
+"""The vulnerability plane: per-sample FPR, TPR, advantage and AUC at one checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+from privdyn.config import parse_rule
+from privdyn.errors import PrivdynError
+
+
+def check_finite(scores: np.ndarray, what: str) -> None:
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        raise PrivdynError(
+            f"{what}: {int(bad.sum())} scores are NaN or infinite, so the plane is undefined. "
+            "This comes from non-finite model outputs (diverged training: lower the learning rate) "
+            "or an attack given degenerate references."
+        )
+
+
+def threshold(scores: np.ndarray, membership: np.ndarray, rule: str) -> float:
+    """tau for one checkpoint: the (1 - alpha) quantile of the OUT scores, or a fixed score."""
+    kind, value = parse_rule(rule)
+    if kind == "score":
+        return float(value)
+    return float(np.quantile(scores[~membership], 1.0 - value))
+
+
+def plane_at(scores: np.ndarray, membership: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR_i, TPR_i) for every sample: the share of OUT / IN models whose score exceeds tau."""
+    flagged = scores > tau
+    n_in = membership.sum(axis=0)
+    tpr = (flagged & membership).sum(axis=0) / n_in
+    fpr = (flagged & ~membership).sum(axis=0) / (membership.shape[0] - n_in)
+    return fpr, tpr
+
+
+def sample_auc(scores: np.ndarray, membership: np.ndarray) -> np.ndarray:
+    """Per-sample Mann-Whitney AUC of IN vs OUT scores over the models (ties count 1/2)."""
+    ranks = rankdata(scores, axis=0, method="average")
+    n1 = membership.sum(axis=0)
+    n0 = membership.shape[0] - n1
+    r_in = np.where(membership, ranks, 0.0).sum(axis=0)
+    return (r_in - n1 * (n1 + 1) / 2.0) / (n1 * n0)
+
+
+def compute_plane(scores: np.ndarray, membership: np.ndarray, rule: str) -> dict[str, np.ndarray]:
+    """The plane over all checkpoints: ``fpr, tpr, adv, auc`` ``[T, N]`` and ``tau`` ``[T]``.
+
+    ``scores`` is ``[T, M, N]`` (a memmap is fine: one checkpoint is read at a time).
+    """
+    T, _, N = scores.shape
+    out = {k: np.empty((T, N)) for k in ("fpr", "tpr", "auc")}
+    out["tau"] = np.empty(T)
+    for t in range(T):
+        s = np.asarray(scores[t], dtype=np.float64)
+        check_finite(s, f"checkpoint {t}")
+        tau = threshold(s, membership, rule)
+        out["tau"][t] = tau
+        out["fpr"][t], out["tpr"][t] = plane_at(s, membership, tau)
+        out["auc"][t] = sample_auc(s, membership)
+    out["adv"] = out["tpr"] - out["fpr"]
+    return out

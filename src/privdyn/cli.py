@@ -1,0 +1,153 @@
+"""The ``privdyn`` command line: run, train, score, analyze, report, datasets."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from privdyn.errors import PrivdynError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Per-sample membership-inference privacy dynamics over training.")
+out = Console()
+err = Console(stderr=True)
+
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set training.epochs=10")]
+RunDirArg = Annotated[Path, typer.Argument(help="A run directory made by `privdyn run`.")]
+
+
+def _open(run_dir: Path, overrides: list[str] | None = None):
+    from privdyn.config import apply_overrides, config_from_dict
+    from privdyn.store.rundir import RunDir
+
+    import yaml
+
+    run = RunDir(run_dir)
+    cfg = run.load_config()
+    if overrides:
+        cfg = config_from_dict(apply_overrides(cfg.model_dump(mode="json"), overrides), "--set")
+        run.init(cfg)
+    return run, cfg
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, typer.Argument(help="YAML config; omit for the built-in quickstart.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/NAME).")] = None,
+    set_: SetOpt = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")] = False,
+) -> None:
+    """Train, score, analyze and report: every stage that is not done yet (resumes a killed run)."""
+    from privdyn.config import load_config
+    from privdyn.pipeline import run_all
+
+    cfg = load_config(config, set_ or [])
+    target = out_dir or Path("runs") / cfg.name
+    t0 = time.perf_counter()
+    rd, index = run_all(cfg, target, progress=not no_progress)
+    s = __import__("json").loads(rd.summary_path.read_text())
+    out.print(f"[bold]done[/] in {time.perf_counter() - t0:.0f} s: {cfg.default_attack()} at {cfg.analysis.rule}, "
+              f"final TPR at 1% FPR {s['final']['tpr_at_fpr_0.01']:.3f}, AUC {s['final']['auc']:.3f}, "
+              f"test accuracy {s['final']['test_accuracy']:.3f}, {s['n_high_final']} samples in the high state")
+    out.print(f"run directory: {rd.path}")
+    out.print(f"report: {index}")
+
+
+@app.command()
+def train(run_dir: RunDirArg, set_: SetOpt = None) -> None:
+    """Train the models of a run directory (resumes at the last completed checkpoint)."""
+    from privdyn import pipeline
+
+    rd, cfg = _open(run_dir, set_)
+    pipeline.train(cfg, rd)
+    out.print(f"trained: {rd.path}")
+
+
+@app.command()
+def score(run_dir: RunDirArg,
+          attacks: Annotated[str | None, typer.Option(help="Comma-separated attacks (default: the config's).")] = None,
+          set_: SetOpt = None) -> None:
+    """Score attacks at every checkpoint."""
+    from privdyn import pipeline
+    from privdyn.attacks import ATTACKS
+
+    rd, cfg = _open(run_dir, set_)
+    names = [a.strip() for a in attacks.split(",")] if attacks else None
+    unknown = [a for a in names or [] if a not in ATTACKS]
+    if unknown:
+        raise PrivdynError(f"Unknown attack(s) {unknown}; available: {', '.join(sorted(ATTACKS))}")
+    pipeline.score(cfg, rd, names)
+    out.print(f"scored: {', '.join(names or cfg.attacks)}")
+
+
+@app.command()
+def analyze(run_dir: RunDirArg,
+            attack: Annotated[str | None, typer.Option(help="Analyse this attack only.")] = None,
+            rule: Annotated[str | None, typer.Option(help="Operating-point rule, e.g. fpr:0.001 or score:0.")] = None,
+            set_: SetOpt = None) -> None:
+    """Place samples on the plane and measure the dynamics; writes Parquet tables and summary.json."""
+    from privdyn import pipeline
+    from privdyn.config import parse_rule
+
+    rd, cfg = _open(run_dir, set_)
+    if rule is not None:
+        try:
+            parse_rule(rule)
+        except ValueError as e:
+            raise PrivdynError(str(e)) from None
+    if attack is not None and not rd.score_path(attack).exists():
+        raise PrivdynError(f"Attack {attack!r} has no scores in {rd.path}: run `privdyn score {rd.path} --attacks {attack}` first")
+    pipeline.analyze(cfg, rd, attack, rule)
+    out.print(f"analysed: {rd.path / 'analysis'}")
+
+
+@app.command()
+def report(run_dir: RunDirArg) -> None:
+    """Write report/index.html (offline) with PNG and PDF figures."""
+    from privdyn import pipeline
+
+    rd, cfg = _open(run_dir)
+    out.print(f"report: {pipeline.report(cfg, rd)}")
+
+
+@app.command()
+def datasets() -> None:
+    """List the datasets privdyn knows and where each is looked for."""
+    from privdyn.data import DATASETS
+
+    t = Table("name", "description", "where")
+    for e in DATASETS.values():
+        t.add_row(e.name, e.description, e.where)
+    out.print(t)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except PrivdynError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted: run the same command again to resume where it stopped")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

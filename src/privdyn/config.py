@@ -1,0 +1,261 @@
+"""Typed run configuration (pydantic), loaded from YAML with ``key=value`` overrides.
+
+Every field has a default, so an empty YAML file is a valid config. Validation happens up front
+and every message names the field and the fix. The resolved config (all defaults filled in) is
+written into each run directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from privdyn.errors import PrivdynError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DatasetConfig(_Strict):
+    name: str = "mnist1d"
+    n_pool: int | None = Field(None, ge=2, description="pool size; None = the whole training split")
+    n_test: int | None = Field(None, ge=1, description="test size; None = the whole test split")
+    root: str | None = Field(None, description="data root for datasets read from files")
+    options: dict[str, Any] = Field(default_factory=dict, description="dataset-specific options")
+
+
+class ModelConfig(_Strict):
+    arch: str = "mlp"
+    width: int = Field(128, ge=1)
+    depth: int = Field(2, ge=1)
+    norm: Literal["batch", "none"] = "batch"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class OptimizerConfig(_Strict):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0)
+
+
+class TrainingConfig(_Strict):
+    n_models: int = Field(16, ge=2, description="M, the number of models; must be even")
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    group_size: int = Field(16, ge=1, description="models trained at once in one batched group")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    eval_batch_size: int = Field(4096, ge=1)
+
+    @field_validator("n_models")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError(f"must be even (got {v}): each sample is IN for exactly half the models")
+        return v
+
+
+class CheckpointConfig(_Strict):
+    schedule: Literal["every", "list"] = "every"
+    every: int = Field(1, ge=1, description="with schedule=every: a checkpoint every k epochs")
+    epochs: list[int] = Field(default_factory=list, description="with schedule=list")
+    include_init: bool = Field(False, description="also score the models at initialisation (e_0=0)")
+
+
+class StatesConfig(_Strict):
+    low: float = 0.1
+    medium: float = 0.3
+    high: float = 0.6
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StatesConfig:
+        if not 0 < self.low < self.medium < self.high <= 1:
+            raise ValueError("state bands need 0 < low < medium < high <= 1")
+        return self
+
+
+class AnalysisConfig(_Strict):
+    default_attack: str | None = Field(None, description="None = the first attack in `attacks`")
+    rule: str = Field("fpr:0.01", description="operating-point rule: fpr:alpha or score:c")
+    report_alphas: list[float] = Field(default_factory=lambda: [0.001, 0.01, 0.1])
+    grid: int | None = Field(None, ge=1, description="G for the G x G grid; None = min(10, M/2)")
+    states: StatesConfig = Field(default_factory=StatesConfig)
+
+    @field_validator("rule")
+    @classmethod
+    def _rule(cls, v: str) -> str:
+        parse_rule(v)
+        return v
+
+
+class AttackOptions(_Strict):
+    lira_std_floor: float = Field(1e-6, gt=0, description="lower bound on LiRA standard deviations")
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    seed: int = 0
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    checkpoints: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    queries: list[str] = Field(default_factory=lambda: ["identity"])
+    attacks: list[str] = Field(
+        default_factory=lambda: ["lira_online", "lira_online_fixed", "lira_offline_cdf"]
+    )
+    attack_options: AttackOptions = Field(default_factory=AttackOptions)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RunConfig:
+        from privdyn.attacks import ATTACKS
+        from privdyn.training.queries import check_query
+
+        unknown = [a for a in self.attacks if a not in ATTACKS]
+        if unknown:
+            raise ValueError(f"attacks: unknown {unknown}; available: {sorted(ATTACKS)}")
+        if not self.attacks:
+            raise ValueError("attacks: list at least one attack")
+        if self.analysis.default_attack is not None and self.analysis.default_attack not in self.attacks:
+            raise ValueError(
+                f"analysis.default_attack={self.analysis.default_attack!r} is not in attacks {self.attacks}"
+            )
+        for q in self.queries:
+            check_query(q)
+        if not self.queries:
+            raise ValueError("queries: list at least one query (e.g. identity)")
+        half = self.training.n_models // 2
+        if self.analysis.grid is not None and self.analysis.grid > half:
+            raise ValueError(
+                f"analysis.grid={self.analysis.grid} exceeds M/2={half}, the resolution of TPR_i; "
+                f"set analysis.grid <= {half} or train more models"
+            )
+        ck = self.checkpoints
+        if ck.schedule == "list":
+            if not ck.epochs:
+                raise ValueError("checkpoints.epochs: give at least one epoch with schedule=list")
+            bad = [e for e in ck.epochs if not 1 <= e <= self.training.epochs]
+            if bad:
+                raise ValueError(
+                    f"checkpoints.epochs: {bad} outside 1..training.epochs={self.training.epochs}"
+                )
+        return self
+
+    # ----- derived quantities ---------------------------------------------------------------
+    def checkpoint_epochs(self) -> list[int]:
+        """Sorted checkpoint epochs e_1 < ... < e_T (0 first when include_init)."""
+        ck = self.checkpoints
+        if ck.schedule == "list":
+            epochs = sorted(set(ck.epochs))
+        else:
+            epochs = list(range(ck.every, self.training.epochs + 1, ck.every))
+            if not epochs or epochs[-1] != self.training.epochs:
+                epochs.append(self.training.epochs)
+        return ([0] if ck.include_init else []) + epochs
+
+    def grid_size(self) -> int:
+        return self.analysis.grid if self.analysis.grid is not None else min(10, self.training.n_models // 2)
+
+    def default_attack(self) -> str:
+        return self.analysis.default_attack or self.attacks[0]
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable hash of the named top-level sections: what produced an artifact."""
+        data = self.model_dump(mode="json")
+        blob = json.dumps({s: data[s] for s in sections}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+#: Sections whose change invalidates each stage's artifacts.
+TRAIN_SECTIONS = ("seed", "dataset", "model", "training", "checkpoints", "queries")
+SCORE_SECTIONS = (*TRAIN_SECTIONS, "attacks", "attack_options")
+ANALYZE_SECTIONS = (*SCORE_SECTIONS, "analysis")
+
+_RULE_RE = re.compile(r"^(fpr|score):(.+)$")
+
+
+def parse_rule(rule: str) -> tuple[str, float]:
+    """Parse an operating-point rule ``fpr:alpha`` or ``score:c``."""
+    m = _RULE_RE.match(rule.strip())
+    if not m:
+        raise ValueError(f"rule {rule!r} is not 'fpr:ALPHA' (e.g. fpr:0.01) or 'score:C' (e.g. score:0)")
+    kind, value = m.group(1), m.group(2)
+    try:
+        x = float(value)
+    except ValueError:
+        raise ValueError(f"rule {rule!r}: {value!r} is not a number") from None
+    if kind == "fpr" and not 0 < x < 1:
+        raise ValueError(f"rule {rule!r}: alpha must lie in (0, 1)")
+    return kind, x
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise PrivdynError(f"--set {key}: {p!r} is not a section")
+    node[parts[-1]] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides; values are parsed as YAML (numbers, lists, booleans)."""
+    for item in overrides:
+        if "=" not in item:
+            raise PrivdynError(f"--set {item!r}: expected key=value, e.g. --set training.epochs=10")
+        key, raw = item.split("=", 1)
+        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+    return data
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"Invalid config ({source}):"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  - {loc}: {msg}")
+    lines.append("Fix the field(s) above in the YAML file or with --set key=value.")
+    return "\n".join(lines)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise PrivdynError(format_validation_error(err, source)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config (None = the built-in quickstart) and apply overrides."""
+    if path is None:
+        text = resources.files("privdyn").joinpath("configs/quickstart.yaml").read_text()
+        source = "built-in quickstart"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise PrivdynError(f"Config file {p} does not exist. Pass the path to a YAML config, "
+                               "or no CONFIG at all for the built-in quickstart.")
+        text, source = p.read_text(), str(p)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise PrivdynError(f"{source} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise PrivdynError(f"{source} must hold a mapping of config sections at the top level")
+    return config_from_dict(apply_overrides(data, overrides or []), source)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

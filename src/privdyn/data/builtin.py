@@ -1,0 +1,75 @@
+"""Datasets that need no download: MNIST-1D (generated), scikit-learn digits, synthetic mixtures."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from privdyn.data.base import Dataset, standardise
+
+
+def load_mnist1d(n_pool: int | None, n_test: int | None, seed: int, options: dict) -> Dataset:
+    """MNIST-1D generated offline by ``mnist1d.data.make_dataset`` (never its download path)."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    n_pool = n_pool or 8000
+    n_test = n_test or 2000
+    args = get_dataset_args()
+    args.num_samples = n_pool + n_test
+    args.train_split = n_pool / (n_pool + n_test)
+    args.seed = int(options.get("seed", 42))
+    d = make_dataset(args)
+    x_pool, x_test = standardise(np.asarray(d["x"], np.float32), np.asarray(d["x_test"], np.float32), None)
+    return Dataset(
+        name="mnist1d", kind="sequence",
+        x_pool=x_pool[:, None, :], y_pool=np.asarray(d["y"], np.int64),
+        x_test=x_test[:, None, :], y_test=np.asarray(d["y_test"], np.int64), num_classes=10,
+    )
+
+
+def load_digits(n_pool: int | None, n_test: int | None, seed: int, options: dict) -> Dataset:
+    """scikit-learn's bundled 8x8 digits, split into a pool and a test split (seeded)."""
+    from sklearn.datasets import load_digits as sk_load
+
+    from privdyn.errors import PrivdynError
+
+    x, y = sk_load(return_X_y=True)
+    x = (x.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    perm = np.random.default_rng(seed).permutation(len(y))
+    n_test = n_test or 497
+    n_pool = n_pool or len(y) - n_test
+    if n_pool + n_test > len(y):
+        raise PrivdynError(f"digits has {len(y)} samples; dataset.n_pool + dataset.n_test = {n_pool + n_test}")
+    pool, test = perm[:n_pool], perm[n_pool:n_pool + n_test]
+    x_pool, x_test = standardise(x[pool], x[test], 1)
+    return Dataset("digits", "image", x_pool, y[pool].astype(np.int64), x_test, y[test].astype(np.int64), 10)
+
+
+def load_synthetic(n_pool: int | None, n_test: int | None, seed: int, options: dict) -> Dataset:
+    """A Gaussian mixture with a difficulty knob.
+
+    Options: ``dim`` (16), ``classes`` (4), ``difficulty`` in [0, 1] (0.5; the within-class spread
+    relative to the distance between class means) and ``label_noise`` (0.05; the share of pool
+    labels flipped, which makes atypical samples that can only be memorised).
+    """
+    n_pool = n_pool or 2000
+    n_test = n_test or 1000
+    dim = int(options.get("dim", 16))
+    k = int(options.get("classes", 4))
+    difficulty = float(options.get("difficulty", 0.5))
+    label_noise = float(options.get("label_noise", 0.05))
+    rng = np.random.default_rng(seed + 7919)
+    means = rng.normal(size=(k, dim))
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    spread = 0.05 + 1.5 * difficulty
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, k, size=n)
+        x = means[y] + spread * rng.normal(size=(n, dim)) / np.sqrt(dim) * 3
+        return x.astype(np.float32), y.astype(np.int64)
+
+    x_pool, y_pool = draw(n_pool)
+    x_test, y_test = draw(n_test)
+    flip = rng.random(n_pool) < label_noise
+    y_pool[flip] = (y_pool[flip] + rng.integers(1, k, size=int(flip.sum()))) % k
+    x_pool, x_test = standardise(x_pool, x_test, None)
+    return Dataset("synthetic", "tabular", x_pool, y_pool, x_test, y_test, k)

@@ -1,0 +1,102 @@
+"""Stage orchestration: train -> score -> analyze -> report, each skipped when already done.
+
+A stage is done when the manifest records it finished with the hash of the config sections it
+depends on; a changed section makes that stage and every later one rerun.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from privdyn.config import ANALYZE_SECTIONS, SCORE_SECTIONS, TRAIN_SECTIONS, RunConfig
+from privdyn.data import load_dataset
+from privdyn.store import atomic
+from privdyn.store.rundir import RunDir
+from privdyn.training.membership import balanced_membership
+
+console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Progress | None]:
+    if not enabled:
+        yield None
+        return
+    with Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as p:
+        yield p
+
+
+def train(cfg: RunConfig, run: RunDir, progress: bool = True) -> None:
+    from privdyn.training.engine import run_train_stage
+
+    digest = cfg.section_hash(*TRAIN_SECTIONS)
+    if run.stage_done("train", digest):
+        return
+    run.mark_stage("train", "running", digest)
+    ds = load_dataset(cfg.dataset.name, cfg.dataset.n_pool, cfg.dataset.n_test, cfg.seed, cfg.dataset.options)
+    mpath = run.path / "membership.npy"
+    if mpath.exists():
+        membership = np.load(mpath, allow_pickle=False)
+    else:
+        membership = balanced_membership(cfg.training.n_models, ds.n_pool, cfg.seed)
+        atomic.save_npy(mpath, membership)
+    atomic.save_npy(run.path / "labels.npy", ds.y_pool)
+    with _progress(progress) as p:
+        run_train_stage(cfg, run, ds, membership, p)
+    run.mark_stage("train", "done", digest, n_pool=ds.n_pool, n_test=int(len(ds.y_test)))
+
+
+def score(cfg: RunConfig, run: RunDir, attacks: list[str] | None = None, progress: bool = True) -> None:
+    from privdyn.attacks.stage import score_attack
+
+    digest = cfg.section_hash(*SCORE_SECTIONS)
+    if attacks is None and run.stage_done("score", digest):
+        return
+    run.mark_stage("score", "running", digest)
+    with _progress(progress) as p:
+        for a in attacks or cfg.attacks:
+            score_attack(cfg, run, a, p)
+    run.mark_stage("score", "done", digest)
+
+
+def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | None = None) -> dict:
+    from privdyn.analysis.stage import analyze as analyze_one
+    from privdyn.analysis.stage import write_summary
+
+    digest = cfg.section_hash(*ANALYZE_SECTIONS)
+    if attack is None and rule is None and run.stage_done("analyze", digest):
+        return {}
+    if attack is not None or rule is not None:
+        return analyze_one(cfg, run, attack or cfg.default_attack(), rule or cfg.analysis.rule)
+    run.mark_stage("analyze", "running", digest)
+    per_attack = {a: analyze_one(cfg, run, a, cfg.analysis.rule) for a in cfg.attacks}
+    summary = write_summary(cfg, run, per_attack)
+    run.mark_stage("analyze", "done", digest)
+    return summary
+
+
+def report(cfg: RunConfig, run: RunDir) -> Path:
+    from privdyn.report.html import build_report
+
+    digest = cfg.section_hash(*ANALYZE_SECTIONS)
+    run.mark_stage("report", "running", digest)
+    index = build_report(cfg, run)
+    run.mark_stage("report", "done", digest)
+    return index
+
+
+def run_all(cfg: RunConfig, out: str | Path, progress: bool = True) -> tuple[RunDir, Path]:
+    """Every stage that is not done yet; returns the run directory and the report path."""
+    run = RunDir(out)
+    run.init(cfg)
+    train(cfg, run, progress)
+    score(cfg, run, progress=progress)
+    analyze(cfg, run)
+    return run, report(cfg, run)

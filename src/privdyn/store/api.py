@@ -1,0 +1,94 @@
+"""``privdyn.open_run``: read access to a finished (or partial) run directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from privdyn.config import RunConfig
+from privdyn.errors import PrivdynError
+from privdyn.store.rundir import RunDir
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The analysis tables of one attack and rule."""
+
+    sample_epoch: pd.DataFrame
+    sample: pd.DataFrame
+    epoch: pd.DataFrame
+
+
+class Run:
+    """A run directory opened for reading. Arrays are memory-mapped, never unpickled."""
+
+    def __init__(self, path: str | Path):
+        self._dir = RunDir(path)
+        if not self._dir.config_path.exists():
+            raise PrivdynError(f"{path} is not a privdyn run directory (no config.yaml)")
+
+    @property
+    def path(self) -> Path:
+        return self._dir.path
+
+    @cached_property
+    def config(self) -> RunConfig:
+        return self._dir.load_config()
+
+    @property
+    def manifest(self) -> dict:
+        return self._dir.manifest()
+
+    @cached_property
+    def membership(self) -> np.ndarray:
+        """bool ``[M, N]``: ``membership[m, i]`` is true when model m trained on sample i."""
+        return self._dir.load_array(self.path / "membership.npy", "the membership matrix", mmap=False)
+
+    @cached_property
+    def epochs(self) -> np.ndarray:
+        """int ``[T]``: the checkpoint epochs."""
+        return self._dir.load_array(self.path / "epochs.npy", "the checkpoint epochs", mmap=False)
+
+    def signal(self, name: str, split: str = "pool") -> np.ndarray:
+        """``[T, M, N, Q]`` signal (memory-mapped); split='test' for the test split."""
+        return self._dir.load_array(self._dir.signal_path(name, split), f"signal {name!r}")
+
+    def scores(self, attack: str) -> np.ndarray:
+        """float64 ``[T, M, N]`` attack scores (memory-mapped)."""
+        return self._dir.load_array(self._dir.score_path(attack), f"scores of attack {attack!r} "
+                                    f"(score it with `privdyn score {self.path} --attacks {attack}`)")
+
+    def plane(self, attack: str | None = None, rule: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(FPR, TPR), each ``[T, N]``, computed from the scores for any rule."""
+        from privdyn.analysis.plane import compute_plane
+
+        p = compute_plane(self.scores(attack or self.config.default_attack()), self.membership,
+                          rule or self.config.analysis.rule)
+        return p["fpr"], p["tpr"]
+
+    def summary(self) -> dict:
+        import json
+
+        if not self._dir.summary_path.exists():
+            raise PrivdynError(f"{self.path} has no summary.json yet: run `privdyn analyze {self.path}`")
+        return json.loads(self._dir.summary_path.read_text())
+
+    def tables(self, attack: str | None = None, rule: str | None = None) -> Tables:
+        """The Parquet tables (per sample-epoch, per sample, per epoch) of an attack and rule."""
+        d = self._dir.analysis_dir(attack or self.config.default_attack(), rule or self.config.analysis.rule)
+        if not (d / "epoch.parquet").exists():
+            raise PrivdynError(f"No analysis tables in {d}: run `privdyn analyze {self.path}"
+                               + (f" --attack {attack}" if attack else "") + (f" --rule {rule}" if rule else "") + "`")
+        return Tables(*(pd.read_parquet(d / f"{n}.parquet") for n in ("sample_epoch", "sample", "epoch")))
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+
+def open_run(path: str | Path) -> Run:
+    """Open a run directory made by ``privdyn run``."""
+    return Run(path)

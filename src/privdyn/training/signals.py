@@ -1,0 +1,44 @@
+"""Checkpoint signals computed from logits (float64 inside, stored as float32).
+
+For labels y and logits z: phi = z_y - logsumexp_{y' != y} z_{y'} equals
+log p_y - log(sum_{y' != y} p_{y'}) exactly, without forming probabilities.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: Signals stored per (checkpoint, model, sample, query).
+SIGNALS = ("phi", "loss", "correct", "entropy", "mentropy", "top1", "top2", "top3")
+
+
+def _log1mexp(a: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(a)) for a <= 0, stable at both ends (Maechler 2012)."""
+    return torch.where(a > -0.6931471805599453, torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(a)))
+
+
+def signals_from_logits(logits: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """All stored signals for logits ``[..., C]`` and labels ``[...]``."""
+    z = logits.to(torch.float64)
+    yi = y.unsqueeze(-1).expand(*z.shape[:-1], 1)
+    logp = torch.log_softmax(z, dim=-1)
+    logp_y = logp.gather(-1, yi).squeeze(-1)
+    z_y = z.gather(-1, yi).squeeze(-1)
+    others = z.scatter(-1, yi, float("-inf"))
+    phi = z_y - torch.logsumexp(others, dim=-1)
+    p = logp.exp()
+    plogp = torch.where(p > 0, p * logp, torch.zeros_like(p))
+    entropy = -plogp.sum(-1)
+    # Modified entropy (Song & Mittal 2021): -(1-p_y) log p_y - sum_{y'!=y} p_y' log(1-p_y')
+    log1m = _log1mexp(logp.clamp(max=0.0))
+    terms = torch.where(p > 0, p * log1m, torch.zeros_like(p)).scatter(-1, yi, 0.0)
+    p_y = logp_y.exp()
+    mentropy = -(1 - p_y) * logp_y - terms.sum(-1)
+    top = torch.topk(p, k=min(3, p.shape[-1]), dim=-1).values
+    if top.shape[-1] < 3:
+        top = torch.nn.functional.pad(top, (0, 3 - top.shape[-1]))
+    return {
+        "phi": phi, "loss": -logp_y, "correct": z.argmax(-1) == y,
+        "entropy": entropy, "mentropy": mentropy,
+        "top1": top[..., 0], "top2": top[..., 1], "top3": top[..., 2],
+    }
