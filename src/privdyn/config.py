@@ -91,6 +91,21 @@ class AnalysisConfig(_Strict):
     report_alphas: list[float] = Field(default_factory=lambda: [0.001, 0.01, 0.1])
     grid: int | None = Field(None, ge=1, description="G for the G x G grid; None = min(10, M/2)")
     states: StatesConfig = Field(default_factory=StatesConfig)
+    n_clusters: int | None = Field(None, ge=2, le=20,
+                                   description="k for the trajectory clusters; None = best silhouette in 2..6")
+    silhouette_sample: int = Field(5000, ge=10, description="samples on which the silhouette is computed")
+    n_bootstrap: int = Field(1000, ge=10, description="bootstrap draws for the difficulty Spearman CIs")
+    el2n_fraction: float = Field(0.1, gt=0, le=1,
+                                 description="EL2N at the checkpoint nearest this fraction of training")
+    recall_levels: list[float] = Field(default_factory=lambda: [0.5, 0.7, 0.9],
+                                       description="recall levels whose earliest epoch is reported")
+
+    @field_validator("recall_levels")
+    @classmethod
+    def _levels(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < x <= 1 for x in v):
+            raise ValueError(f"give levels in (0, 1], e.g. [0.5, 0.7, 0.9] (got {v})")
+        return sorted(set(v))
 
     @field_validator("rule")
     @classmethod
