@@ -131,7 +131,8 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except PrivdynError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        err.print("[bold red]error:[/]", end=" ")
+        err.print(str(e), markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted: run the same command again to resume where it stopped")

@@ -29,8 +29,13 @@ def signals_from_logits(logits: torch.Tensor, y: torch.Tensor) -> dict[str, torc
     p = logp.exp()
     plogp = torch.where(p > 0, p * logp, torch.zeros_like(p))
     entropy = -plogp.sum(-1)
-    # Modified entropy (Song & Mittal 2021): -(1-p_y) log p_y - sum_{y'!=y} p_y' log(1-p_y')
+    # Modified entropy (Song & Mittal 2021): -(1-p_y) log p_y - sum_{y'!=y} p_y' log(1-p_y').
+    # log(1 - p_j) = log1mexp(log p_j) is exact for every class but the most likely one, where
+    # p_j may round to 1: there it is the logsumexp of the other classes' log-probabilities.
     log1m = _log1mexp(logp.clamp(max=0.0))
+    top_j = logp.argmax(-1, keepdim=True)
+    log1m_top = torch.logsumexp(logp.scatter(-1, top_j, float("-inf")), dim=-1, keepdim=True)
+    log1m = log1m.scatter(-1, top_j, log1m_top)
     terms = torch.where(p > 0, p * log1m, torch.zeros_like(p)).scatter(-1, yi, 0.0)
     p_y = logp_y.exp()
     mentropy = -(1 - p_y) * logp_y - terms.sum(-1)

@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+from privdyn.store import atomic
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "a.npy"
+    atomic.save_npy(target, np.arange(5))
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_path(target) as tmp:
+            tmp.write_bytes(b"half a file")
+            raise RuntimeError("killed mid-write")
+    assert np.array_equal(np.load(target), np.arange(5))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]
+
+
+def test_memmap_appears_only_when_complete(tmp_path):
+    target = tmp_path / "big.npy"
+    with atomic.open_memmap_atomic(target, (3, 4), np.float32) as arr:
+        arr[:] = 7
+        assert not target.exists()
+    assert np.load(target).sum() == 84
+
+
+def test_npz_round_trip_without_pickle(tmp_path):
+    atomic.save_npz(tmp_path / "x.npz", a=np.ones(3), b=np.zeros((2, 2), bool))
+    out = atomic.load_npz(tmp_path / "x.npz")
+    assert out["a"].sum() == 3 and out["b"].dtype == bool
+
+
+def test_object_arrays_are_refused(tmp_path):
+    with pytest.raises(ValueError):
+        atomic.save_npy(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object))

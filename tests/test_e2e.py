@@ -1,0 +1,98 @@
+"""The whole pipeline on a tiny config, through the CLI and the Python API."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+import privdyn
+from privdyn.config import config_from_dict
+from privdyn.pipeline import run_all
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+
+    data = {
+        "name": "tiny", "seed": 3,
+        "dataset": {"name": "synthetic", "n_pool": 200, "n_test": 100,
+                    "options": {"dim": 8, "classes": 3, "difficulty": 0.6, "label_noise": 0.1}},
+        "model": {"arch": "mlp", "width": 32, "depth": 1, "norm": "none"},
+        "training": {"n_models": 8, "epochs": 4, "batch_size": 32, "group_size": 4,
+                     "optimizer": {"name": "sgd", "lr": 0.1}},
+        "analysis": {"grid": 4},
+    }
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    run, index = run_all(config_from_dict(data), out, progress=False)
+    return out, index
+
+
+def test_public_surface(tiny_run):
+    out, index = tiny_run
+    r = privdyn.open_run(out)
+    M, N, T = 8, 200, 4
+    assert r.membership.shape == (M, N) and r.membership.dtype == bool
+    assert r.epochs.tolist() == [1, 2, 3, 4]
+    for name in ("phi", "loss", "correct"):
+        assert r.signal(name).shape == (T, M, N, 1)
+    assert r.signal("loss", "test").shape == (T, M, 100, 1)
+    s = r.scores("lira_online")
+    assert s.shape == (T, M, N) and np.isfinite(s).all()
+    fpr, tpr = r.plane("lira_online", "fpr:0.1")
+    assert fpr.shape == tpr.shape == (T, N)
+    assert np.allclose(fpr.mean(axis=1), 0.1, atol=2 / (M * N / 2))
+    t = r.tables()
+    assert len(t.sample_epoch) == T * N and len(t.sample) == N and len(t.epoch) == T
+    assert index.exists() and "data:image/png;base64" in index.read_text()
+
+
+def test_summary_keys_and_signals_consistent(tiny_run):
+    out, _ = tiny_run
+    s = json.loads((out / "summary.json").read_text())
+    for key in ("test_accuracy", "tpr_at_fpr_0.001", "tpr_at_fpr_0.01", "auc", "com_displacement_pp",
+                "com_path_pp", "delta_entropy_bits", "n_high_final"):
+        assert key in s, key
+    assert len(s["test_accuracy"]) == 4 and set(s["attacks"]) == {"lira_online", "lira_online_fixed", "lira_offline_cdf"}
+    r = privdyn.open_run(out)
+    # loss and phi agree: p_y = exp(-loss) and phi = log(p_y / (1 - p_y))
+    p = np.exp(-r.signal("loss")[..., 0].astype(np.float64))
+    with np.errstate(divide="ignore"):
+        phi = np.log(p) - np.log1p(-p)
+    ok = (p > 1e-4) & (p < 1 - 1e-4)
+    np.testing.assert_allclose(r.signal("phi")[..., 0][ok], phi[ok], rtol=1e-3, atol=1e-3)
+    m = json.loads((out / "manifest.json").read_text())
+    assert all(m["stages"][k]["state"] == "done" for k in ("train", "score", "analyze", "report"))
+
+
+def test_rerun_is_idempotent_and_changed_training_is_refused(tiny_run, tmp_path):
+    out, _ = tiny_run
+    cfg = privdyn.open_run(out).config
+    before = (out / "scores" / "lira_online.npy").stat().st_mtime_ns
+    run_all(cfg, out, progress=False)
+    assert (out / "scores" / "lira_online.npy").stat().st_mtime_ns == before
+    changed = cfg.model_copy(update={"seed": 99})
+    from privdyn.errors import PrivdynError
+
+    with pytest.raises(PrivdynError, match="different training setup"):
+        run_all(changed, out, progress=False)
+
+
+def test_cli_run_and_user_errors(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "dataset": {"name": "synthetic", "n_pool": 100, "n_test": 50},
+        "model": {"width": 16, "depth": 1},
+        "training": {"n_models": 4, "epochs": 2, "batch_size": 50}, "analysis": {"grid": 2},
+    }))
+    cmd = [sys.executable, "-m", "privdyn.cli"]
+    ok = subprocess.run([*cmd, "run", str(cfg), "--out", str(tmp_path / "r"), "--no-progress"],
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert "report:" in ok.stdout and (tmp_path / "r" / "report" / "index.html").exists()
+    bad = subprocess.run([*cmd, "run", str(cfg), "--set", "training.n_models=5"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "must be even" in bad.stderr and "Traceback" not in bad.stderr
+    missing = subprocess.run([*cmd, "analyze", str(tmp_path / "nothing")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "not a privdyn run directory" in missing.stderr

@@ -1,0 +1,51 @@
+"""DESIGN.md invariants of the vulnerability plane under the balanced design."""
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from privdyn.analysis.model_level import tpr_at_fpr
+from privdyn.analysis.plane import compute_plane, plane_at, sample_auc, threshold
+from privdyn.training.membership import balanced_membership
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.sampled_from([4, 8, 16]), n=st.integers(20, 300).map(lambda k: 2 * k),
+       alpha=st.sampled_from([0.001, 0.01, 0.1, 0.3]), seed=st.integers(0, 10**6))
+def test_mean_fpr_is_alpha_and_mean_tpr_is_global_tpr(m, n, alpha, seed):
+    rng = np.random.default_rng(seed)
+    z = balanced_membership(m, n, seed)
+    s = rng.normal(size=(m, n)) + z * rng.uniform(0, 2)  # continuous: no quantile ties
+    tau = threshold(s, z, f"fpr:{alpha}")
+    fpr, tpr = plane_at(s, z, tau)
+    n_out = (~z).sum()
+    # the share of OUT scores strictly above the (1 - alpha) quantile, up to one score's step
+    assert abs(fpr.mean() - alpha) <= 1.0 / n_out + 1e-12
+    assert np.isclose(tpr.mean(), tpr_at_fpr(s, z, alpha))
+
+
+def test_plane_matches_loop_definition():
+    rng = np.random.default_rng(0)
+    M, N = 8, 40
+    z = balanced_membership(M, N, 1)
+    s = np.round(rng.normal(size=(M, N)) + z, 1)  # rounded: ties on purpose
+    tau = threshold(s, z, "fpr:0.1")
+    fpr, tpr = plane_at(s, z, tau)
+    auc = sample_auc(s, z)
+    for i in range(N):
+        ins = [s[m, i] for m in range(M) if z[m, i]]
+        outs = [s[m, i] for m in range(M) if not z[m, i]]
+        assert tpr[i] == np.mean([v > tau for v in ins])
+        assert fpr[i] == np.mean([v > tau for v in outs])
+        pairs = [(a > b) + 0.5 * (a == b) for a in ins for b in outs]
+        assert np.isclose(auc[i], np.mean(pairs))
+
+
+def test_score_rule_uses_fixed_threshold_and_sample_that_never_separates_is_safe():
+    z = balanced_membership(8, 10, 2)
+    s = np.where(z, 1.0, -1.0)
+    s[:, 0] = 0.5  # sample 0: all models give the same score
+    p = compute_plane(s[None], z, "score:0")
+    assert p["tau"][0] == 0.0
+    assert p["tpr"][0, 1:].min() == 1.0 and p["fpr"][0, 1:].max() == 0.0
+    assert p["adv"][0, 0] == 0.0 and p["auc"][0, 0] == 0.5
