@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 #: Signals stored per (checkpoint, model, sample, query).
-SIGNALS = ("phi", "loss", "correct", "entropy", "mentropy", "top1", "top2", "top3")
+SIGNALS = ("phi", "loss", "correct", "entropy", "mentropy", "top1", "top2", "top3", "el2n")
 
 
 def _log1mexp(a: torch.Tensor) -> torch.Tensor:
@@ -42,8 +42,11 @@ def signals_from_logits(logits: torch.Tensor, y: torch.Tensor) -> dict[str, torc
     top = torch.topk(p, k=min(3, p.shape[-1]), dim=-1).values
     if top.shape[-1] < 3:
         top = torch.nn.functional.pad(top, (0, 3 - top.shape[-1]))
+    # EL2N (Paul et al. 2021) = ||softmax - onehot||_2 = sqrt((1 - p_y)^2 + sum_{y'!=y} p_y'^2),
+    # with 1 - p_y = -expm1(log p_y) so that it stays exact when p_y rounds to 1.
+    el2n = torch.sqrt(torch.expm1(logp_y) ** 2 + (p * p).scatter(-1, yi, 0.0).sum(-1))
     return {
         "phi": phi, "loss": -logp_y, "correct": z.argmax(-1) == y,
         "entropy": entropy, "mentropy": mentropy,
-        "top1": top[..., 0], "top2": top[..., 1], "top3": top[..., 2],
+        "top1": top[..., 0], "top2": top[..., 1], "top3": top[..., 2], "el2n": el2n,
     }
