@@ -93,7 +93,7 @@ class AnalysisConfig(_Strict):
     states: StatesConfig = Field(default_factory=StatesConfig)
     n_clusters: int | None = Field(None, ge=2, le=20,
                                    description="k for the trajectory clusters; None = best silhouette in 2..6")
-    silhouette_sample: int = Field(5000, ge=10, description="samples on which the silhouette is computed")
+    silhouette_sample: int = Field(2000, ge=10, description="samples on which the silhouette is computed")
     n_bootstrap: int = Field(1000, ge=10, description="bootstrap draws for the difficulty Spearman CIs")
     el2n_fraction: float = Field(0.1, gt=0, le=1,
                                  description="EL2N at the checkpoint nearest this fraction of training")
