@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import pairwise_distances, silhouette_score
 
 from privdyn.analysis.population import STATE_NAMES, states
 from privdyn.config import StatesConfig
@@ -30,15 +30,16 @@ class Clustering:
     tried: dict[int, float]
 
 
-def _silhouette(x: np.ndarray, labels: np.ndarray, sample: np.ndarray) -> float:
-    lab = labels[sample]
-    if len(np.unique(lab)) < 2 or len(np.unique(lab)) >= len(sample):
+def _silhouette(dist: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette from a precomputed distance matrix; NaN when it is undefined."""
+    n_lab = len(np.unique(labels))
+    if n_lab < 2 or n_lab >= len(labels):
         return float("nan")
-    return float(silhouette_score(x[sample], lab))
+    return float(silhouette_score(dist, labels, metric="precomputed"))
 
 
 def cluster_trajectories(adv: np.ndarray, k: int | None = None, seed: int = 0,
-                         silhouette_sample: int = 5000) -> Clustering:
+                         silhouette_sample: int = 2000) -> Clustering:
     """k-means (seeded) on the rows of ``adv.T``; k by the best silhouette in 2..6 unless given.
 
     The silhouette is computed on a seeded subsample of ``silhouette_sample`` samples when N is
@@ -55,10 +56,11 @@ def cluster_trajectories(adv: np.ndarray, k: int | None = None, seed: int = 0,
     candidates = sorted({min(c, n_distinct, max(N - 1, 1)) for c in candidates} - {0, 1})
     if not candidates:
         return Clustering(np.zeros(N, dtype=np.int64), 1, float("nan"), {})
+    dist = pairwise_distances(x[sample])
     fits, tried = {}, {}
     for c in candidates:
         fits[c] = KMeans(n_clusters=c, n_init=4, random_state=seed).fit_predict(x)
-        tried[c] = _silhouette(x, fits[c], sample)
+        tried[c] = _silhouette(dist, fits[c][sample])
     best = max(candidates, key=lambda c: (np.nan_to_num(tried[c], nan=-np.inf), -c))
     lab = np.unique(fits[best], return_inverse=True)[1]
     # relabel: decreasing mean final advantage, then decreasing mean advantage over time

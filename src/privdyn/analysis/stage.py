@@ -6,12 +6,14 @@ Reads the score and signal arrays of a run, writes Parquet tables and a ``plane.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from privdyn.analysis import model_level, population
+from privdyn.analysis import clusters, difficulty, dynamics, early
 from privdyn.analysis.plane import compute_plane
 from privdyn.config import RunConfig
 from privdyn.store import atomic
@@ -28,6 +30,92 @@ def model_metrics(run: RunDir, membership: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def _num(x: float) -> float | None:
+    """A float for summary.json, None for NaN (missing: keeps the file valid JSON)."""
+    return float(x) if np.isfinite(x) else None
+
+
+def difficulty_signals(cfg: RunConfig, run: RunDir) -> dict[str, np.ndarray | None]:
+    """``[T, M, N]`` memmap views of the pool's correct, loss and el2n signals under the identity
+    query (the first query when identity is not scored); el2n is None in runs that lack it."""
+    q = cfg.queries.index("identity") if "identity" in cfg.queries else 0
+    out: dict[str, np.ndarray | None] = {
+        name: run.load_array(run.signal_path(name), f"signal {name}")[..., q] for name in ("correct", "loss")}
+    el2n = run.signal_path("el2n")
+    out["el2n"] = run.load_array(el2n, "signal el2n")[..., q] if el2n.exists() else None
+    return out
+
+
+def dynamics_results(cfg: RunConfig, run: RunDir, plane: dict[str, np.ndarray], st: np.ndarray,
+                     epochs: np.ndarray, membership: np.ndarray) -> dict[str, Any]:
+    """Speed, transitions, time to high, clusters, difficulty and early determination.
+
+    Returns the extra per-sample and per-epoch columns (``sample``, ``epoch``), the tables
+    ``transitions``, ``clusters``, ``difficulty_spearman``, ``difficulty_deciles`` and the
+    ``summary`` entries.
+    """
+    ac = cfg.analysis
+    adv, high_final = plane["adv"], st[-1] == dynamics.HIGH
+    speed, net = dynamics.encoding_speed(plane["fpr"], plane["tpr"], epochs)
+    counts = dynamics.transition_counts(st)
+    to_high = dynamics.p_to_high(counts)
+    first_high, settled = dynamics.time_to_high(st, epochs)
+    clus = clusters.cluster_trajectories(adv, ac.n_clusters, cfg.seed, ac.silhouette_sample)
+    clus_table = clusters.describe_clusters(clus.labels, adv, first_high, epochs, ac.states)
+    sig = difficulty_signals(cfg, run)
+    k_early = difficulty.early_index(epochs, ac.el2n_fraction)
+    measures = difficulty.difficulty_measures(sig["correct"], sig["loss"], sig["el2n"], membership, k_early)
+    spearman = difficulty.spearman_table(measures, {"final_advantage": adv[-1], "final_auc": plane["auc"][-1]},
+                                         ac.n_bootstrap, cfg.seed)
+    deciles = difficulty.decile_table(measures, adv[-1], plane["auc"][-1], high_final)
+    vulnerable = early.final_vulnerable(adv[-1], high_final)
+    recall = early.recall_curve(adv, vulnerable)
+    to_final = early.spearman_to_final(adv)
+    reached = early.earliest_epochs(recall, epochs, ac.recall_levels)
+    sp = dynamics.speed_summary(speed, high_final)
+    peak = dynamics.peak(to_high)
+    summary = {
+        "encoding_speed_mean": sp["mean"], "encoding_speed_median": sp["median"],
+        "encoding_speed_high_mean": _num(sp["high_mean"]),
+        "net_encoding_rate_mean": _num(float(np.mean(net))),
+        "peak_p_to_high": _num(peak),
+        "peak_p_to_high_epoch": int(epochs[int(np.nanargmax(to_high))]) if np.isfinite(peak) else None,
+        "p_to_high": [_num(v) for v in to_high],
+        "n_ever_high": int(np.isfinite(first_high).sum()),
+        "time_to_high_median": _num(float(np.median(first_high[np.isfinite(first_high)]))
+                                    if np.isfinite(first_high).any() else float("nan")),
+        "n_clusters": clus.k, "silhouette": _num(clus.silhouette),
+        "clusters": json.loads(clus_table.to_json(orient="records")),
+        "n_vulnerable": int(vulnerable.sum()),
+        "vulnerable_set": "high at e_T" if high_final.any() else "top 1% by A(e_T)",
+        "recall_curve": [_num(v) for v in recall],
+        "spearman_to_final": [_num(v) for v in to_final],
+        **{f"epoch_recall_{lv:g}": _num(e) for lv, (e, _) in reached.items()},
+        **{f"fraction_recall_{lv:g}": _num(f) for lv, (_, f) in reached.items()},
+        "early_el2n_epoch": int(epochs[k_early]),
+        "spearman_difficulty": {
+            m: {r.target: {"rho": _num(r.rho), "ci_low": _num(r.ci_low), "ci_high": _num(r.ci_high)}
+                for r in spearman[spearman.measure == m].itertuples()}
+            | ({"note": "signal el2n not stored: retrain with this privdyn version"}
+               if m == "early_el2n" and sig["el2n"] is None else {})
+            for m in difficulty.MEASURES},
+    }
+    return {
+        "sample": {
+            "encoding_speed": speed, "net_encoding_rate": net,
+            "time_to_high": first_high, "settled_high": settled,
+            "cluster": clus.labels,
+            "cluster_name": pd.Categorical.from_codes(clus.labels, list(clus_table["name"])),
+            "finally_vulnerable": vulnerable, **measures,
+        },
+        "epoch": {"recall": recall, "spearman_to_final": to_final,
+                  "p_to_high": np.append(to_high, np.nan)},
+        "transitions": dynamics.transitions_table(counts, epochs),
+        "clusters": clus_table, "difficulty_spearman": spearman, "difficulty_deciles": deciles,
+        "summary": summary,
+    }
+
+
 def analyze(cfg: RunConfig, run: RunDir, attack: str, rule: str) -> dict[str, Any]:
     """Analyse one attack under one rule; write its tables and return its summary entries."""
     membership = run.load_array(run.path / "membership.npy", "membership", mmap=False)
@@ -40,6 +128,7 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str, rule: str) -> dict[str, An
     disp, path = population.com_displacement_and_path(com)
     entropy = population.spatial_entropy(plane["fpr"], plane["tpr"], cfg.grid_size())
     metrics = model_metrics(run, membership)
+    dyn = dynamics_results(cfg, run, plane, st, epochs, membership)
 
     alphas = sorted(set(cfg.analysis.report_alphas) | {0.001, 0.01})
     tpr_at = {a: np.empty(T) for a in alphas}
@@ -64,6 +153,7 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str, rule: str) -> dict[str, An
         "final_auc": plane["auc"][-1],
         "final_state": pd.Categorical.from_codes(st[-1], population.STATE_NAMES),
         "max_advantage": plane["adv"].max(axis=0),
+        **dyn["sample"],
     })
     state_counts = {f"n_{name}": (st == k).sum(axis=1) for k, name in enumerate(population.STATE_NAMES)}
     epoch_table = pd.DataFrame({
@@ -73,10 +163,13 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str, rule: str) -> dict[str, An
         **{k: v.mean(axis=1) for k, v in metrics.items()},
         "generalisation_gap": (metrics["train_accuracy"] - metrics["test_accuracy"]).mean(axis=1),
         **state_counts,
+        **dyn["epoch"],
     })
     atomic.write_parquet(out_dir / "sample_epoch.parquet", sample_epoch)
     atomic.write_parquet(out_dir / "sample.parquet", sample)
     atomic.write_parquet(out_dir / "epoch.parquet", epoch_table)
+    for name in ("transitions", "clusters", "difficulty_spearman", "difficulty_deciles"):
+        atomic.write_parquet(out_dir / f"{name}.parquet", dyn[name])
 
     return {
         "attack": attack, "rule": rule, "epochs": epochs.tolist(),
@@ -87,6 +180,7 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str, rule: str) -> dict[str, An
         "com_displacement_pp": disp, "com_path_pp": path,
         "entropy_bits": entropy.tolist(), "delta_entropy_bits": float(entropy[-1] - entropy[0]),
         "n_high_final": int((st[-1] == 3).sum()),
+        **dyn["summary"],
         "final": {"test_accuracy": float(epoch_table["test_accuracy"].iloc[-1]),
                   "auc": float(auc[-1]),
                   **{f"tpr_at_fpr_{a:g}": float(v[-1]) for a, v in tpr_at.items()}},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 
@@ -16,11 +16,15 @@ from privdyn.store.rundir import RunDir
 
 @dataclass(frozen=True)
 class Tables:
-    """The analysis tables of one attack and rule."""
+    """The analysis tables of one attack and rule (columns: docs/metrics.md)."""
 
     sample_epoch: pd.DataFrame
     sample: pd.DataFrame
     epoch: pd.DataFrame
+    transitions: pd.DataFrame
+    clusters: pd.DataFrame
+    difficulty_spearman: pd.DataFrame
+    difficulty_deciles: pd.DataFrame
 
 
 class Run:
@@ -78,12 +82,16 @@ class Run:
         return json.loads(self._dir.summary_path.read_text())
 
     def tables(self, attack: str | None = None, rule: str | None = None) -> Tables:
-        """The Parquet tables (per sample-epoch, per sample, per epoch) of an attack and rule."""
-        d = self._dir.analysis_dir(attack or self.config.default_attack(), rule or self.config.analysis.rule)
-        if not (d / "epoch.parquet").exists():
-            raise PrivdynError(f"No analysis tables in {d}: run `privdyn analyze {self.path}"
-                               + (f" --attack {attack}" if attack else "") + (f" --rule {rule}" if rule else "") + "`")
-        return Tables(*(pd.read_parquet(d / f"{n}.parquet") for n in ("sample_epoch", "sample", "epoch")))
+        """The Parquet tables of an attack and rule: per sample-epoch, per sample, per epoch, the
+        state transitions, the trajectory clusters and the difficulty correlations and deciles."""
+        attack, rule = attack or self.config.default_attack(), rule or self.config.analysis.rule
+        d = self._dir.analysis_dir(attack, rule)
+        names = [f.name for f in fields(Tables)]
+        missing = [n for n in names if not (d / f"{n}.parquet").exists()]
+        if missing:
+            raise PrivdynError(f"No analysis tables {missing} in {d} (not analysed yet, or by an older "
+                               f"privdyn): run `privdyn analyze {self.path} --attack {attack} --rule {rule}`")
+        return Tables(*(pd.read_parquet(d / f"{n}.parquet") for n in names))
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"

@@ -1,0 +1,172 @@
+"""Learning difficulty from the models' own checkpoint signals, and how it relates to risk.
+
+Measures per sample (Toneva et al. 2019; Jiang et al. 2021; Paul et al. 2021), from the IN
+models unless said otherwise, under one query (the identity):
+
+- ``iteration_learned``: the first checkpoint index (1-based) from which the sample stays
+  correctly classified to the end; T + 1 when it is misclassified at the last checkpoint.
+- ``forgetting_events``: the number of correct -> incorrect transitions between consecutive
+  checkpoints.
+- ``mean_train_loss``: the training loss averaged over checkpoints.
+- ``consistency``: the mean correctness at e_T over the OUT models (a C-score estimate).
+- ``early_el2n``: ||softmax - onehot||_2 at the checkpoint nearest a fraction of training.
+
+Each is averaged over the sample's IN models (consistency: OUT models). Streams over checkpoints.
+Spearman correlations come with percentile bootstrap CIs computed without a loop over draws
+per sample: a draw is a vector of multiplicities, and ranks within it follow from cumulative sums.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+MEASURES = ("iteration_learned", "forgetting_events", "mean_train_loss", "consistency", "early_el2n")
+
+
+def early_index(epochs: np.ndarray, fraction: float) -> int:
+    """Index of the checkpoint nearest ``fraction * e_T`` (ties: the earlier), never e_0 = 0
+    unless it is the only checkpoint."""
+    ep = np.asarray(epochs, dtype=np.float64)
+    dist = np.abs(ep - fraction * ep[-1])
+    dist[ep <= 0] = np.inf if (ep > 0).any() else 0.0
+    return int(np.argmin(dist))
+
+
+def difficulty_measures(correct: np.ndarray, loss: np.ndarray, el2n: np.ndarray | None,
+                        membership: np.ndarray, early: int) -> dict[str, np.ndarray]:
+    """Every measure of :data:`MEASURES` per sample ``[N]``.
+
+    ``correct`` and ``loss`` (and ``el2n``, or None when it was not stored: NaN then) are
+    ``[T, M, N]`` array-likes such as memmap views; one checkpoint is read at a time.
+    """
+    T = correct.shape[0]
+    z = np.asarray(membership, dtype=bool)
+    n_in = z.sum(axis=0)
+    n_out = z.shape[0] - n_in
+    last_wrong = np.zeros(z.shape, dtype=np.int32)  # 1-based index of the last incorrect checkpoint
+    forgets = np.zeros(z.shape, dtype=np.int32)
+    loss_sum = np.zeros(z.shape[1])
+    prev = None
+    for t in range(T):
+        c = np.asarray(correct[t], dtype=bool)
+        last_wrong[~c] = t + 1
+        if prev is not None:
+            forgets += prev & ~c
+        prev = c
+        loss_sum += np.where(z, np.asarray(loss[t], dtype=np.float64), 0.0).sum(axis=0)
+    out = {
+        "iteration_learned": np.where(z, last_wrong + 1, 0).sum(axis=0) / n_in,
+        "forgetting_events": np.where(z, forgets, 0).sum(axis=0) / n_in,
+        "mean_train_loss": loss_sum / (T * n_in),
+        "consistency": (prev & ~z).sum(axis=0) / n_out,
+    }
+    if el2n is None:
+        out["early_el2n"] = np.full(z.shape[1], np.nan)
+    else:
+        out["early_el2n"] = np.where(z, np.asarray(el2n[early], dtype=np.float64), 0.0).sum(axis=0) / n_in
+    return out
+
+
+def _groups(values: np.ndarray) -> tuple[np.ndarray, int]:
+    inv = np.unique(values, return_inverse=True)[1].ravel()
+    return inv, int(inv.max()) + 1 if inv.size else 0
+
+
+def weighted_ranks(inv: np.ndarray, n_groups: int, counts: np.ndarray) -> np.ndarray:
+    """Mid-ranks ``[B, N]`` of each sample within resamples given by multiplicities ``counts``.
+
+    ``inv`` maps samples to their value's position among the sorted distinct values (ties share
+    a group), so a sample's rank in draw b is the count of drawn values below its group plus
+    (the drawn count of its group + 1) / 2, exactly what ``rankdata`` gives on the resample.
+    """
+    B = counts.shape[0]
+    code = (np.arange(B)[:, None] * n_groups + inv[None, :]).ravel()
+    w = np.bincount(code, weights=counts.ravel(), minlength=B * n_groups).reshape(B, n_groups)
+    mid = np.cumsum(w, axis=1) - w + (w + 1.0) / 2.0
+    return mid[:, inv]
+
+
+def _centre(r: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Deviations d from the weighted row means, w * d, and the root weighted sum of squares."""
+    d = r - (w * r).sum(axis=1, keepdims=True) / w.sum(axis=1, keepdims=True)
+    wd = w * d
+    return d, wd, np.sqrt((wd * d).sum(axis=1))
+
+
+def _corr(x: tuple[np.ndarray, ...], y: tuple[np.ndarray, ...]) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((x[2] > 0) & (y[2] > 0), (x[1] * y[0]).sum(axis=1) / (x[2] * y[2]), np.nan)
+
+
+def weighted_pearson(rx: np.ndarray, ry: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Pearson correlation per row with sample weights (multiplicities); NaN for constant rows."""
+    return _corr(_centre(rx, w), _centre(ry, w))
+
+
+def spearman_table(measures: dict[str, np.ndarray], targets: dict[str, np.ndarray], n_boot: int,
+                   seed: int, level: float = 0.95, block: int = 32) -> pd.DataFrame:
+    """Spearman rho of every measure with every target, with percentile bootstrap CIs.
+
+    Draws resample the samples with replacement (the same draws for every pair, seeded) and are
+    processed in blocks of ``block`` draws, each block vectorised over draws and samples. A
+    measure that is not finite everywhere (e.g. a signal that was not stored) gives NaN.
+    """
+    names = list(measures) + list(targets)
+    values = {**measures, **targets}
+    n = len(next(iter(values.values())))
+    ok = {k: bool(np.isfinite(v).all()) and n > 1 for k, v in values.items()}
+    groups = {k: _groups(v) for k, v in values.items() if ok[k]}
+    pairs = [(a, b) for a in measures for b in targets]
+
+    def rho(counts: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
+        centred = {k: _centre(weighted_ranks(*groups[k], counts), counts) for k in names if ok[k]}
+        return {(a, b): _corr(centred[a], centred[b]) if ok[a] and ok[b]
+                else np.full(len(counts), np.nan) for a, b in pairs}
+
+    point = rho(np.ones((1, n)))
+    rng = np.random.default_rng(seed)
+    draws: dict[tuple[str, str], list[np.ndarray]] = {p: [] for p in pairs}
+    for start in range(0, n_boot if n > 1 else 0, block):
+        b = min(block, n_boot - start)
+        idx = rng.integers(0, n, size=(b, n))
+        counts = np.bincount((np.arange(b)[:, None] * n + idx).ravel(), minlength=b * n).reshape(b, n)
+        for p, r in rho(counts.astype(np.float64)).items():
+            draws[p].append(r)
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    rows = []
+    for a, b in pairs:
+        d = np.concatenate(draws[(a, b)]) if draws[(a, b)] else np.array([np.nan])
+        d = d[np.isfinite(d)]
+        lo, hi = np.percentile(d, q) if d.size and np.isfinite(point[(a, b)][0]) else (np.nan, np.nan)
+        rows.append({"measure": a, "target": b, "rho": float(point[(a, b)][0]),
+                     "ci_low": float(lo), "ci_high": float(hi), "n": n, "n_boot": n_boot})
+    return pd.DataFrame(rows)
+
+
+def decile_table(measures: dict[str, np.ndarray], final_adv: np.ndarray, final_auc: np.ndarray,
+                 high_final: np.ndarray) -> pd.DataFrame:
+    """Mean vulnerability per difficulty decile, for every measure.
+
+    A sample's decile is floor(10 (r - 1/2) / N) + 1 with r its average rank, so tied values share
+    a decile (a heavily tied measure has fewer than ten non-empty deciles; empty ones are left out).
+    """
+    from scipy.stats import rankdata
+
+    frames = []
+    n = len(final_adv)
+    for name, v in measures.items():
+        if n == 0 or not np.isfinite(v).all():
+            continue
+        dec = np.floor(10 * (rankdata(v) - 0.5) / n).astype(np.int64) + 1
+        df = pd.DataFrame({"decile": dec, "value": v, "adv": final_adv, "auc": final_auc,
+                           "high": high_final.astype(np.float64)})
+        g = df.groupby("decile", sort=True).agg(
+            n=("value", "size"), measure_min=("value", "min"), measure_max=("value", "max"),
+            measure_mean=("value", "mean"), mean_final_advantage=("adv", "mean"),
+            mean_final_auc=("auc", "mean"), share_high_final=("high", "mean")).reset_index()
+        g.insert(0, "measure", name)
+        frames.append(g)
+    cols = ["measure", "decile", "n", "measure_min", "measure_max", "measure_mean",
+            "mean_final_advantage", "mean_final_auc", "share_high_final"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
