@@ -43,8 +43,9 @@ def signals_from_logits(logits: torch.Tensor, y: torch.Tensor) -> dict[str, torc
     if top.shape[-1] < 3:
         top = torch.nn.functional.pad(top, (0, 3 - top.shape[-1]))
     # EL2N (Paul et al. 2021) = ||softmax - onehot||_2 = sqrt((1 - p_y)^2 + sum_{y'!=y} p_y'^2),
-    # with 1 - p_y = -expm1(log p_y) so that it stays exact when p_y rounds to 1.
-    el2n = torch.sqrt(torch.expm1(logp_y) ** 2 + (p * p).scatter(-1, yi, 0.0).sum(-1))
+    # with 1 - p_y = sum_{y'!=y} p_y' summed in log space, so that it stays exact when p_y rounds to 1.
+    log_rest = torch.logsumexp(logp.scatter(-1, yi, float("-inf")), dim=-1)
+    el2n = torch.sqrt(torch.exp(2 * log_rest) + (p * p).scatter(-1, yi, 0.0).sum(-1))
     return {
         "phi": phi, "loss": -logp_y, "correct": z.argmax(-1) == y,
         "entropy": entropy, "mentropy": mentropy,
