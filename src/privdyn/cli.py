@@ -20,6 +20,15 @@ err = Console(stderr=True)
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set training.epochs=10")]
 RunDirArg = Annotated[Path, typer.Argument(help="A run directory made by `privdyn run`.")]
+DataRootOpt = Annotated[Path | None, typer.Option(
+    "--data-root", help="Folder holding dataset files (sets dataset.root; default $PRIVDYN_DATA_ROOT or ~/.privdyn/data).")]
+
+
+def _root_set(data_root: Path | None) -> list[str]:
+    """A --set override for dataset.root (absolute, so the run directory works from anywhere)."""
+    import json
+
+    return [] if data_root is None else [f"dataset.root={json.dumps(str(data_root.expanduser().resolve()))}"]
 
 
 def _open(run_dir: Path, overrides: list[str] | None = None):
@@ -42,12 +51,13 @@ def run(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/NAME).")] = None,
     set_: SetOpt = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")] = False,
+    data_root: DataRootOpt = None,
 ) -> None:
     """Train, score, analyze and report: every stage that is not done yet (resumes a killed run)."""
     from privdyn.config import load_config
     from privdyn.pipeline import run_all
 
-    cfg = load_config(config, set_ or [])
+    cfg = load_config(config, [*(set_ or []), *_root_set(data_root)])
     target = out_dir or Path("runs") / cfg.name
     t0 = time.perf_counter()
     rd, index = run_all(cfg, target, progress=not no_progress)
@@ -60,11 +70,11 @@ def run(
 
 
 @app.command()
-def train(run_dir: RunDirArg, set_: SetOpt = None) -> None:
+def train(run_dir: RunDirArg, set_: SetOpt = None, data_root: DataRootOpt = None) -> None:
     """Train the models of a run directory (resumes at the last completed checkpoint)."""
     from privdyn import pipeline
 
-    rd, cfg = _open(run_dir, set_)
+    rd, cfg = _open(run_dir, [*(set_ or []), *_root_set(data_root)])
     pipeline.train(cfg, rd)
     out.print(f"trained: {rd.path}")
 
@@ -117,14 +127,17 @@ def report(run_dir: RunDirArg) -> None:
 
 
 @app.command()
-def datasets() -> None:
-    """List the datasets privdyn knows and where each is looked for."""
+def datasets(data_root: DataRootOpt = None) -> None:
+    """List the datasets privdyn knows, where each is looked for, and whether it was found."""
     from privdyn.data import DATASETS
+    from privdyn.data.roots import data_root as resolve_root
 
-    t = Table("name", "description", "where")
+    root = resolve_root(data_root)
+    t = Table("name", "description", "where (ROOT = the data root)", "status")
     for e in DATASETS.values():
-        t.add_row(e.name, e.description, e.where)
+        t.add_row(e.name, e.description, e.where, e.status(root))
     out.print(t)
+    out.print(f"data root: {root} (--data-root, dataset.root or $PRIVDYN_DATA_ROOT; default ~/.privdyn/data)")
 
 
 def main() -> None:

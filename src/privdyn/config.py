@@ -186,8 +186,11 @@ class RunConfig(_Strict):
         return self.analysis.default_attack or self.attacks[0]
 
     def section_hash(self, *sections: str) -> str:
-        """Stable hash of the named top-level sections: what produced an artifact."""
-        data = self.model_dump(mode="json")
+        """Stable hash of the named top-level sections: what produced an artifact.
+
+        ``dataset.root`` is left out: it says where the files are, not what they hold.
+        """
+        data = self.model_dump(mode="json", exclude={"dataset": {"root"}})
         blob = json.dumps({s: data[s] for s in sections}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -40,7 +40,8 @@ def train(cfg: RunConfig, run: RunDir, progress: bool = True) -> None:
     if run.stage_done("train", digest):
         return
     run.mark_stage("train", "running", digest)
-    ds = load_dataset(cfg.dataset.name, cfg.dataset.n_pool, cfg.dataset.n_test, cfg.seed, cfg.dataset.options)
+    ds = load_dataset(cfg.dataset.name, cfg.dataset.n_pool, cfg.dataset.n_test, cfg.seed, cfg.dataset.options,
+                      root=cfg.dataset.root)
     mpath = run.path / "membership.npy"
     if mpath.exists():
         membership = np.load(mpath, allow_pickle=False)

@@ -7,18 +7,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privdyn.data import builtin
-from privdyn.data.base import Dataset, subsample
+from privdyn.data import builtin, cifar, idx, imagefolder, tabular
+from privdyn.data.base import Dataset
+from privdyn.data.prepare import select_splits
+from privdyn.data.roots import Location, data_root
 from privdyn.errors import PrivdynError
 
 
 @dataclass(frozen=True)
 class DatasetEntry:
+    """A named dataset. File-based ones (``location`` set) get the data root as ``root=``."""
+
     name: str
     description: str
-    loader: Callable[[int | None, int | None, int, dict], Dataset]
+    loader: Callable[..., Dataset]
     needs_files: bool = False
     where: str = "built in (no download)"
+    location: Location | None = None
+
+    def status(self, root: str | None = None) -> str:
+        """Whether its files are found under the data root (`privdyn datasets`)."""
+        return "ready" if self.location is None else self.location.status(data_root(root))
 
 
 DATASETS: dict[str, DatasetEntry] = {}
@@ -33,15 +42,42 @@ register(DatasetEntry("digits", "scikit-learn's 8x8 handwritten digits (1,797 im
 register(DatasetEntry("synthetic", "Gaussian mixture with a difficulty knob, for tests", builtin.load_synthetic))
 
 
+def _files(name: str, description: str, loader: Callable[..., Dataset], location: Location) -> None:
+    where = " or ".join(f"ROOT/{r}" for r in location.relative) or "dataset.options.path"
+    if location.system:
+        where += " or " + " or ".join(location.system)
+    register(DatasetEntry(name, description, loader, True, where, location))
+
+
+_files("mnist", "MNIST handwritten digits (IDX files)", idx.load_mnist, idx.MNIST)
+_files("fashion_mnist", "Fashion-MNIST clothing images (IDX files)", idx.load_fashion_mnist, idx.FASHION_MNIST)
+_files("cifar10", "CIFAR-10 (python batches)", cifar.load_cifar10, cifar.CIFAR10)
+_files("cifar100", "CIFAR-100 (python batches; options.labels: fine|coarse)", cifar.load_cifar100, cifar.CIFAR100)
+_files("imagefolder", "images in SPLIT/CLASS/IMAGE folders (CINIC-10 layout)", imagefolder.load_imagefolder,
+       imagefolder.location({}))
+_files("npz", "your arrays: x_train, y_train, x_test, y_test in dataset.options.path", tabular.load_npz,
+       tabular.NPZ)
+_files("location30", "Location-30 check-ins, 446 binary features (npz or CSV)", tabular.load_location30,
+       tabular.LOCATION30)
+_files("purchase100", "Purchase-100 shopping histories, 600 binary features (npz or CSV)",
+       tabular.load_purchase100, tabular.PURCHASE100)
+_files("texas100", "Texas-100 hospital stays, 6,169 binary features (npz or CSV)", tabular.load_texas100,
+       tabular.TEXAS100)
+
+
 def load_dataset(name: str, n_pool: int | None = None, n_test: int | None = None, seed: int = 0,
-                 options: dict | None = None) -> Dataset:
-    """Load a registered dataset, take seeded subsets, and make the pool even (balanced design)."""
+                 options: dict | None = None, root: str | None = None) -> Dataset:
+    """Load a registered dataset, take seeded subsets, and make the pool even (balanced design).
+
+    ``root`` is the data root for file-based datasets (None: $PRIVDYN_DATA_ROOT, else ~/.privdyn/data).
+    """
     if name not in DATASETS:
         raise PrivdynError(f"Unknown dataset {name!r}. Available: {', '.join(sorted(DATASETS))} "
                            "(`privdyn datasets` lists them with where they are looked for).")
-    ds = DATASETS[name].loader(n_pool, n_test, seed, dict(options or {}))
-    x_pool, y_pool = subsample(ds.x_pool, ds.y_pool, n_pool, seed, "n_pool")
-    x_test, y_test = subsample(ds.x_test, ds.y_test, n_test, seed + 1, "n_test")
+    entry = DATASETS[name]
+    extra = {"root": data_root(root)} if entry.needs_files else {}
+    ds = entry.loader(n_pool, n_test, seed, dict(options or {}), **extra)
+    x_pool, y_pool, x_test, y_test = select_splits(ds.x_pool, ds.y_pool, ds.x_test, ds.y_test, n_pool, n_test, seed)
     if len(y_pool) % 2:
         x_pool, y_pool = x_pool[:-1], y_pool[:-1]
     return Dataset(ds.name, ds.kind, np.ascontiguousarray(x_pool), y_pool,
