@@ -127,6 +127,48 @@ def report(run_dir: RunDirArg) -> None:
 
 
 @app.command()
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="A sweep YAML file (docs/sweeps.md).")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Sweep folder (default: runs/sweeps/NAME).")] = None,
+    data_root: DataRootOpt = None,
+    select: Annotated[list[str] | None, typer.Option(
+        "--select", help="Run only the points whose slug matches this glob (repeatable), e.g. '*seed-0'.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the points and exit.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")] = False,
+) -> None:
+    """Run every point of a sweep (finished runs are skipped), then write the comparison tables and report."""
+    from privdyn.sweep import compare, load_sweep, run_sweep, select_points
+
+    sw = load_sweep(sweep_file, data_root)
+    target = out_dir or Path("runs") / "sweeps" / sw.spec.name
+    if dry_run:
+        from rich.table import Column
+
+        t = Table(Column("slug", overflow="fold"), *sw.varying, "seed")
+        for p in select_points(sw, select):
+            t.add_row(p.slug, *(str(p.values[k]) for k in sw.varying), str(p.values["seed"]))
+        out.print(t)
+        return
+
+    def log(line: str) -> None:
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    result = run_sweep(sw, target, select, progress=not no_progress, log=log)
+    paths = compare(sw, target, log=log)
+    counts = {s: sum(o.status == s for o in result.outcomes) for s in ("done", "skipped", "failed")}
+    out.print(f"sweep {sw.spec.name}: {counts['done']} ran, {counts['skipped']} already finished, "
+              f"{counts['failed']} failed; folder {target}")
+    for key in ("markdown", "csv", "table", "report"):
+        if key in paths:
+            out.print(f"{key}: {paths[key]}")
+    if result.failed:
+        err.print(f"[bold red]{len(result.failed)} point(s) failed[/] (details in {target / 'manifest.json'}):")
+        for o in result.failed:
+            err.print(f"  - {o.slug}: {o.error}", markup=False, highlight=False, soft_wrap=True)
+        raise SystemExit(1)
+
+
+@app.command()
 def datasets(data_root: DataRootOpt = None) -> None:
     """List the datasets privdyn knows, where each is looked for, and whether it was found."""
     from privdyn.data import DATASETS

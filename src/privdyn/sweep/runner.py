@@ -1,0 +1,143 @@
+"""Run every point of a sweep: skip finished runs, resume interrupted ones, survive failures.
+
+Layout of a sweep folder::
+
+    OUT/sweep.yaml                 the sweep file with its base inlined
+    OUT/manifest.json              per point: values, run directory, status, seconds, error
+    OUT/runs/SLUG/                 one ordinary run directory per point
+    OUT/errors/SLUG.txt            the traceback of a point that failed on an unexpected error
+    OUT/comparison.{parquet,csv,md}, OUT/comparison_agg.{parquet,csv}, OUT/report/ (tables.py)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from privdyn.config import ANALYZE_SECTIONS, SCORE_SECTIONS, TRAIN_SECTIONS, RunConfig
+from privdyn.errors import PrivdynError
+from privdyn.store import atomic
+from privdyn.store.rundir import RunDir, versions
+from privdyn.sweep.spec import Sweep, SweepPoint
+
+
+def run_dir_of(out: Path, point: SweepPoint) -> Path:
+    return out / "runs" / point.slug
+
+
+def is_finished(cfg: RunConfig, path: Path) -> bool:
+    """True when every stage of the run at ``path`` is done for exactly this config."""
+    if not (path / "summary.json").exists():
+        return False
+    run = RunDir(path)
+    analyze_hash = cfg.section_hash(*ANALYZE_SECTIONS)
+    return (run.stage_done("train", cfg.section_hash(*TRAIN_SECTIONS))
+            and run.stage_done("score", cfg.section_hash(*SCORE_SECTIONS))
+            and run.stage_done("analyze", analyze_hash)
+            and run.stage_done("report", analyze_hash))
+
+
+@dataclass
+class PointOutcome:
+    slug: str
+    status: str  # done (ran now), skipped (finished before), failed
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class SweepOutcome:
+    out: Path
+    outcomes: list[PointOutcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[PointOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+def select_points(sweep: Sweep, patterns: list[str] | None) -> list[SweepPoint]:
+    """The points whose slug matches any glob pattern (all points when none is given)."""
+    if not patterns:
+        return list(sweep.points)
+    chosen = [p for p in sweep.points if any(fnmatch.fnmatchcase(p.slug, pat) for pat in patterns)]
+    if not chosen:
+        raise PrivdynError(f"--select {patterns} matches no point of sweep {sweep.spec.name}; "
+                           f"its points are: {', '.join(p.slug for p in sweep.points)}")
+    return chosen
+
+
+class _Manifest:
+    """OUT/manifest.json, rewritten atomically after every point so progress survives a crash."""
+
+    def __init__(self, out: Path, sweep: Sweep):
+        self.path = out / "manifest.json"
+        old = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.data: dict[str, Any] = {
+            "name": sweep.spec.name, "created": old.get("created", time.time()),
+            "versions": versions(), "varying": sweep.varying, "points": {},
+        }
+        previous = old.get("points", {})
+        for p in sweep.points:
+            entry = dict(previous.get(p.slug, {"status": "pending"}))
+            entry.update(values=p.values, run_dir=str(Path("runs") / p.slug))
+            self.data["points"][p.slug] = entry
+
+    def update(self, slug: str, **entry: Any) -> None:
+        self.data["points"][slug].update(entry)
+        self.data["updated"] = time.time()
+        atomic.write_json(self.path, self.data)
+
+
+def _error_text(exc: BaseException, out: Path, slug: str) -> str:
+    if isinstance(exc, PrivdynError):
+        return str(exc)
+    log = out / "errors" / f"{slug}.txt"
+    atomic.write_text(log, "".join(traceback.format_exception(exc)))
+    return f"{type(exc).__name__}: {exc} (traceback in {log})"
+
+
+def run_sweep(sweep: Sweep, out: str | Path, select: list[str] | None = None, progress: bool = True,
+              log: Callable[[str], None] = print) -> SweepOutcome:
+    """Run the selected points in order; a failing point is recorded and the next one starts."""
+    from privdyn.pipeline import run_all
+
+    out = Path(out)
+    points = select_points(sweep, select)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(out / "sweep.yaml", sweep.resolved_yaml())
+    manifest = _Manifest(out, sweep)
+    result = SweepOutcome(out)
+    for k, point in enumerate(points, 1):
+        path = run_dir_of(out, point)
+        head = f"[{k}/{len(points)}] {point.slug}"
+        if is_finished(point.config, path):
+            result.outcomes.append(PointOutcome(point.slug, "skipped"))
+            manifest.update(point.slug, status="done", error=None)
+            log(f"{head}: finished before, skipped")
+            continue
+        log(f"{head}: running")
+        manifest.update(point.slug, status="running", started=time.time(), error=None)
+        t0 = time.perf_counter()
+        try:
+            run_all(point.config, path, progress=progress)
+        except KeyboardInterrupt:
+            manifest.update(point.slug, status="interrupted", seconds=round(time.perf_counter() - t0, 3))
+            raise
+        except Exception as exc:  # noqa: BLE001 -- one failing point must not stop the sweep
+            seconds = time.perf_counter() - t0
+            text = _error_text(exc, out, point.slug)
+            result.outcomes.append(PointOutcome(point.slug, "failed", seconds, text))
+            manifest.update(point.slug, status="failed", seconds=round(seconds, 3), error=text)
+            log(f"{head}: FAILED after {seconds:.0f} s: {text}")
+            continue
+        seconds = time.perf_counter() - t0
+        result.outcomes.append(PointOutcome(point.slug, "done", seconds))
+        manifest.update(point.slug, status="done", seconds=round(seconds, 3), finished=time.time())
+        log(f"{head}: done in {seconds:.0f} s")
+    return result

@@ -1,0 +1,359 @@
+"""Sweeps: grid expansion, skip-finished, failure isolation, comparison tables, and the CLI."""
+
+import itertools
+import json
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from privdyn.errors import PrivdynError
+from privdyn.sweep import compare, expand, load_sweep, parse_spec, run_sweep, select_points
+from privdyn.sweep.tables import (METRICS, aggregate, comparison_table, metrics_from_summary,
+                                  recall_at_fraction, spearman_columns)
+
+TINY = Path(__file__).resolve().parents[1] / "examples" / "sweeps" / "tiny.yaml"
+CLI = [sys.executable, "-m", "privdyn.cli"]
+
+
+def _spec(**kw):
+    return parse_spec({"name": "t", **kw})
+
+
+# ----- expansion ----------------------------------------------------------------------------
+
+def test_grid_is_the_cartesian_product_with_seeds_innermost():
+    sw = expand(_spec(grid={"model.width": [8, 16, 32], "training.epochs": [2, 3]}, seeds=[0, 1]))
+    got = [(p.config.model.width, p.config.training.epochs, p.config.seed) for p in sw.points]
+    assert got == list(itertools.product([8, 16, 32], [2, 3], [0, 1]))
+    assert sw.varying == ["model.width", "training.epochs"]
+    assert sw.points[0].slug == "width-8_epochs-2_seed-0"
+    assert sw.points[0].values == {"model.width": 8, "training.epochs": 2, "seed": 0}
+    assert len({p.slug for p in sw.points}) == len(sw.points)
+    assert all(p.config.name == f"t-{p.slug}" for p in sw.points)
+
+
+def test_zip_groups_vary_together_and_slug_uses_the_fewest_keys_that_tell_entries_apart():
+    sw = expand(_spec(
+        grid={"training.optimizer.lr": [0.1, 0.01]},
+        zip=[{"model.arch": ["mlp", "cnn", "cnn"], "model.depth": [2, 2, 3], "model.width": [64, 16, 16]}]))
+    assert len(sw.points) == 6
+    triples = {(p.config.model.arch, p.config.model.depth, p.config.model.width) for p in sw.points}
+    assert triples == {("mlp", 2, 64), ("cnn", 2, 16), ("cnn", 3, 16)}
+    assert [p.slug for p in sw.points[:3]] == ["lr-0.1_arch-mlp_depth-2", "lr-0.1_arch-cnn_depth-2",
+                                               "lr-0.1_arch-cnn_depth-3"]
+    assert sw.varying == ["training.optimizer.lr", "model.arch", "model.depth", "model.width"]
+
+
+def test_zip_label_names_the_entries_and_sets_no_config_key():
+    sw = expand(_spec(zip=[{"label": ["sgd", "dp-sgd"], "training.optimizer.name": ["sgd", "sgd"],
+                            "model.norm": ["batch", "none"]}], seeds=[3]))
+    assert [p.slug for p in sw.points] == ["sgd_seed-3", "dp-sgd_seed-3"]
+    assert sw.points[1].values == {"label": "dp-sgd", "model.norm": "none", "seed": 3}
+    assert "label" not in sw.points[1].config.model_dump()
+
+
+def test_slug_labels_are_the_shortest_unambiguous_suffix():
+    sw = expand(_spec(grid={"dataset.name": ["digits", "synthetic"], "training.optimizer.name": ["sgd", "adam"]}))
+    assert sw.points[0].slug == "dataset-name-digits_optimizer-name-sgd"
+
+
+def test_values_that_render_alike_still_get_unique_slugs():
+    sw = expand(_spec(grid={"dataset.options.tag": ["a/b", "a-b", "a b", None, "none", [1, 2]]}))
+    slugs = [p.slug for p in sw.points]
+    assert len(set(slugs)) == 6
+    assert all(set(s) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.+-_") for s in slugs)
+
+
+def test_single_valued_keys_are_fixed_not_varying():
+    sw = expand(_spec(grid={"model.width": [8], "training.epochs": [2, 3]}))
+    assert sw.varying == ["training.epochs"] and [p.slug for p in sw.points] == ["epochs-2", "epochs-3"]
+    assert all(p.config.model.width == 8 for p in sw.points)
+
+
+_KEYS = ["model.width", "training.epochs", "training.batch_size", "dataset.options.a", "dataset.options.b",
+         "analysis.n_bootstrap", "training.optimizer.lr"]
+
+
+@st.composite
+def _sweeps(draw):
+    keys = draw(st.permutations(_KEYS))
+    n_grid = draw(st.integers(0, 3))
+    n_zip = draw(st.integers(0, min(2, len(keys) - n_grid)))
+    values = st.integers(10, 40)
+    grid = {k: draw(st.lists(values, min_size=1, max_size=3, unique=True)) for k in keys[:n_grid]}
+    zlen = draw(st.integers(1, 3))
+    zgroup = {k: draw(st.lists(values, min_size=zlen, max_size=zlen)) for k in keys[n_grid:n_grid + n_zip]}
+    if zgroup and len(set(zip(*zgroup.values()))) < zlen:  # repeated entries are refused; tested apart
+        zgroup = {k: [10 + j for j in range(zlen)] for k in zgroup}
+    seeds = draw(st.none() | st.lists(st.integers(0, 5), min_size=1, max_size=3, unique=True))
+    return grid, ([zgroup] if zgroup else []), seeds
+
+
+@settings(max_examples=40, deadline=None)
+@given(_sweeps())
+def test_expansion_properties(sweep):
+    grid, zgroups, seeds = sweep
+    sw = expand(_spec(grid=grid, zip=zgroups, seeds=seeds))
+    n_zip = len(next(iter(zgroups[0].values()))) if zgroups else 1
+    assert len(sw.points) == math.prod(len(v) for v in grid.values()) * n_zip * len(seeds or [0])
+    assert len({p.slug for p in sw.points}) == len(sw.points)
+    zipped = set(zip(*zgroups[0].values())) if zgroups else None
+    for p in sw.points:
+        data = p.config.model_dump(mode="json")
+        got = {}
+        for k in [*grid, *(zgroups[0] if zgroups else [])]:
+            node = data
+            for part in k.split("."):
+                node = node[part]
+            got[k] = node
+            assert k not in grid or node in grid[k]
+        if zgroups:
+            assert tuple(got[k] for k in zgroups[0]) in zipped
+        assert p.config.seed == (p.values["seed"])
+        assert {k: got[k] for k in sw.varying} == {k: v for k, v in p.values.items() if k != "seed"}
+    if seeds:
+        assert sorted({p.config.seed for p in sw.points}) == sorted(seeds)
+
+
+@pytest.mark.parametrize("data,needle", [
+    ({"zip": [{"model.width": [1, 2], "model.depth": [1]}]}, "same, non-zero number of values"),
+    ({"grid": {"model.width": [1]}, "zip": [{"model.width": [2]}]}, "varies in both grid and zip group 0"),
+    ({"grid": {"seed": [1, 2]}, "seeds": [0]}, "use `seeds` only"),
+    ({"grid": {"model.width": []}}, "at least one value"),
+    ({"grid": {"name": ["a", "b"]}}, "cannot vary"),
+    ({"grid": {"model..width": [1]}}, "not a dotted config key"),
+    ({"seeds": [1, 1]}, "distinct seeds"),
+    ({"grid": {"model.width": [1, 1]}}, "listed twice"),
+    ({"zip": [{"model.width": [1, 2, 1], "model.depth": [3, 4, 3]}]}, "entry is listed twice"),
+    ({"zip": [{"label": ["a", "a"], "model.width": [1, 2]}]}, "distinct non-empty strings"),
+    ({"grids": {}}, "grids: Extra inputs are not permitted"),
+])
+def test_invalid_sweep_files_name_the_problem(data, needle):
+    with pytest.raises(PrivdynError) as e:
+        parse_spec({"name": "t", **data}, "s.yaml")
+    assert needle in str(e.value) and "s.yaml" in str(e.value)
+
+
+def test_an_invalid_point_is_named_before_anything_runs():
+    with pytest.raises(PrivdynError) as e:
+        expand(_spec(grid={"training.n_models": [4, 5]}))
+    assert "point n_models-5" in str(e.value) and "must be even" in str(e.value)
+    with pytest.raises(PrivdynError, match="trainig: Extra inputs"):
+        expand(_spec(grid={"trainig.epochs": [1, 2]}))
+
+
+def test_base_path_is_relative_to_the_sweep_file_and_data_root_fills_unset_roots(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"training": {"epochs": 7}}))
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({
+        "name": "b", "base": "base.yaml",
+        "zip": [{"dataset.name": ["synthetic", "digits"], "dataset.root": [None, "/elsewhere"]}]}))
+    sw = load_sweep(tmp_path / "s.yaml", data_root=tmp_path)
+    assert [p.config.training.epochs for p in sw.points] == [7, 7]
+    assert [p.config.dataset.root for p in sw.points] == [str(tmp_path.resolve()), "/elsewhere"]
+    again = expand(parse_spec(yaml.safe_load(sw.resolved_yaml())))
+    assert [p.slug for p in again.points] == [p.slug for p in sw.points]
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"name": "b", "base": "missing.yaml"}))
+    with pytest.raises(PrivdynError, match="missing.yaml does not exist"):
+        load_sweep(tmp_path / "s.yaml")
+
+
+def test_select_points_by_glob():
+    sw = expand(_spec(grid={"model.width": [8, 16]}, seeds=[0, 1]))
+    assert [p.slug for p in select_points(sw, ["*seed-1"])] == ["width-8_seed-1", "width-16_seed-1"]
+    with pytest.raises(PrivdynError, match="matches no point"):
+        select_points(sw, ["nothing*"])
+
+
+# ----- tables -------------------------------------------------------------------------------
+
+def _loop_recall(recall, epochs, fraction):
+    for e, r in zip(epochs, recall):
+        if e >= fraction * epochs[-1]:
+            return r
+    return math.nan
+
+
+def test_recall_at_fraction_known_answers():
+    assert recall_at_fraction([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0], list(range(1, 9))) == 0.2  # 2 >= 0.25*8
+    assert recall_at_fraction(list(np.linspace(0, 1, 11)), list(range(0, 11))) == pytest.approx(0.3)  # 3 >= 2.5
+    assert recall_at_fraction([0.4, 0.8, 1.0], [5, 10, 20]) == 0.4
+    assert recall_at_fraction({"1": 0.1, "4": 0.5, "2": 0.3}, None) == 0.1  # 1 >= 0.25*4
+    assert math.isnan(recall_at_fraction([0.1], [1, 2])) and math.isnan(recall_at_fraction(None, [1]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 200), min_size=1, max_size=30, unique=True), st.floats(0, 1), st.randoms())
+def test_recall_at_fraction_matches_a_loop(epochs, fraction, rnd):
+    epochs = sorted(epochs)
+    recall = [rnd.random() for _ in epochs]
+    got, want = recall_at_fraction(recall, epochs, fraction), _loop_recall(recall, epochs, fraction)
+    assert got == want or (math.isnan(got) and math.isnan(want))
+
+
+def test_metrics_from_summary_reads_finals_and_leaves_missing_keys_nan():
+    summary = {
+        "epochs": [1, 2, 3, 4], "recall_curve": [0.5, 0.6, 0.9, 1.0],
+        "test_accuracy": [0.1, 0.2, 0.3, 0.4], "auc": [0.5, 0.6, 0.7, 0.8],
+        "tpr_at_fpr_0.01": [0.0, 0.1, 0.2, 0.3], "final": {"tpr_at_fpr_0.01": 0.33},
+        "com_displacement_pp": 12.5, "n_high_final": 7, "peak_p_to_high": None,
+        "spearman_difficulty": {"forgetting_events": {"final_advantage": {"rho": 0.4, "ci_low": 0.3, "ci_high": 0.5}},
+                                "consistency": {"final_advantage": 0.1, "ci": [-0.2, 0.2]}},
+    }
+    m = metrics_from_summary(summary)
+    assert m["recall_at_25pct"] == 0.5 and m["test_accuracy"] == 0.4 and m["auc"] == 0.8
+    assert m["tpr_at_fpr_0.01"] == 0.33 and m["com_displacement_pp"] == 12.5 and m["n_high_final"] == 7
+    for k in ("peak_p_to_high", "com_path_pp", "encoding_speed_mean", "delta_entropy_bits", "epoch_recall_0.7"):
+        assert math.isnan(m[k]), k
+    assert spearman_columns(summary["spearman_difficulty"]) == {
+        "spearman_forgetting_events_final_advantage_rho": 0.4,
+        "spearman_forgetting_events_final_advantage_ci_low": 0.3,
+        "spearman_forgetting_events_final_advantage_ci_high": 0.5,
+        "spearman_consistency_final_advantage": 0.1,
+        "spearman_consistency_ci_lo": -0.2, "spearman_consistency_ci_hi": 0.2,
+    }
+    empty = metrics_from_summary({})
+    assert set(METRICS) <= set(empty) and all(math.isnan(v) for v in empty.values())
+
+
+def test_aggregation_over_seeds_matches_a_hand_computation(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for arch, width in [("mlp", 8), ("cnn", None)]:
+        for seed in (0, 1, 2):
+            rows.append({"slug": f"{arch}-{seed}", "model.arch": arch, "model.width": width, "seed": seed,
+                         "status": "done", "com_path_pp": float(rng.random()), "n_high_final": int(rng.integers(9)),
+                         "spearman_x_rho": float(rng.random())})
+    rows[1]["com_path_pp"] = math.nan  # a key that one run's summary lacked
+    rows.append({"slug": "cnn-3", "model.arch": "cnn", "model.width": None, "seed": 3, "status": "failed",
+                 "error": "boom"})
+    table = comparison_table(rows, ["model.arch", "model.width"])
+    assert list(table.columns[:5]) == ["slug", "model.arch", "model.width", "seed", "status"]
+    assert set(METRICS) <= set(table.columns) and table["test_accuracy"].isna().all()
+    agg = aggregate(table, ["model.arch", "model.width"])
+    assert agg["model.arch"].tolist() == ["mlp", "cnn"] and agg["n_runs"].tolist() == [3, 3]
+    for arch in ("mlp", "cnn"):
+        mine = [r for r in rows if r["model.arch"] == arch and r["status"] == "done"]
+        row = agg[agg["model.arch"] == arch].iloc[0]
+        for metric in ("com_path_pp", "n_high_final", "spearman_x_rho"):
+            vals = [r[metric] for r in mine if not math.isnan(r[metric])]
+            assert row[f"{metric}_mean"] == pytest.approx(statistics.mean(vals))
+            assert row[f"{metric}_std"] == pytest.approx(statistics.stdev(vals))
+    # Parquet round trip with None in a key column
+    table.to_parquet(tmp_path / "t.parquet")
+    agg.to_parquet(tmp_path / "a.parquet")
+    assert pd.read_parquet(tmp_path / "t.parquet").shape == table.shape
+
+
+def test_aggregation_without_varying_keys_pools_every_seed():
+    rows = [{"slug": f"s{s}", "seed": s, "status": "done", "auc": a} for s, a in enumerate([0.5, 0.7, 0.9])]
+    agg = aggregate(comparison_table(rows, []), [])
+    assert agg["n_runs"].tolist() == [3] and agg["auc_mean"].iloc[0] == pytest.approx(0.7)
+    assert agg["auc_std"].iloc[0] == pytest.approx(0.2)
+
+
+# ----- running ------------------------------------------------------------------------------
+
+def _tiny_base():
+    return yaml.safe_load(TINY.read_text())["base"]
+
+
+def test_failing_point_does_not_stop_the_others_and_interrupted_runs_resume(tmp_path):
+    spec = _spec(base=_tiny_base(), zip=[{"dataset.name": ["synthetic", "no_such_dataset", "synthetic"],
+                                          "model.width": [16, 16, 8]}])
+    sw = expand(spec)
+    out = tmp_path / "sw"
+    result = run_sweep(sw, out, progress=False, log=lambda s: None)
+    assert [o.status for o in result.outcomes] == ["done", "failed", "done"]
+    assert "no_such_dataset" in result.failed[0].error and result.failed[0].slug == "name-no_such_dataset_width-16"
+    manifest = json.loads((out / "manifest.json").read_text())["points"]
+    assert manifest["name-no_such_dataset_width-16"]["status"] == "failed"
+    assert "no_such_dataset" in manifest["name-no_such_dataset_width-16"]["error"]
+    paths = compare(sw, out, log=lambda s: None)
+    table = pd.read_parquet(paths["table"])
+    assert table["status"].tolist() == ["done", "failed", "done"]
+    assert table.loc[1, METRICS[0]] != table.loc[1, METRICS[0]]  # NaN for the failed point
+    assert table.loc[0, "test_accuracy"] > 0
+
+    # an interrupted run (stage left 'running') is resumed, its trained arrays reused
+    good = out / "runs" / "name-synthetic_width-8"
+    scores = good / "scores" / "lira_online.npy"
+    before = scores.stat().st_mtime_ns
+    m = json.loads((good / "manifest.json").read_text())
+    m["stages"]["report"]["state"] = "running"
+    (good / "manifest.json").write_text(json.dumps(m))
+    again = run_sweep(sw, out, progress=False, log=lambda s: None)
+    assert [o.status for o in again.outcomes] == ["skipped", "failed", "done"]
+    assert scores.stat().st_mtime_ns == before
+    assert json.loads((good / "manifest.json").read_text())["stages"]["report"]["state"] == "done"
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "tiny"
+    proc = subprocess.run([*CLI, "sweep", str(TINY), "--out", str(out), "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    return out, proc
+
+
+def test_cli_sweep_end_to_end_on_tiny(tiny_sweep):
+    out, proc = tiny_sweep
+    assert proc.returncode == 0, proc.stderr
+    assert "8 ran, 0 already finished, 0 failed" in proc.stdout
+    table = pd.read_parquet(out / "comparison.parquet")
+    assert len(table) == 8 and (table["status"] == "done").all()
+    assert list(table.columns[:5]) == ["slug", "dataset.options.difficulty", "model.width", "seed", "status"]
+    assert set(METRICS) <= set(table.columns)
+    assert table["test_accuracy"].between(0, 1).all() and table["tpr_at_fpr_0.01"].between(0, 1).all()
+    assert pd.read_csv(out / "comparison.csv").shape == table.shape
+    agg = pd.read_parquet(out / "comparison_agg.parquet")
+    assert len(agg) == 4 and (agg["n_runs"] == 2).all()
+    first = table[(table["dataset.options.difficulty"] == 0.3) & (table["model.width"] == 16)]
+    assert agg.loc[0, "auc_mean"] == pytest.approx(first["auc"].mean())
+    assert agg.loc[0, "auc_std"] == pytest.approx(first["auc"].std(ddof=1))
+    md = (out / "comparison.md").read_text()
+    assert "## Mean over seeds" in md and md.count("| 0.8 | 32 |") == 3  # 1 aggregated + 2 per-run rows
+    for slug in table["slug"]:
+        assert json.loads((out / "runs" / slug / "summary.json").read_text())["name"] == f"tiny-{slug}"
+
+
+def test_second_invocation_trains_nothing(tiny_sweep, monkeypatch):
+    out, proc = tiny_sweep
+    assert proc.returncode == 0, proc.stderr
+    files = sorted((out / "runs").glob("*/scores/*.npy")) + sorted((out / "runs").glob("*/summary.json"))
+    before = {f: f.stat().st_mtime_ns for f in files}
+
+    def no_training(*a, **k):
+        raise AssertionError("run_all called for a finished run")
+
+    monkeypatch.setattr("privdyn.pipeline.run_all", no_training)
+    result = run_sweep(load_sweep(TINY), out, progress=False, log=lambda s: None)
+    assert [o.status for o in result.outcomes] == ["skipped"] * 8
+    assert {f: f.stat().st_mtime_ns for f in files} == before
+    assert all(p["status"] == "done" for p in json.loads((out / "manifest.json").read_text())["points"].values())
+
+
+def test_cli_reports_failed_points_with_a_nonzero_exit(tmp_path):
+    sweep_file = tmp_path / "bad.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "name": "bad", "base": _tiny_base(),
+        "grid": {"dataset.name": ["no_such_dataset", "nor_this_one"], "training.epochs": [2]}}))
+    proc = subprocess.run([*CLI, "sweep", str(sweep_file), "--out", str(tmp_path / "o"), "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "2 point(s) failed" in proc.stderr and "name-no_such_dataset: " in proc.stderr
+    assert "name-nor_this_one: " in proc.stderr
+    assert "Unknown dataset 'no_such_dataset'" in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "o" / "comparison.csv").exists()
+    sweep_file.write_text(yaml.safe_dump({"name": "bad", "grid": {"training.n_models": [4, 5]}}))
+    invalid = subprocess.run([*CLI, "sweep", str(sweep_file), "--dry-run"], capture_output=True, text=True, timeout=60)
+    assert invalid.returncode == 2 and "point n_models-5" in invalid.stderr and "must be even" in invalid.stderr
+    assert "Traceback" not in invalid.stderr
