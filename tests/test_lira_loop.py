@@ -8,7 +8,7 @@ from scipy.stats import norm
 
 from privdyn.attacks.base import CheckpointData
 from privdyn.attacks.lira import lira_offline_cdf, lira_online, lira_online_fixed
-from privdyn.config import AttackOptions
+from privdyn.attacks.lira import LiraOptions as AttackOptions  # per-attack options since issue 4
 from privdyn.training.membership import balanced_membership
 
 

@@ -95,6 +95,8 @@ class AnalysisConfig(_Strict):
                                    description="k for the trajectory clusters; None = best silhouette in 2..6")
     silhouette_sample: int = Field(2000, ge=10, description="samples on which the silhouette is computed")
     n_bootstrap: int = Field(1000, ge=10, description="bootstrap draws for the difficulty Spearman CIs")
+    model_bootstrap: int = Field(200, ge=10, description="bootstrap draws (over samples) for the CIs of "
+                                 "TPR at fixed FPR, per checkpoint and attack")
     el2n_fraction: float = Field(0.1, gt=0, le=1,
                                  description="EL2N at the checkpoint nearest this fraction of training")
     recall_levels: list[float] = Field(default_factory=lambda: [0.5, 0.7, 0.9],
@@ -114,8 +116,21 @@ class AnalysisConfig(_Strict):
         return v
 
 
-class AttackOptions(_Strict):
-    lira_std_floor: float = Field(1e-6, gt=0, description="lower bound on LiRA standard deviations")
+def _attack_options_model() -> type[BaseModel]:
+    """The ``attack_options`` section: one validated options model per registered attack."""
+    from pydantic import create_model
+
+    from privdyn.attacks import ATTACKS
+
+    fields: dict[str, Any] = {
+        name: (spec.options, Field(default_factory=spec.options, description=spec.description))
+        for name, spec in ATTACKS.items()
+    }
+    return create_model("AttackOptions", __base__=_Strict, **fields)
+
+
+#: e.g. ``attack_options.rmia_offline.a`` or ``attack_options.lira_online.center``.
+AttackOptions = _attack_options_model()
 
 
 class RunConfig(_Strict):

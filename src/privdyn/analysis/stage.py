@@ -131,13 +131,10 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str, rule: str) -> dict[str, An
     dyn = dynamics_results(cfg, run, plane, st, epochs, membership)
 
     alphas = sorted(set(cfg.analysis.report_alphas) | {0.001, 0.01})
-    tpr_at = {a: np.empty(T) for a in alphas}
-    auc = np.empty(T)
-    for t in range(T):
-        s = np.asarray(scores[t], dtype=np.float64)
-        auc[t] = model_level.global_auc(s, membership)
-        for a in alphas:
-            tpr_at[a][t] = model_level.tpr_at_fpr(s, membership, a)
+    ml = model_level.checkpoint_metrics(scores, membership, alphas, cfg.analysis.model_bootstrap, cfg.seed)
+    tpr_at = {a: ml[f"tpr_at_fpr_{a:g}"] for a in alphas}
+    auc = ml["auc"]
+    tpr_ci = {a: np.column_stack([ml[f"tpr_at_fpr_{a:g}_ci_low"], ml[f"tpr_at_fpr_{a:g}_ci_high"]]) for a in alphas}
 
     out_dir = run.analysis_dir(attack, rule)
     atomic.save_npz(out_dir / "plane.npz", **plane, epochs=epochs)
@@ -158,8 +155,7 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str, rule: str) -> dict[str, An
     state_counts = {f"n_{name}": (st == k).sum(axis=1) for k, name in enumerate(population.STATE_NAMES)}
     epoch_table = pd.DataFrame({
         "epoch": epochs, "tau": plane["tau"], "com_fpr": com[:, 0], "com_tpr": com[:, 1],
-        "entropy_bits": entropy, "auc": auc,
-        **{f"tpr_at_fpr_{a:g}": v for a, v in tpr_at.items()},
+        "entropy_bits": entropy, **ml,
         **{k: v.mean(axis=1) for k, v in metrics.items()},
         "generalisation_gap": (metrics["train_accuracy"] - metrics["test_accuracy"]).mean(axis=1),
         **state_counts,
@@ -177,13 +173,17 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str, rule: str) -> dict[str, An
         "train_accuracy": epoch_table["train_accuracy"].tolist(),
         **{f"tpr_at_fpr_{a:g}": v.tolist() for a, v in tpr_at.items()},
         "auc": auc.tolist(),
+        "balanced_accuracy": ml["balanced_accuracy"].tolist(),
+        **{f"tpr_at_fpr_{a:g}_ci": v.tolist() for a, v in tpr_ci.items()},
         "com_displacement_pp": disp, "com_path_pp": path,
         "entropy_bits": entropy.tolist(), "delta_entropy_bits": float(entropy[-1] - entropy[0]),
         "n_high_final": int((st[-1] == 3).sum()),
         **dyn["summary"],
         "final": {"test_accuracy": float(epoch_table["test_accuracy"].iloc[-1]),
                   "auc": float(auc[-1]),
-                  **{f"tpr_at_fpr_{a:g}": float(v[-1]) for a, v in tpr_at.items()}},
+                  "balanced_accuracy": float(ml["balanced_accuracy"][-1]),
+                  **{f"tpr_at_fpr_{a:g}": float(v[-1]) for a, v in tpr_at.items()},
+                  **{f"tpr_at_fpr_{a:g}_ci": v[-1].tolist() for a, v in tpr_ci.items()}},
     }
 
 

@@ -1,18 +1,32 @@
 """What every attack is: a pure function from one checkpoint's signals to scores.
 
 An attack takes :class:`CheckpointData` (signals of all M models at one checkpoint, the
-membership matrix) and returns float64 scores ``[M, N]``, higher meaning "more likely a member".
-Reference-model attacks score target m with the other M-1 models as references.
+membership matrix) and its own validated options, and returns float64 scores ``[M, N]``, higher
+meaning "more likely a member". Reference-model attacks score target m with the other M-1 models
+at the same checkpoint as references (leave-one-out). The registry maps attack names to
+:class:`Attack` entries; the config builds its ``attack_options`` section from it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
-from privdyn.config import AttackOptions
+from privdyn.errors import PrivdynError
+
+
+class AttackOptionsBase(BaseModel):
+    """Base of every attack's options: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class NoOptions(AttackOptionsBase):
+    """For attacks without options."""
 
 
 @dataclass(frozen=True)
@@ -23,14 +37,76 @@ class CheckpointData:
     test: Mapping[str, np.ndarray]
     membership: np.ndarray
 
+    def __post_init__(self) -> None:
+        z = np.asarray(self.membership)
+        if z.ndim != 2 or z.dtype != bool:
+            raise PrivdynError(f"membership must be a bool [M, N] matrix; got {z.dtype} {z.shape}")
+        for split, signals, n in (("pool", self.pool, z.shape[1]), ("test", self.test, None)):
+            for name, arr in signals.items():
+                if arr.ndim != 3 or arr.shape[0] != z.shape[0] or (n is not None and arr.shape[1] != n):
+                    raise PrivdynError(
+                        f"{split} signal {name!r} has shape {arr.shape}; expected [M={z.shape[0]}, "
+                        f"{'N=' + str(n) if n is not None else 'N_test'}, Q]. The run directory is "
+                        "inconsistent: rerun `privdyn train` into a fresh directory."
+                    )
+
+    @property
+    def n_models(self) -> int:
+        return int(self.membership.shape[0])
+
+    def pool_signal(self, name: str) -> np.ndarray:
+        """Pool signal ``[M, N, Q]`` as float64, checked to be finite."""
+        return _finite(self.pool, name, "pool")
+
+    def test_signal(self, name: str) -> np.ndarray:
+        """Test-split signal ``[M, N_test, Q]`` as float64, checked to be finite and non-empty."""
+        x = _finite(self.test, name, "test")
+        if x.shape[1] == 0:
+            raise PrivdynError(f"test signal {name!r} is empty; this attack needs test samples "
+                               "(set dataset.n_test >= 1)")
+        return x
+
+
+def _finite(signals: Mapping[str, np.ndarray], name: str, split: str) -> np.ndarray:
+    if name not in signals:
+        raise PrivdynError(f"{split} signal {name!r} was not loaded; declare it in the attack's "
+                           f"{'needs' if split == 'pool' else 'needs_test'}")
+    x = np.asarray(signals[name], dtype=np.float64)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        m, i, q = np.argwhere(bad)[0]
+        raise PrivdynError(
+            f"{split} signal {name!r} has {int(bad.sum())} NaN or infinite values (first: model {m}, "
+            f"sample {i}, query {q}). Non-finite outputs mean training diverged: lower the learning "
+            "rate or add gradient clipping, then retrain."
+        )
+    return x
+
 
 @dataclass(frozen=True)
 class Attack:
+    """A registry entry: the scoring function, its options model and the signals it reads."""
+
     name: str
+    score: Callable[[CheckpointData, Any], np.ndarray]
+    options: type[AttackOptionsBase]
     needs: tuple[str, ...]
-    score: Callable[[CheckpointData, AttackOptions], np.ndarray]
-    description: str
-    needs_test: bool = False
+    needs_test: tuple[str, ...] = ()
+    description: str = ""
+    source: str = ""
+
+    def run(self, data: CheckpointData, opts: AttackOptionsBase | None = None) -> np.ndarray:
+        """Score one checkpoint; checks the options type, the output shape and finiteness."""
+        opts = self.options() if opts is None else opts
+        if not isinstance(opts, self.options):
+            raise TypeError(f"{self.name} takes {self.options.__name__}, got {type(opts).__name__}")
+        s = np.asarray(self.score(data, opts), dtype=np.float64)
+        if s.shape != data.membership.shape:
+            raise RuntimeError(f"{self.name} returned shape {s.shape}, expected {data.membership.shape}")
+        if not np.isfinite(s).all():
+            raise PrivdynError(f"{self.name} produced {int((~np.isfinite(s)).sum())} non-finite scores "
+                               "from finite signals; please report this as a bug")
+        return s
 
 
 ATTACKS: dict[str, Attack] = {}

@@ -1,4 +1,8 @@
-"""The score stage: every configured attack at every checkpoint, streamed over checkpoints."""
+"""The score stage: every configured attack at every checkpoint, streamed over checkpoints.
+
+Only the signals an attack declares (``needs`` for the pool, ``needs_test`` for the test split)
+are opened, as memory maps; one checkpoint of them is read at a time.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import numpy as np
 
 from privdyn.attacks.base import ATTACKS, CheckpointData
 from privdyn.config import RunConfig
+from privdyn.errors import PrivdynError
 from privdyn.store import atomic
 from privdyn.store.rundir import RunDir
 
@@ -15,15 +20,25 @@ from privdyn.store.rundir import RunDir
 def score_attack(cfg: RunConfig, run: RunDir, attack: str, progress: Any = None) -> None:
     """Write ``scores/ATTACK.npy`` (float64 ``[T, M, N]``), one checkpoint in memory at a time."""
     spec = ATTACKS[attack]
+    opts = getattr(cfg.attack_options, attack)
     membership = run.load_array(run.path / "membership.npy", "the membership matrix", mmap=False)
-    pool = {s: run.load_array(run.signal_path(s), f"signal {s}") for s in spec.needs}
-    test = {s: run.load_array(run.signal_path(s, "test"), f"test signal {s}") for s in spec.needs} if spec.needs_test else {}
-    T = next(iter(pool.values())).shape[0]
+    epochs = run.load_array(run.path / "epochs.npy", "the checkpoint epochs", mmap=False)
+    pool = {s: run.load_array(run.signal_path(s), f"signal {s} (needed by {attack})") for s in spec.needs}
+    test = {s: run.load_array(run.signal_path(s, "test"), f"test signal {s} (needed by {attack})")
+            for s in spec.needs_test}
+    T = len(epochs)
+    stale = [k for k, v in (*pool.items(), *test.items()) if v.shape[0] != T]
+    if stale:
+        raise PrivdynError(f"signals {stale} do not have one entry per checkpoint ({T}); the run directory "
+                           "is inconsistent: rerun `privdyn train` into a fresh directory")
     task = progress.add_task(f"score {attack}", total=T) if progress else None
     with atomic.open_memmap_atomic(run.score_path(attack), (T, *membership.shape), np.float64) as out:
         for t in range(T):
             data = CheckpointData({k: np.asarray(v[t]) for k, v in pool.items()},
                                   {k: np.asarray(v[t]) for k, v in test.items()}, membership)
-            out[t] = spec.score(data, cfg.attack_options)
+            try:
+                out[t] = spec.run(data, opts)
+            except PrivdynError as e:
+                raise PrivdynError(f"{attack} at epoch {int(epochs[t])}: {e}") from None
             if progress:
                 progress.advance(task)

@@ -1,0 +1,32 @@
+"""Attack-R (Ye et al. 2022): the target's loss ranked against its OUT references' losses.
+
+s[m, i] = share of the OUT references of (m, i) whose loss on i is >= the target's loss on i,
+losses first averaged over queries. Per sample the OUT losses are sorted once (IN models set to
++inf so they are never counted); one batched ``searchsorted`` counts, for every target, the OUT
+losses strictly below its own, and the target's own term is removed when it is itself OUT.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from privdyn.attacks.base import Attack, CheckpointData, NoOptions, register
+from privdyn.attacks.loo import loo_counts, require_references
+
+
+def attack_r(data: CheckpointData, opts: NoOptions) -> np.ndarray:
+    import torch  # batched searchsorted; imported here to keep `import privdyn.config` light
+
+    loss = data.pool_signal("loss").mean(axis=-1)
+    out = ~data.membership
+    n_ref = loo_counts(out)
+    require_references(n_ref, "OUT")
+    sorted_out = torch.from_numpy(np.ascontiguousarray(np.sort(np.where(out, loss, np.inf), axis=0).T))
+    below = torch.searchsorted(sorted_out, torch.from_numpy(np.ascontiguousarray(loss.T)), side="left").numpy().T
+    at_or_above = out.sum(axis=0) - below - out  # drop the target's own loss when it is OUT
+    return at_or_above / n_ref
+
+
+register(Attack("attack_r", attack_r, NoOptions, ("loss",),
+                description="Attack-R: share of OUT-reference losses at or above the target's loss",
+                source="Ye et al., Enhanced Membership Inference Attacks against Machine Learning Models, CCS 2022"))

@@ -1,0 +1,89 @@
+"""Shokri et al. 2017: an attack classifier trained on reference models' outputs.
+
+Features per (model, sample): for every query the sorted top-3 probabilities and the loss
+(4 Q features, standardised). Labels: the references' known membership. To keep the classifier
+for target m blind to model m, the models are split into K folds by index (fold = m mod K); the
+classifier for the models of fold k is trained on every model outside fold k (leave-one-fold-out,
+K fits per checkpoint instead of M). Training rows beyond ``max_train_rows`` are subsampled,
+seeded. The score is the classifier's log-odds.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from privdyn.attacks.base import Attack, AttackOptionsBase, CheckpointData, register
+
+FEATURES = ("top1", "top2", "top3", "loss")
+#: predict_proba of the MLP is clipped to [EPS, 1 - EPS] before taking log-odds.
+EPS = 1e-12
+
+
+class ShokriOptions(AttackOptionsBase):
+    classifier: Literal["logistic", "mlp"] = Field(
+        "logistic", description="logistic regression, or a one-hidden-layer MLP (slower)")
+    folds: int = Field(4, ge=2, description="K: model folds; min(K, M) classifiers per checkpoint")
+    max_train_rows: int = Field(50_000, ge=100, description="rows (model, sample) each classifier trains on")
+    hidden: int = Field(64, ge=1, description="hidden units of the MLP")
+    seed: int = Field(0, description="seed of the row subsample and the MLP initialisation")
+
+
+def features(data: CheckpointData) -> np.ndarray:
+    """``[M, N, 4 Q]``: per query top1, top2, top3, loss."""
+    return np.concatenate([data.pool_signal(f) for f in FEATURES], axis=-1)
+
+
+def make_classifier(opts: ShokriOptions):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if opts.classifier == "logistic":
+        clf = LogisticRegression(max_iter=1000)
+    else:
+        clf = MLPClassifier(hidden_layer_sizes=(opts.hidden,), batch_size=512, max_iter=100, early_stopping=True,
+                            random_state=opts.seed)
+    return make_pipeline(StandardScaler(), clf)
+
+
+def train_rows(n_rows: int, opts: ShokriOptions, fold: int) -> np.ndarray:
+    """Indices of the training rows of one fold's classifier (all rows, or a seeded subsample)."""
+    if n_rows <= opts.max_train_rows:
+        return np.arange(n_rows)
+    rng = np.random.default_rng([opts.seed, fold])
+    return np.sort(rng.choice(n_rows, size=opts.max_train_rows, replace=False))
+
+
+def log_odds(clf, x: np.ndarray, opts: ShokriOptions) -> np.ndarray:
+    if opts.classifier == "logistic":
+        return clf.decision_function(x)
+    p = np.clip(clf.predict_proba(x)[:, 1], EPS, 1 - EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def shokri(data: CheckpointData, opts: ShokriOptions) -> np.ndarray:
+    from sklearn.exceptions import ConvergenceWarning
+
+    x, z = features(data), data.membership
+    M, N, F = x.shape
+    fold = np.arange(M) % min(opts.folds, M)
+    s = np.empty((M, N))
+    for k in np.unique(fold):  # K fits, each vectorised over its rows
+        train, target = fold != k, fold == k
+        xt, yt = x[train].reshape(-1, F), z[train].ravel()
+        rows = train_rows(len(yt), opts, int(k))
+        with warnings.catch_warnings():  # the MLP stops after max_iter epochs by design
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf = make_classifier(opts).fit(xt[rows], yt[rows])
+        s[target] = log_odds(clf, x[target].reshape(-1, F), opts).reshape(-1, N)
+    return s
+
+
+register(Attack("shokri", shokri, ShokriOptions, FEATURES,
+                description="Shokri: attack classifier on top-3 probabilities and loss, leave-one-fold-out",
+                source="Shokri et al., Membership Inference Attacks Against Machine Learning Models, IEEE S&P 2017"))
