@@ -62,8 +62,11 @@ def test_zip_label_names_the_entries_and_sets_no_config_key():
 
 
 def test_slug_labels_are_the_shortest_unambiguous_suffix():
-    sw = expand(_spec(grid={"dataset.name": ["digits", "synthetic"], "training.optimizer.name": ["sgd", "adam"]}))
-    assert sw.points[0].slug == "dataset-name-digits_optimizer-name-sgd"
+    sw = expand(_spec(grid={"dataset.name": ["digits", "synthetic"], "training.optimizer.name": ["sgd", "adam"],
+                            "training.optimizer.lr": [0.1, 0.2], "dataset.options.lr": [1, 2]}))
+    assert sw.points[0].slug == "dataset-digits_optimizer-sgd_optimizer-lr-0.1_options-lr-1"
+    sw = expand(_spec(grid={"dataset.options.dataset": [1, 2], "dataset.name": ["digits", "synthetic"]}))
+    assert sw.points[0].slug == "dataset-options-dataset-1_dataset-name-digits"
 
 
 def test_values_that_render_alike_still_get_unique_slugs():
@@ -273,10 +276,10 @@ def test_failing_point_does_not_stop_the_others_and_interrupted_runs_resume(tmp_
     out = tmp_path / "sw"
     result = run_sweep(sw, out, progress=False, log=lambda s: None)
     assert [o.status for o in result.outcomes] == ["done", "failed", "done"]
-    assert "no_such_dataset" in result.failed[0].error and result.failed[0].slug == "name-no_such_dataset_width-16"
+    assert "no_such_dataset" in result.failed[0].error and result.failed[0].slug == "dataset-no_such_dataset_width-16"
     manifest = json.loads((out / "manifest.json").read_text())["points"]
-    assert manifest["name-no_such_dataset_width-16"]["status"] == "failed"
-    assert "no_such_dataset" in manifest["name-no_such_dataset_width-16"]["error"]
+    assert manifest["dataset-no_such_dataset_width-16"]["status"] == "failed"
+    assert "no_such_dataset" in manifest["dataset-no_such_dataset_width-16"]["error"]
     paths = compare(sw, out, log=lambda s: None)
     table = pd.read_parquet(paths["table"])
     assert table["status"].tolist() == ["done", "failed", "done"]
@@ -284,7 +287,7 @@ def test_failing_point_does_not_stop_the_others_and_interrupted_runs_resume(tmp_
     assert table.loc[0, "test_accuracy"] > 0
 
     # an interrupted run (stage left 'running') is resumed, its trained arrays reused
-    good = out / "runs" / "name-synthetic_width-8"
+    good = out / "runs" / "dataset-synthetic_width-8"
     scores = good / "scores" / "lira_online.npy"
     before = scores.stat().st_mtime_ns
     m = json.loads((good / "manifest.json").read_text())
@@ -349,8 +352,8 @@ def test_cli_reports_failed_points_with_a_nonzero_exit(tmp_path):
     proc = subprocess.run([*CLI, "sweep", str(sweep_file), "--out", str(tmp_path / "o"), "--no-progress"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
-    assert "2 point(s) failed" in proc.stderr and "name-no_such_dataset: " in proc.stderr
-    assert "name-nor_this_one: " in proc.stderr
+    assert "2 point(s) failed" in proc.stderr and "dataset-no_such_dataset: " in proc.stderr
+    assert "dataset-nor_this_one: " in proc.stderr
     assert "Unknown dataset 'no_such_dataset'" in proc.stderr and "Traceback" not in proc.stderr
     assert (tmp_path / "o" / "comparison.csv").exists()
     sweep_file.write_text(yaml.safe_dump({"name": "bad", "grid": {"training.n_models": [4, 5]}}))

@@ -212,15 +212,19 @@ def _slug_keys(spec: SweepSpec, varying: list[str]) -> list[str]:
 
 
 def _labels(keys: list[str]) -> dict[str, str]:
-    """The shortest dotted suffix of each key that no other key shares, with '.' -> '-'."""
+    """Per key the shortest dotted suffix no other key shares, '.' -> '-'; a trailing `.name` is
+    dropped first (dataset.name -> dataset, training.optimizer.name -> optimizer)."""
+    paths = {k: k.split(".")[:-1] if k.endswith(".name") else k.split(".") for k in keys}
+
+    def shared(k: str, suffix: list[str]) -> bool:
+        return any(o != k and p[-len(suffix):] == suffix for o, p in paths.items() if len(p) >= len(suffix))
+
     labels = {}
-    for k in keys:
-        parts = k.split(".")
-        for n in range(1, len(parts) + 1):
-            suffix = ".".join(parts[-n:])
-            if not any(o != k and (o == suffix or o.endswith("." + suffix)) for o in keys):
-                break
-        labels[k] = suffix.replace(".", "-")
+    for k, parts in paths.items():
+        n = next((n for n in range(1, len(parts) + 1) if not shared(k, parts[-n:])), None)
+        if n is None:  # e.g. dataset.name beside dataset.options.dataset: spell every key out
+            return {k: k.replace(".", "-") for k in keys}
+        labels[k] = "-".join(parts[-n:])
     return labels
 
 
