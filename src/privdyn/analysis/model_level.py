@@ -58,59 +58,93 @@ def bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarr
     return np.bincount(draws.ravel(), minlength=n_boot * n).reshape(n, n_boot).astype(np.int32)
 
 
+#: elements per [rows, B] block of bootstrap weights held at once
+_BLOCK = 1 << 22
+
+
+def _first_exceeding(weights: np.ndarray, rows: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """For every replicate b and target ``ranks[:, b]``, the first position d along ``rows`` at which
+    the running weight sum_{d' <= d} weights[rows[d'], b] exceeds the target. Scans ``rows`` in
+    blocks (the first sized for the largest target, then doubling) and stops once every target
+    is found, so only the rows up to the last hit are read."""
+    found = np.full(ranks.shape, -1, dtype=np.int64)
+    total = np.zeros(weights.shape[1], dtype=np.int64)
+    cap = max(1, _BLOCK // weights.shape[1])
+    start, step = 0, min(cap, int(1.1 * ranks.max()) + 64)
+    while start < len(rows) and (found < 0).any():
+        run = np.cumsum(weights[rows[start:start + step]], axis=0, dtype=np.int64) + total
+        hit = (found < 0) & (run[-1] > ranks)
+        if hit.any():
+            found[hit] = (start + (run[None] <= ranks[:, None]).sum(axis=1))[hit]
+        total = run[-1]
+        start, step = start + step, min(cap, 2 * step)
+    return found
+
+
+def _weighted_sum(counts: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """sum_i counts[i] * weights[i, :], exact (float64 BLAS on blocks of rows)."""
+    step = max(1, _BLOCK // weights.shape[1])
+    total = np.zeros(weights.shape[1])
+    for start in range(0, len(counts), step):
+        blk = slice(start, start + step)
+        total += counts[blk].astype(np.float64) @ weights[blk].astype(np.float64)
+    return total
+
+
+def _descending(values: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values in descending order (ties in any order), or all of them."""
+    if k >= values.size:
+        return np.argsort(values, kind="stable")[::-1]
+    top = np.argpartition(values, values.size - k)[values.size - k:]
+    return top[np.argsort(values[top], kind="stable")[::-1]]
+
+
 def tpr_at_fpr_boot(scores: np.ndarray, membership: np.ndarray, alphas: list[float],
                     weights: np.ndarray) -> np.ndarray:
     """:func:`tpr_at_fpr` on every bootstrap replicate of the samples, ``[len(alphas), B]``.
 
     ``weights`` is ``[N, B]`` (:func:`bootstrap_weights`): replicate b repeats sample i, with all
-    its M pairs, ``weights[i, b]`` times. Nothing is copied: the replicate's threshold is numpy's
-    linear (1 - alpha) quantile of its repeated OUT scores, read from weighted cumulative counts
-    over the top OUT scores only (a tail that holds every replicate's quantile; grown if not). The
-    IN weight above it is the weight above the highest replicate threshold (one matrix-vector
-    product) plus the IN pairs between the lowest and the highest replicate threshold. Equal to
-    :func:`tpr_at_fpr` on the explicitly repeated arrays.
+    its M pairs, ``weights[i, b]`` times. Nothing is copied. The replicate's threshold is numpy's
+    linear (1 - alpha) quantile of its repeated OUT scores: the two order statistics around it are
+    found by running weighted counts down from the top OUT score (only the top ~alpha share is
+    sorted and read). The IN weight above it is the weight above the highest replicate threshold
+    (one matrix-vector product) plus, per replicate, the IN pairs between the lowest and the
+    highest replicate threshold. Equal to :func:`tpr_at_fpr` on the explicitly repeated arrays.
     """
     s = np.asarray(scores, dtype=np.float64)
     z = np.asarray(membership, dtype=bool)
-    w = np.asarray(weights, dtype=np.float64)  # exact for counts; lets BLAS do the products
-    n_boot = w.shape[1]
-    sample = np.broadcast_to(np.arange(s.shape[1]), s.shape)
+    w = np.asarray(weights)
+    N = s.shape[1]
+    sample = np.broadcast_to(np.arange(N), s.shape)
     out_s, out_j = s[~z], sample[~z]
-    order = np.argsort(out_s, kind="stable")[::-1]  # descending: rank 0 is the largest
-    out_s, out_j = out_s[order], out_j[order]
     in_s, in_j = s[z], sample[z]
-    n_out = (~z).sum(axis=0) @ w
-    n_in = z.sum(axis=0) @ w
+    n_out, n_in = _weighted_sum((~z).sum(axis=0), w), _weighted_sum(z.sum(axis=0), w)
     if (n_out == 0).any() or (n_in == 0).any():
         raise ValueError("a bootstrap replicate has no IN or no OUT pair")
-    n0 = out_s.size
-    result = np.empty((len(alphas), n_boot))
+    top = _descending(out_s, int(1.2 * max(alphas) * out_s.size) + 1024)
+    step = max(1, _BLOCK // w.shape[1])
+    result = np.empty((len(alphas), w.shape[1]))
     for row, alpha in enumerate(alphas):
         q = 1.0 - alpha
         h = (n_out - 1) * q  # numpy's virtual index for method="linear"
         lo = np.floor(h)
         frac = h - lo
-        r_lo = n_out - 1 - lo  # ranks from the top of positions lo and lo + 1
-        r_hi = np.maximum(r_lo - 1, 0)
-        k = min(n0, int(1.2 * alpha * n0 + 10 * np.sqrt(alpha * n0)) + 64)
-        while True:
-            top_w = np.cumsum(w[out_j[:k]], axis=0)  # [k, B] weight at rank <= d
-            if k == n0 or (top_w[-1] > r_lo).all():
-                break
-            k = min(n0, 2 * k)
-        a = out_s[(top_w <= r_lo).sum(axis=0)]
-        b = out_s[(top_w <= r_hi).sum(axis=0)]
+        r_lo = (n_out - 1 - lo).astype(np.int64)  # ranks from the top of positions lo and lo + 1
+        ranks = np.stack([r_lo, np.maximum(r_lo - 1, 0)])
+        pos = _first_exceeding(w, out_j[top], ranks)
+        if (pos < 0).any():  # an extreme replicate reaches below the sorted top: sort everything
+            top = _descending(out_s, out_s.size)
+            pos = _first_exceeding(w, out_j[top], ranks)
+        a, b = out_s[top[pos]]
         diff = b - a
         tau = np.where(frac >= 0.5, b - diff * (1 - frac), a + diff * frac)  # numpy's _lerp
-        hi_tau = tau.max()
-        above = np.bincount(in_j[in_s > hi_tau], minlength=s.shape[1]).astype(np.float64) @ w
-        band = (in_s > tau.min()) & (in_s <= hi_tau)
-        order = np.argsort(in_s[band], kind="stable")
-        band_s, band_j = in_s[band][order], in_j[band][order]
-        cum = np.zeros((band_s.size + 1, n_boot))
-        np.cumsum(w[band_j], axis=0, out=cum[1:])
-        pos = np.searchsorted(band_s, tau, side="right")
-        result[row] = (above + cum[-1] - cum[pos, np.arange(n_boot)]) / n_in
+        above = _weighted_sum(np.bincount(in_j[in_s > tau.max()], minlength=N), w)
+        band = (in_s > tau.min()) & (in_s <= tau.max())
+        band_s, band_j = in_s[band], in_j[band]
+        for start in range(0, band_s.size, step):
+            chunk = slice(start, start + step)
+            above += (w[band_j[chunk]] * (band_s[chunk, None] > tau[None])).sum(axis=0)
+        result[row] = above / n_in
     return result
 
 
