@@ -1,95 +1,176 @@
-"""The offline HTML report: one self-contained file, figures embedded as data URIs."""
+"""The report of one run: ``report/index.html`` (interactive, offline) plus PNG and PDF figures.
+
+Panels read the analysis tables and ``summary.json``; a panel whose inputs the analysis did not
+produce is replaced by a note saying what is missing, so a report of an older or partial
+analysis still opens.
+"""
 
 from __future__ import annotations
 
-import base64
-import html
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from privdyn.analysis.population import states
+from privdyn.analysis.population import STATE_NAMES
 from privdyn.config import RunConfig
-from privdyn.report import figures
+from privdyn.report import figures, interactive
+from privdyn.report.common import DIFFICULTY, SPEED, TIMING, top_samples
+from privdyn.report.data import RunData, load_run_data
+from privdyn.report.gallery import gallery
+from privdyn.report.page import Cell, document, figure_gallery, fmt, kv_table, section, sortable_table
+from privdyn.report.panels import Panel, build
 from privdyn.store import atomic
-from privdyn.store.atomic import load_npz
 from privdyn.store.rundir import RunDir
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}
-h1{margin-bottom:.2rem} .sub{color:#666;margin-top:0} table{border-collapse:collapse;font-size:.9rem}
-td,th{border-bottom:1px solid #ddd;padding:.25rem .6rem;text-align:right} th{background:#f5f5f5}
-td:first-child,th:first-child{text-align:left} figure{margin:1.5rem 0} img{max-width:100%}
-figcaption{color:#555;font-size:.9rem}
-"""
+#: Samples in the sortable table and in the gallery.
+TABLE_ROWS = 200
+GALLERY_SIZE = 24
 
 
-def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+def run_description(d: RunData) -> list[tuple[str, Any]]:
+    """What was run: data, model, optimizer, models, checkpoints, attack and rule."""
+    c = d.config
+    o, t = c.training.optimizer, c.training
+    opt = f"{o.name}, lr {o.lr:g}" + (f", momentum {o.momentum:g}" if o.name == "sgd" else "")
+    opt += f", weight decay {o.weight_decay:g}, {t.schedule} schedule, batch {t.batch_size}"
+    b = c.analysis.states
+    return [
+        ("dataset", f"{c.dataset.name}: {d.n_samples:,} pool samples"),
+        ("model", f"{c.model.arch}, width {c.model.width}, depth {c.model.depth}, norm {c.model.norm}"),
+        ("optimizer", opt),
+        ("models M", f"{d.n_models} (each sample IN for {d.n_models // 2})"),
+        ("epochs", f"{t.epochs}; {len(d.epochs)} checkpoints ({fmt(int(d.epochs[0]))} to {fmt(int(d.epochs[-1]))})"),
+        ("queries", ", ".join(c.queries)),
+        ("attack", d.attack),
+        ("operating-point rule", d.rule),
+        ("state bands on A_i", f"low {b.low:g}, medium {b.medium:g}, high {b.high:g}"),
+    ]
 
 
-def _kv_table(rows: list[tuple[str, Any]]) -> str:
-    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    return f"<table>{body}</table>"
+def key_metrics(d: RunData) -> dict[str, Any]:
+    """The headline numbers of a run, by label (only those the analysis produced)."""
+    s = d.summary
+    final = s.get("final", {})
+    rows: dict[str, Any] = {
+        "train accuracy": (s.get("train_accuracy") or [None])[-1],
+        "test accuracy": final.get("test_accuracy"),
+        "attack AUC": final.get("auc"),
+        "TPR at 0.1% FPR": final.get("tpr_at_fpr_0.001"),
+        "TPR at 1% FPR": final.get("tpr_at_fpr_0.01"),
+        "samples high at the end": s.get("n_high_final"),
+        "samples ever high": s.get("n_ever_high"),
+        "centre-of-mass displacement (pp)": s.get("com_displacement_pp"),
+        "centre-of-mass path (pp)": s.get("com_path_pp"),
+        "Delta H (bits)": s.get("delta_entropy_bits"),
+        "encoding speed, mean": s.get("encoding_speed_mean"),
+        "encoding speed, median": s.get("encoding_speed_median"),
+        "encoding speed, mean over finally high": s.get("encoding_speed_high_mean"),
+        "peak P(non-high -> high)": s.get("peak_p_to_high"),
+        "median first epoch high": s.get("time_to_high_median"),
+        **{f"epoch recall reaches {lv:g}": s.get(f"epoch_recall_{lv:g}") for lv in d.config.analysis.recall_levels},
+        "trajectory clusters (silhouette)": (f"{s['n_clusters']} ({fmt(s.get('silhouette'))})"
+                                             if "n_clusters" in s else None),
+    }
+    for m, targets in (s.get("spearman_difficulty") or {}).items():
+        r = targets.get("final_advantage", {}) if isinstance(targets, dict) else {}
+        if r.get("rho") is not None:
+            rows[f"Spearman({m}, final A_i)"] = r["rho"]
+    return {k: v for k, v in rows.items() if v is not None}
+
+
+def top_table(d: RunData, k: int = TABLE_ROWS) -> Panel:
+    """The k most vulnerable samples with their per-sample numbers; columns sort on a click."""
+    top = top_samples(d, k)
+    s = d.sample
+    p = d.plane
+    extra = [c for c in (*TIMING, *SPEED, *DIFFICULTY) if c in s.columns]
+    cols = ["rank", "sample", "label", "final state", "A_i", "AUC_i", "FPR_i", "TPR_i", "max A_i"]
+    cols += (["cluster"] if "cluster_name" in s.columns else []) + [c.replace("_", " ") for c in extra]
+    rows: list[list[Cell]] = []
+    values = {c: s[c].to_numpy(np.float64) for c in extra}
+    names = s["cluster_name"].astype(str).to_numpy() if "cluster_name" in s.columns else None
+    for rank, i in enumerate(top, start=1):
+        st = int(d.states[-1, i])
+        row: list[Cell] = [(str(rank), rank), (str(i), int(i)),
+                           (str(int(d.labels[i])) if d.labels is not None else "\u2013",
+                            int(d.labels[i]) if d.labels is not None else None),
+                           (STATE_NAMES[st], st)]
+        row += [(fmt(float(p[key][-1, i])), float(p[key][-1, i])) for key in ("adv", "auc", "fpr", "tpr")]
+        row.append((fmt(float(p["adv"][:, i].max())), float(p["adv"][:, i].max())))
+        if names is not None:
+            row.append((names[i], None))
+        for c in extra:
+            v = values[c][i]
+            row.append((fmt(v, 4 if abs(v) < 0.1 else 3), v if np.isfinite(v) else ""))
+        rows.append(row)
+    return Panel("top-table", f"The {len(top)} most vulnerable samples", wide=True, html=sortable_table(cols, rows),
+                 caption="Ranked by final advantage (ties: larger AUC_i). Click a column header to sort by it; "
+                         "a dash means the value is undefined (e.g. never high).")
+
+
+def panels(d: RunData, max_points: int, max_frames: int) -> dict[str, list[Panel]]:
+    """Every panel of the page, by section; each either drawn or carrying why it is not."""
+    seed = d.config.seed
+    top = top_samples(d, GALLERY_SIZE)
+    P = build
+    return {
+        "plane": [P("plane", "The vulnerability plane", lambda: interactive.plane_by_state(d, max_points, max_frames, seed)),
+                  P("plane-difficulty", "The plane by learning difficulty",
+                    lambda: interactive.plane_by_difficulty(d, max_points, max_frames, seed))],
+        "samples": [P("trajectories", "Trajectories", lambda: interactive.trajectories(d)),
+                    P("gallery", "Gallery of the most vulnerable samples", lambda: gallery(d, top)),
+                    P("time-to-high", "Time to vulnerability", lambda: interactive.time_to_vulnerability(d)),
+                    P("clusters", "Trajectory clusters", lambda: interactive.clusters(d))],
+        "population": [P("com", "Centre-of-mass path", lambda: interactive.com_path(d)),
+                       P("entropy", "Entropy over time", lambda: interactive.entropy(d)),
+                       P("states", "Samples per state", lambda: interactive.state_shares(d)),
+                       P("p-to-high", "Rate of becoming vulnerable", lambda: interactive.p_to_high(d)),
+                       P("transitions", "Transition matrices", lambda: interactive.transitions(d)),
+                       P("speed", "Membership encoding speed", lambda: interactive.encoding_speed(d))],
+        "model": [P("tpr-accuracy", "Attack success at low FPR and accuracy", lambda: interactive.tpr_and_accuracy(d))],
+        "difficulty": [P("difficulty-scatter", "Difficulty against vulnerability",
+                         lambda: interactive.difficulty_scatter(d, max_points, seed)),
+                       P("difficulty-deciles", "Vulnerability by difficulty decile", lambda: interactive.difficulty_deciles(d)),
+                       P("spearman", "Spearman correlations", lambda: interactive.spearman_table(d))],
+        "early": [P("early", "Early determination", lambda: interactive.early_determination(d))],
+        "table": [top_table(d)],
+    }
+
+
+SECTIONS = (
+    ("plane", "The plane over training"), ("samples", "Samples"), ("population", "Population dynamics"),
+    ("model", "Model level"), ("difficulty", "Learning difficulty"), ("early", "Early determination"),
+    ("table", "Top samples"),
+)
+
+
+def render(d: RunData, out: Path, max_points: int = 4000, max_frames: int = 60) -> str:
+    """The page of one run; writes the static figures into ``out`` on the way."""
+    by_section = panels(d, max_points, max_frames)
+    static = figures.write_all(d, out)
+    skipped = [p for ps in by_section.values() for p in ps if p.skipped]
+    metrics = key_metrics(d)
+    head = ('<div class="summary">' + kv_table(run_description(d))
+            + kv_table([(k, fmt(v)) for k, v in metrics.items()]) + "</div>")
+    if skipped:
+        head += ('<p class="note">' + f"{len(skipped)} panel(s) not shown because the analysis did not produce "
+                 "their data: " + ", ".join(p.title for p in skipped) + ". Each place says what is missing.</p>")
+    body = f'<h2 id="summary">Run summary</h2>{head}'
+    body += "".join(section(title, key, by_section[key]) for key, title in SECTIONS)
+    body += ('<h2 id="figures">Figures for papers</h2><p class="caption">Written beside this page as PNG and PDF '
+             f"(matplotlib).</p>{figure_gallery(static)}")
+    nav = [("summary", "Summary"), *((k, t) for k, t in SECTIONS), ("figures", "Paper figures")]
+    return document(f"privdyn report: {d.name}",
+                    f"Membership-inference privacy dynamics of {d.n_samples:,} samples over {len(d.epochs)} "
+                    f"checkpoints ({d.attack} at {d.rule}).", nav, body)
 
 
 def build_report(cfg: RunConfig, run: RunDir) -> Path:
-    """Write ``report/index.html`` plus PNG and PDF figures for the default attack and rule."""
-    attack, rule = cfg.default_attack(), cfg.analysis.rule
-    adir = run.analysis_dir(attack, rule)
+    """Write ``report/index.html`` and the figures for the config's default attack and rule."""
+    d = load_run_data(run.path, cfg.default_attack(), cfg.analysis.rule)
     out = run.report_dir
     out.mkdir(parents=True, exist_ok=True)
-    plane = load_npz(adir / "plane.npz")
-    epochs = plane["epochs"]
-    epoch_table = pd.read_parquet(adir / "epoch.parquet")
-    summary = json.loads(run.summary_path.read_text())
-    st = states(plane["adv"], cfg.analysis.states)
-
-    figs = [
-        (figures.plane_panels(plane, st, epochs, out, cfg.seed),
-         "Each dot is a sample at (FPR_i, TPR_i): the share of OUT and IN models that flag it at the "
-         f"global threshold ({rule}). Samples above the diagonal leak membership."),
-        (figures.attack_and_accuracy(epoch_table, out), "Model-level attack success and accuracy per checkpoint."),
-        (figures.com_path(epoch_table, out), "Path of the plane's centre of mass over the checkpoints."),
-        (figures.state_shares(epoch_table, out), "Share of samples in each state (bands on A_i = TPR_i - FPR_i)."),
-        (figures.entropy_curve(epoch_table, out), f"Spatial entropy over a {cfg.grid_size()}x{cfg.grid_size()} grid."),
-    ]
-    final = summary["final"]
-    rows = [
-        ("dataset", f"{cfg.dataset.name} ({summary['n_samples']} pool samples)"),
-        ("model", f"{cfg.model.arch} (width {cfg.model.width}, depth {cfg.model.depth})"),
-        ("optimizer", f"{cfg.training.optimizer.name}, lr {cfg.training.optimizer.lr}, {cfg.training.schedule}"),
-        ("models M", cfg.training.n_models), ("checkpoints", f"{len(epochs)} (epochs {epochs[0]}..{epochs[-1]})"),
-        ("attack / rule", f"{attack} / {rule}"),
-        ("final test accuracy", f"{final['test_accuracy']:.3f}"),
-        ("final train accuracy", f"{summary['train_accuracy'][-1]:.3f}"),
-        ("final AUC", f"{final['auc']:.3f}"),
-        ("final TPR at 1% FPR", f"{final['tpr_at_fpr_0.01']:.3f}"),
-        ("final TPR at 0.1% FPR", f"{final['tpr_at_fpr_0.001']:.3f}"),
-        ("high-state samples at the end", summary["n_high_final"]),
-        ("centre-of-mass displacement / path (pp)",
-         f"{summary['com_displacement_pp']:.1f} / {summary['com_path_pp']:.1f}"),
-        ("Delta H (bits)", f"{summary['delta_entropy_bits']:.2f}"),
-    ]
-    top = np.argsort(-plane["adv"][-1], kind="stable")[:20]
-    top_rows = "".join(
-        f"<tr><td>{i}</td><td>{plane['fpr'][-1, i]:.3f}</td><td>{plane['tpr'][-1, i]:.3f}</td>"
-        f"<td>{plane['adv'][-1, i]:.3f}</td><td>{plane['auc'][-1, i]:.3f}</td></tr>" for i in top)
-    fig_html = "".join(f"<figure>{_img(paths[0])}<figcaption>{html.escape(cap)}</figcaption></figure>"
-                       for paths, cap in figs)
-    doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>privdyn report: {html.escape(cfg.name)}</title><style>{_CSS}</style></head><body>
-<h1>privdyn report: {html.escape(cfg.name)}</h1>
-<p class="sub">Membership-inference privacy dynamics, sample by sample, over training.</p>
-<h2>Run summary</h2>{_kv_table(rows)}
-<h2>Figures</h2>{fig_html}
-<h2>Most vulnerable samples at the last checkpoint</h2>
-<table><tr><th>sample</th><th>FPR_i</th><th>TPR_i</th><th>A_i</th><th>AUC_i</th></tr>{top_rows}</table>
-</body></html>"""
     index = out / "index.html"
-    atomic.write_text(index, doc)
+    atomic.write_text(index, render(d, out))
     return index

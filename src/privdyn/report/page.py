@@ -1,0 +1,119 @@
+"""HTML building blocks shared by the run report and the comparison report.
+
+A page is one self-contained file: plotly.js (from the plotly package) is inlined once, each
+figure is embedded as JSON and drawn by ``assets/report.js``, images are data URIs, and there
+is no reference to any other host.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from privdyn import __version__
+from privdyn.report.panels import Panel
+
+#: A table cell: shown text and the value it sorts by (None: sort by the text).
+Cell = tuple[str, float | str | None]
+
+
+def asset(name: str) -> str:
+    return resources.files("privdyn.report").joinpath("assets", name).read_text()
+
+
+def esc(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    """A number for a table: whole numbers with thousands separators, other floats with fixed
+    digits, a dash for missing values."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "\u2013"
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return str(v)
+    if isinstance(v, int) or float(v).is_integer():
+        return f"{int(v):,}"
+    return f"{v:.{digits}f}"
+
+
+def figure_json(fig: Any) -> str:
+    """A figure as JSON that is safe inside a ``<script>`` element."""
+    return pio.to_json(fig, validate=False, remove_uids=True).replace("</", "<\\/")
+
+
+def panel_html(p: Panel) -> str:
+    cls = "panel wide" if p.wide else "panel"
+    if p.skipped:
+        return (f'<section class="{cls} skipped" id="{esc(p.key)}"><h3>{esc(p.title)}</h3>'
+                f"<p>Not shown: {esc(p.skipped)}.</p></section>")
+    body = p.html
+    if p.figure is not None:
+        target = f"plot-{p.key}"
+        body += (f'<div class="plot" id="{esc(target)}"></div>'
+                 f'<script type="application/json" class="plot-spec" data-target="{esc(target)}">'
+                 f"{figure_json(p.figure)}</script>")
+    cap = f'<p class="caption">{esc(p.caption)}</p>' if p.caption else ""
+    return f'<section class="{cls}" id="{esc(p.key)}"><h3>{esc(p.title)}</h3>{body}{cap}</section>'
+
+
+def section(title: str, anchor: str, panels: Sequence[Panel], intro: str = "") -> str:
+    text = f'<p class="caption">{esc(intro)}</p>' if intro else ""
+    return (f'<h2 id="{esc(anchor)}">{esc(title)}</h2>{text}<div class="grid">'
+            + "".join(panel_html(p) for p in panels) + "</div>")
+
+
+def kv_table(rows: Sequence[tuple[str, Any]]) -> str:
+    body = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in rows)
+    return f'<table class="kv">{body}</table>'
+
+
+def sortable_table(columns: Sequence[str], rows: Sequence[Sequence[Cell]]) -> str:
+    """A table whose columns sort on a click (``assets/report.js``), by each cell's sort value."""
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+
+    def td(cell: Cell) -> str:
+        text, key = cell
+        attr = "" if key is None else f' data-v="{esc(key)}"'
+        return f"<td{attr}>{esc(text)}</td>"
+
+    body = "".join("<tr>" + "".join(td(c) for c in row) + "</tr>" for row in rows)
+    return (f'<div class="tablewrap"><table class="sortable"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
+
+
+def figure_gallery(written: Sequence[tuple[Path, str, bytes]]) -> str:
+    """Previews of the static figures (embedded) with the names of their PNG and PDF files."""
+    items = []
+    for png, caption, preview in written:
+        data = base64.b64encode(preview).decode()
+        items.append(f'<figure><img alt="{esc(png.stem)}" src="data:image/png;base64,{data}">'
+                     f"<figcaption><code>{esc(png.name)}</code>, <code>{esc(png.with_suffix('.pdf').name)}</code>: "
+                     f"{esc(caption)}</figcaption></figure>")
+    return f'<div class="figs">{"".join(items)}</div>'
+
+
+def document(title: str, subtitle: str, nav: Sequence[tuple[str, str]], body: str) -> str:
+    """The whole page: styles, plotly.js and the report script inline."""
+    links = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t in nav)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>{esc(title)}</title><style>{asset("report.css")}</style>
+<script>{get_plotlyjs()}</script>
+<script>{asset("report.js")}</script></head>
+<body><main><h1>{esc(title)}</h1><p class="sub">{esc(subtitle)}</p><nav>{links}</nav>
+{body}
+<footer>Made by privdyn {esc(__version__)}. Self-contained: opens offline, loads nothing from any host.</footer>
+</main></body></html>
+"""
