@@ -127,6 +127,15 @@ def report(run_dir: RunDirArg) -> None:
 
 
 @app.command()
+def compare(runs: Annotated[list[Path], typer.Argument(help="Analysed run directories.")],
+            out_dir: Annotated[Path, typer.Option("--out", help="Folder for the comparison report.")]) -> None:
+    """Compare runs side by side: DIR/index.html (offline) with the metric table and overlaid curves."""
+    from privdyn.report.compare import build_comparison
+
+    out.print(f"comparison: {build_comparison(runs, out_dir)}")
+
+
+@app.command()
 def sweep(
     sweep_file: Annotated[Path, typer.Argument(help="A sweep YAML file (docs/sweeps.md).")],
     out_dir: Annotated[Path | None, typer.Option("--out", help="Sweep folder (default: runs/sweeps/NAME).")] = None,
