@@ -33,19 +33,30 @@ class DatasetConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    arch: str = "mlp"
-    width: int = Field(128, ge=1)
-    depth: int = Field(2, ge=1)
-    norm: Literal["batch", "none"] = "batch"
+    arch: str = Field("mlp", description="mlp, cnn, resnet18 (CIFAR variant) or wrn (WRN-depth-k)")
+    width: int | None = Field(None, ge=1, description="hidden units (mlp), base channels (cnn, resnet18) "
+                              "or widen factor k (wrn); None = the arch's default (128, 32, 64, 2)")
+    depth: int | None = Field(None, ge=1, description="hidden layers (mlp), conv blocks (cnn), 18 (resnet18) "
+                              "or 6n+4 (wrn); None = the arch's default (2, 3, 18, 28)")
+    norm: Literal["batch", "group", "none"] = "batch"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class OptimizerConfig(_Strict):
-    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    name: Literal["sgd", "adam", "adamw", "sam"] = "sgd"
+    base: Literal["sgd", "adam", "adamw"] = Field("sgd", description="with name=sam: the optimizer SAM wraps")
+    rho: float = Field(0.05, gt=0, description="with name=sam: the radius of the ascent step")
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(5e-4, ge=0)
+
+
+class DPConfig(_Strict):
+    enabled: bool = Field(False, description="train with DP-SGD (Opacus): one model at a time")
+    noise_multiplier: float = Field(1.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0, description="per-sample gradient clipping norm")
+    delta: float | None = Field(None, gt=0, lt=1, description="None = 1/N_train (N_train = N_pool/2)")
 
 
 class TrainingConfig(_Strict):
@@ -53,7 +64,12 @@ class TrainingConfig(_Strict):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(128, ge=1)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    milestones: list[int] = Field(default_factory=list, description="with schedule=step: epochs where lr *= gamma")
+    gamma: float = Field(0.1, gt=0, description="with schedule=step: the lr factor at each milestone")
+    augment: Literal["none", "flip_crop"] = Field(
+        "none", description="image training augmentation: random crop (padding 4) and horizontal flip")
+    dp: DPConfig = Field(default_factory=DPConfig)
     group_size: int = Field(16, ge=1, description="models trained at once in one batched group")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     eval_batch_size: int = Field(4096, ge=1)
@@ -67,10 +83,15 @@ class TrainingConfig(_Strict):
 
 
 class CheckpointConfig(_Strict):
-    schedule: Literal["every", "list"] = "every"
+    schedule: Literal["every", "list", "dense_early"] = "every"
     every: int = Field(1, ge=1, description="with schedule=every: a checkpoint every k epochs")
     epochs: list[int] = Field(default_factory=list, description="with schedule=list")
+    dense_until: int = Field(10, ge=1, description="with schedule=dense_early: every epoch up to this one")
+    every_after: int = Field(5, ge=1, description="with schedule=dense_early: then every k epochs")
     include_init: bool = Field(False, description="also score the models at initialisation (e_0=0)")
+    save_weights: list[int] = Field(
+        default_factory=list, description="epochs (0 = initialisation) whose weights are saved to "
+        "RUN/weights/epoch_EEE/model_MMM.safetensors")
 
 
 class StatesConfig(_Strict):
@@ -180,18 +201,43 @@ class RunConfig(_Strict):
                 raise ValueError(
                     f"checkpoints.epochs: {bad} outside 1..training.epochs={self.training.epochs}"
                 )
+        self._check_training()
         return self
+
+    def _check_training(self) -> None:
+        tc, E = self.training, self.training.epochs
+        bad = [e for e in self.checkpoints.save_weights if not 0 <= e <= E]
+        if bad:
+            raise ValueError(f"checkpoints.save_weights: {bad} outside 0..training.epochs={E}")
+        if tc.schedule == "step":
+            if not tc.milestones:
+                raise ValueError("training.milestones: give at least one epoch with schedule=step "
+                                 "(or use schedule=constant)")
+            bad = [e for e in tc.milestones if not 1 <= e <= E]
+            if bad:
+                raise ValueError(f"training.milestones: {bad} outside 1..training.epochs={E}")
+        if tc.dp.enabled:
+            if tc.optimizer.name == "sam":
+                raise ValueError("training.dp: DP-SGD does not combine with optimizer.name=sam; "
+                                 "use sgd, adam or adamw")
+            if self.model.norm == "batch":
+                raise ValueError("training.dp: DP-SGD needs per-sample gradients and BatchNorm mixes "
+                                 "samples; set model.norm=group or none")
 
     # ----- derived quantities ---------------------------------------------------------------
     def checkpoint_epochs(self) -> list[int]:
         """Sorted checkpoint epochs e_1 < ... < e_T (0 first when include_init)."""
-        ck = self.checkpoints
+        ck, E = self.checkpoints, self.training.epochs
         if ck.schedule == "list":
             epochs = sorted(set(ck.epochs))
         else:
-            epochs = list(range(ck.every, self.training.epochs + 1, ck.every))
-            if not epochs or epochs[-1] != self.training.epochs:
-                epochs.append(self.training.epochs)
+            if ck.schedule == "every":
+                epochs = list(range(ck.every, E + 1, ck.every))
+            else:  # dense_early
+                dense = min(ck.dense_until, E)
+                epochs = list(range(1, dense + 1)) + list(range(dense + ck.every_after, E + 1, ck.every_after))
+            if not epochs or epochs[-1] != E:
+                epochs.append(E)
         return ([0] if ck.include_init else []) + epochs
 
     def grid_size(self) -> int:

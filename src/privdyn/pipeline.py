@@ -50,8 +50,8 @@ def train(cfg: RunConfig, run: RunDir, progress: bool = True) -> None:
         atomic.save_npy(mpath, membership)
     atomic.save_npy(run.path / "labels.npy", ds.y_pool)
     with _progress(progress) as p:
-        run_train_stage(cfg, run, ds, membership, p)
-    run.mark_stage("train", "done", digest, n_pool=ds.n_pool, n_test=int(len(ds.y_test)))
+        stats = run_train_stage(cfg, run, ds, membership, p)
+    run.mark_stage("train", "done", digest, n_pool=ds.n_pool, n_test=int(len(ds.y_test)), **stats)
 
 
 def score(cfg: RunConfig, run: RunDir, attacks: list[str] | None = None, progress: bool = True) -> None:

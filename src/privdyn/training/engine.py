@@ -1,14 +1,19 @@
 """The train stage: model groups trained with a checkpoint signal at every checkpoint epoch.
 
 The unit of work is a :class:`GroupTask` (a few model indices): serialisable, independent of the
-other groups, and resumable at its last completed checkpoint. After every checkpoint a group
-writes that checkpoint's signals, then its full training state, both atomically, so a run killed
-at any moment resumes without redoing finished checkpoints and ends with the same arrays.
+other groups, and resumable at its last completed checkpoint. At every checkpoint a group first
+writes its full training state, then that checkpoint's signals (``t{idx}.npz``), both
+atomically. A run killed at any moment resumes from the last state, writes what that checkpoint
+still lacks, re-trains only the epochs since it, never rewrites a finished checkpoint file, and
+ends with the same arrays as an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +22,14 @@ import torch
 
 from privdyn.config import RunConfig
 from privdyn.data import Dataset
+from privdyn.errors import PrivdynError
 from privdyn.models import build_model
 from privdyn.store import atomic
 from privdyn.store.rundir import RunDir
-from privdyn.training.ensemble import EnsembleGroup, cosine_lr
+from privdyn.training.ensemble import EnsembleGroup
+from privdyn.training.schedules import lr_schedule
 from privdyn.training.signals import SIGNALS
+from privdyn.training.weights import save_weights, weights_meta
 
 
 @dataclass(frozen=True)
@@ -31,16 +39,64 @@ class GroupTask:
     index: int
     model_ids: tuple[int, ...]
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form, so another process or machine can be handed the task."""
+        return {"index": self.index, "model_ids": list(self.model_ids)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GroupTask:
+        return cls(int(data["index"]), tuple(int(m) for m in data["model_ids"]))
+
 
 def plan_groups(n_models: int, group_size: int) -> list[GroupTask]:
     return [GroupTask(g, tuple(range(s, min(s + group_size, n_models))))
             for g, s in enumerate(range(0, n_models, group_size))]
 
 
+def effective_group_size(cfg: RunConfig) -> int:
+    """``training.group_size``, except 1 under DP-SGD (Opacus trains one plain module at a time)."""
+    return 1 if cfg.training.dp.enabled else cfg.training.group_size
+
+
 def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when a GPU is visible, else the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise PrivdynError(f"training.device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PrivdynError(f"training.device={name} but no CUDA device is visible; use auto or cpu")
+    return device
+
+
+def check_training_data(cfg: RunConfig, ds: Dataset) -> None:
+    """Checks that need the data: augmentation is for images only."""
+    if cfg.training.augment != "none" and len(ds.input_shape) != 3:
+        raise PrivdynError(f"training.augment={cfg.training.augment} needs images [C, H, W]; dataset "
+                           f"{ds.name} has inputs of shape {ds.input_shape}. Set training.augment=none.")
+
+
+def make_trainer(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: GroupTask, device: torch.device):
+    """The trainer of one group: stacked (plain or SAM) or, under DP, Opacus's DP-SGD."""
+    from privdyn.training.trainer import StackedTrainer
+
+    tc = cfg.training
+    mc = cfg.model.model_dump(exclude={"arch"})
+    group = EnsembleGroup(lambda: build_model(cfg.model.arch, ds.input_shape, ds.num_classes, **mc),
+                          list(task.model_ids), cfg.seed, device)
+    x = torch.from_numpy(ds.x_pool).to(device)
+    y = torch.from_numpy(ds.y_pool).to(device)
+    in_idx = torch.from_numpy(np.stack([np.flatnonzero(r) for r in membership[list(task.model_ids)]])).to(device)
+    steps_per_epoch = -(-in_idx.shape[1] // tc.batch_size)
+    lr_at = lr_schedule(tc.schedule, tc.optimizer.lr, steps_per_epoch, tc.epochs, tc.milestones, tc.gamma)
+    augment = tc.augment == "flip_crop"
+    if tc.dp.enabled:
+        from privdyn.training.dp import DPTrainer
+
+        return DPTrainer(group, tc.optimizer, tc.dp, lr_at, tc.batch_size, augment, x, y, in_idx)
+    return StackedTrainer(group, tc.optimizer, lr_at, tc.batch_size, augment, x, y, in_idx)
 
 
 def _save_state(path, state: dict) -> None:
@@ -49,77 +105,124 @@ def _save_state(path, state: dict) -> None:
 
 
 def train_group(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: GroupTask, run: RunDir,
-                device: torch.device, on_epoch: Any = None) -> None:
-    """Train one group to the end, writing ``t{idx}.npz`` signal files and a resumable state."""
-    gdir = run.group_dir(task.index)
+                device: torch.device, advance: Callable[[int], Any] | None = None) -> dict[str, int]:
+    """Train one group to the end (resuming from its last state); ``advance(n)`` reports epochs.
+
+    Returns what this call did: epochs skipped thanks to a saved state, epochs trained, and
+    checkpoints evaluated.
+    """
+    tick = advance or (lambda n: None)
+    E, gdir = cfg.training.epochs, run.group_dir(task.index)
     if (gdir / "done").exists():
-        return
-    tc, oc = cfg.training, cfg.training.optimizer
-    ckpts = cfg.checkpoint_epochs()
-    factory = lambda: build_model(cfg.model.arch, ds.input_shape, ds.num_classes,  # noqa: E731
-                                  width=cfg.model.width, depth=cfg.model.depth,
-                                  norm=cfg.model.norm, dropout=cfg.model.dropout)
-    group = EnsembleGroup(factory, list(task.model_ids), cfg.seed, device)
-    opt = group.make_optimizer(oc.name, oc.lr, oc.momentum, oc.nesterov, oc.weight_decay)
-    x_pool = torch.from_numpy(ds.x_pool).to(device)
-    y_pool = torch.from_numpy(ds.y_pool).to(device)
-    x_test = torch.from_numpy(ds.x_test).to(device)
-    y_test = torch.from_numpy(ds.y_test).to(device)
-    z = membership[list(task.model_ids)]
-    in_idx = torch.from_numpy(np.stack([np.flatnonzero(r) for r in z])).to(device)
-    steps_per_epoch = -(-in_idx.shape[1] // tc.batch_size)
-    total = steps_per_epoch * tc.epochs
-    lr_at = (lambda s: cosine_lr(oc.lr, s, total)) if tc.schedule == "cosine" else (lambda s: oc.lr)
-
-    epoch, step = 0, 0
+        tick(E)
+        return {"resumed_epochs": E, "trained_epochs": 0, "evaluations": 0}
+    trainer = make_trainer(cfg, ds, membership, task, device)
+    group, ckpts, save_at = trainer.group, cfg.checkpoint_epochs(), set(cfg.checkpoints.save_weights)
+    x_pool, y_pool = trainer.x, trainer.y
+    x_test, y_test = torch.from_numpy(ds.x_test).to(device), torch.from_numpy(ds.y_test).to(device)
+    meta = weights_meta(cfg.model.model_dump(mode="json"), ds.input_shape, ds.num_classes)
+    counts = {"resumed_epochs": 0, "trained_epochs": 0, "evaluations": 0}
     state_path = gdir / "state.pt"
-    if state_path.exists():
-        epoch, step = group.load_state(torch.load(state_path, weights_only=True, map_location=device), opt)
 
-    def checkpoint(e: int) -> None:
-        t = ckpts.index(e)
-        pool = group.evaluate(x_pool, y_pool, cfg.queries, tc.eval_batch_size)
-        test = group.evaluate(x_test, y_test, cfg.queries, tc.eval_batch_size)
-        atomic.save_npz(gdir / f"t{t:03d}.npz", **pool, **{f"test_{k}": v for k, v in test.items()})
-        _save_state(state_path, group.state(opt, e, step))
-
-    if epoch == 0 and 0 in ckpts and not (gdir / "t000.npz").exists():
-        checkpoint(0)
-    for e in range(epoch + 1, tc.epochs + 1):
-        step = group.train_epoch(x_pool, y_pool, in_idx, e, tc.batch_size, opt, lr_at, step)
+    def finish(e: int, step: int, resumed: bool) -> None:
+        """Write what epoch ``e`` owes that is not on disk yet: state, signals, weights."""
         if e in ckpts:
-            checkpoint(e)
-        if on_epoch is not None:
-            on_epoch()
+            if not resumed:
+                _save_state(state_path, trainer.state(e, step))
+            t_path = gdir / f"t{ckpts.index(e):03d}.npz"
+            if not t_path.exists():
+                q, bs = cfg.queries, cfg.training.eval_batch_size
+                pool, test = group.evaluate(x_pool, y_pool, q, bs), group.evaluate(x_test, y_test, q, bs)
+                atomic.save_npz(t_path, **pool, **{f"test_{k}": v for k, v in test.items()},
+                                writer_pid=np.int64(os.getpid()))
+                counts["evaluations"] += 1
+        if e in save_at:
+            save_weights(run.path, e, group.model_ids, group.model_state_dicts(), meta)
+
+    epoch, step, resumed = 0, 0, state_path.exists()
+    if resumed:
+        epoch, step = trainer.load_state(torch.load(state_path, weights_only=True, map_location=device))
+        counts["resumed_epochs"] = epoch
+        tick(epoch)
+    finish(epoch, step, resumed)
+    for e in range(epoch + 1, E + 1):
+        step = trainer.train_epoch(e, step)
+        counts["trained_epochs"] += 1
+        finish(e, step, resumed=False)
+        tick(1)
     atomic.write_text(gdir / "done", "done\n")
+    return counts
 
 
-def assemble_signals(cfg: RunConfig, run: RunDir, groups: list[GroupTask], n_pool: int, n_test: int) -> None:
-    """Gather the groups' per-checkpoint files into ``signals/NAME.npy`` arrays ``[T, M, N, Q]``."""
+def assemble_signals(cfg: RunConfig, run: RunDir, groups: list[GroupTask], n_pool: int, n_test: int) -> dict[str, int]:
+    """Gather the groups' per-checkpoint files into ``signals/NAME.npy`` arrays ``[T, M, N, Q]``.
+
+    Returns how many checkpoint files each process wrote (pid -> count): the resume record.
+    """
     T, M, Q = len(cfg.checkpoint_epochs()), cfg.training.n_models, len(cfg.queries)
+    files = [(g, t, run.group_dir(g.index) / f"t{t:03d}.npz") for g in groups for t in range(T)]
     for split, n, prefix in (("pool", n_pool, ""), ("test", n_test, "test_")):
         for name in SIGNALS:
             dtype = bool if name == "correct" else np.float32
             with atomic.open_memmap_atomic(run.signal_path(name, split), (T, M, n, Q), dtype) as arr:
-                for g in groups:
-                    ids = list(g.model_ids)
-                    for t in range(T):
-                        with np.load(run.group_dir(g.index) / f"t{t:03d}.npz", allow_pickle=False) as f:
-                            arr[t, ids] = f[prefix + name]
+                for g, t, path in files:
+                    with np.load(path, allow_pickle=False) as f:
+                        arr[t, list(g.model_ids)] = f[prefix + name]
+    writers: Counter[str] = Counter()
+    for _, _, path in files:
+        with np.load(path, allow_pickle=False) as f:
+            writers[str(int(f["writer_pid"]))] += 1
+    return dict(writers)
 
 
-def run_train_stage(cfg: RunConfig, run: RunDir, ds: Dataset, membership: np.ndarray, progress: Any = None) -> None:
-    """Train every group (skipping finished ones), then assemble the signal arrays."""
+def dp_report(cfg: RunConfig, n_train: int) -> dict[str, Any]:
+    """Epsilon per model at every checkpoint (all models share it: same N_train, q and steps)."""
+    from privdyn.training.dp import dp_epsilon, dp_steps_per_epoch
+
+    dp, B = cfg.training.dp, cfg.training.batch_size
+    delta = dp.delta if dp.delta is not None else 1.0 / n_train
+    q, spe = min(1.0, B / n_train), dp_steps_per_epoch(n_train, B)
+    eps = [dp_epsilon(dp.noise_multiplier, q, e * spe, delta) for e in cfg.checkpoint_epochs()]
+    return {"accountant": "rdp (opacus)", "sampling": "poisson", "delta": delta, "n_train": n_train,
+            "noise_multiplier": dp.noise_multiplier, "max_grad_norm": dp.max_grad_norm, "sample_rate": q,
+            "steps_per_epoch": spe, "epochs": cfg.checkpoint_epochs(), "epsilon_per_checkpoint": eps,
+            "epsilon": {str(m): eps[-1] for m in range(cfg.training.n_models)},
+            "note": "DP-SGD trains one model at a time (group_size forced to 1)"}
+
+
+def _remove_group_files(run: RunDir) -> None:
+    """Delete ``RUN/train`` by renaming it first, so a kill never leaves it half deleted."""
+    trash = run.path / ".train.trash"
+    if (run.path / "train").exists():
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(run.path / "train", trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def run_train_stage(cfg: RunConfig, run: RunDir, ds: Dataset, membership: np.ndarray,
+                    progress: Any = None) -> dict[str, Any]:
+    """Train every group (resuming unfinished ones), then assemble the signal arrays.
+
+    Returns what this attempt did, for the manifest. ``epochs.npy`` is written last, so when it
+    exists the arrays are complete and only the group files remain to delete.
+    """
+    if (run.path / "epochs.npy").exists():
+        _remove_group_files(run)
+        return {"assembled_before": True}
+    check_training_data(cfg, ds)
     device = resolve_device(cfg.training.device)
-    groups = plan_groups(cfg.training.n_models, cfg.training.group_size)
-    total = len(groups) * cfg.training.epochs
-    task_id = progress.add_task("train", total=total) if progress else None
+    size = effective_group_size(cfg)
+    groups = plan_groups(cfg.training.n_models, size)
+    label = "train (DP, 1 at a time)" if cfg.training.dp.enabled else "train"
+    task_id = progress.add_task(label, total=len(groups) * cfg.training.epochs) if progress else None
+    advance = (lambda n: progress.advance(task_id, n)) if progress else None
+    totals: Counter[str] = Counter()
     for g in groups:
-        done_before = (run.group_dir(g.index) / "done").exists()
-        if progress and done_before:
-            progress.advance(task_id, cfg.training.epochs)
-        train_group(cfg, ds, membership, g, run, device,
-                    on_epoch=(lambda: progress.advance(task_id)) if progress else None)
-    assemble_signals(cfg, run, groups, ds.n_pool, len(ds.y_test))
+        totals.update(train_group(cfg, ds, membership, g, run, device, advance))
+    writers = assemble_signals(cfg, run, groups, ds.n_pool, len(ds.y_test))
+    if cfg.training.dp.enabled:
+        atomic.write_json(run.path / "dp.json", dp_report(cfg, ds.n_pool // 2))
     atomic.save_npy(run.path / "epochs.npy", np.asarray(cfg.checkpoint_epochs(), dtype=np.int64))
-    shutil.rmtree(run.path / "train", ignore_errors=True)
+    _remove_group_files(run)
+    return {**totals, "groups": len(groups), "group_size": size, "device": str(device),
+            "checkpoint_writers": writers}

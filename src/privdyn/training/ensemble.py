@@ -1,16 +1,15 @@
-"""K models of one architecture trained and evaluated at once with ``torch.func.vmap``.
+"""K models of one architecture, stacked, trained and evaluated at once with ``torch.func.vmap``.
 
 Parameters and buffers of the K models are stacked along a leading axis; one vmapped forward
-runs all of them, and a plain optimizer steps the stacked tensors. Optimizers used here act
-element by element, so the K models stay independent: a group of K gives the same models as K
-groups of one, up to float rounding. Each model's initialisation and data order depend only on
-(seed, model index), never on the grouping.
+runs all of them (BatchNorm keeps K sets of running statistics), and a plain optimizer steps
+the stacked tensors. Optimizers used here act element by element, so the K models stay
+independent: a group of K gives the same models as K groups of one, up to float rounding. Each
+model's initialisation and data order depend only on (seed, model index), never on the grouping.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -21,21 +20,26 @@ from torch.func import functional_call, stack_module_state, vmap
 from privdyn.training.queries import apply_query
 from privdyn.training.signals import SIGNALS, signals_from_logits
 
+#: Seed stream of the per-epoch data order.
+ORDER_STREAM = 0xDA7A
+
 
 def model_seed(seed: int, model: int) -> int:
     """The seed of model ``model`` of a run: independent of how models are grouped."""
     return int(np.random.SeedSequence([seed, model, 0xA11]).generate_state(1)[0])
 
 
-def epoch_generator(seed: int, model: int, epoch: int) -> torch.Generator:
-    """The RNG for one model's data order in one epoch (so a resumed run repeats it exactly)."""
-    g = torch.Generator()
-    g.manual_seed(int(np.random.SeedSequence([seed, model, epoch, 0xDA7A]).generate_state(1)[0]))
+def stream_seed(*keys: int) -> int:
+    """A 32-bit seed derived from integer keys (run seed, model, epoch, stream tag, ...)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+
+
+def epoch_generator(seed: int, model: int, epoch: int, stream: int = ORDER_STREAM,
+                    device: torch.device | str = "cpu") -> torch.Generator:
+    """The RNG of one model, one epoch and one purpose (so a resumed run repeats it exactly)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(stream_seed(seed, model, epoch, stream))
     return g
-
-
-def cosine_lr(lr: float, step: int, total: int) -> float:
-    return lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
 class EnsembleGroup:
@@ -62,52 +66,34 @@ class EnsembleGroup:
     def _call(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.base, (params, buffers), (x,))
 
-    def forward(self, x: torch.Tensor, train: bool, shared_input: bool = False) -> torch.Tensor:
-        """Logits ``[K, B, C]`` for inputs ``[K, B, ...]`` (or ``[B, ...]`` when shared_input)."""
+    def forward(self, x: torch.Tensor, train: bool, shared_input: bool = False,
+                buffers: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits ``[K, B, C]`` for inputs ``[K, B, ...]`` (or ``[B, ...]`` when shared_input).
+
+        In train mode BatchNorm updates the running statistics in ``buffers`` (default: the
+        group's own) in place.
+        """
         self.base.train(train)
         fn = vmap(self._call, in_dims=(0, 0, None if shared_input else 0),
                   randomness="different" if train else "error")
-        return fn(self.params, self.buffers, x)
+        return fn(self.params, self.buffers if buffers is None else buffers, x)
 
-    def make_optimizer(self, name: str, lr: float, momentum: float, nesterov: bool,
-                       weight_decay: float) -> torch.optim.Optimizer:
-        ps = list(self.params.values())
-        if name == "sgd":
-            return torch.optim.SGD(ps, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
-                                   weight_decay=weight_decay)
-        if name == "adam":
-            return torch.optim.Adam(ps, lr=lr, weight_decay=weight_decay)
-        if name == "adamw":
-            return torch.optim.AdamW(ps, lr=lr, weight_decay=weight_decay)
-        raise ValueError(f"unknown optimizer {name!r}")
+    def loss(self, x: torch.Tensor, y: torch.Tensor, buffers: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Sum over models of each model's mean cross-entropy on its own batch ``x[k], y[k]``.
 
-    def epoch_order(self, in_idx: torch.Tensor, epoch: int) -> torch.Tensor:
-        """Each model's shuffled IN indices for this epoch, ``[K, N/2]``."""
-        perms = torch.stack([
-            torch.randperm(in_idx.shape[1], generator=epoch_generator(self.seed, m, epoch))
-            for m in self.model_ids
-        ]).to(in_idx.device)
-        return in_idx.gather(1, perms)
+        The sum keeps the models' gradients apart: model k's slice of the gradient is the
+        gradient of its own mean loss.
+        """
+        logits = self.forward(x, train=True, buffers=buffers)
+        return nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none"
+        ).view(y.shape).mean(dim=1).sum()
 
-    def train_epoch(self, x: torch.Tensor, y: torch.Tensor, in_idx: torch.Tensor, epoch: int,
-                    batch_size: int, opt: torch.optim.Optimizer, lr_at: Callable[[int], float],
-                    step: int) -> int:
-        """One epoch over each model's own IN samples; returns the global step reached."""
-        order = self.epoch_order(in_idx, epoch)
-        n = order.shape[1]
-        for start in range(0, n, batch_size):
-            idx = order[:, start:start + batch_size]
-            logits = self.forward(x[idx], train=True)
-            loss = nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), y[idx].reshape(-1), reduction="none"
-            ).view(idx.shape).mean(dim=1).sum()
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-        return step
+    def epoch_order(self, n: int, epoch: int) -> torch.Tensor:
+        """Each model's shuffled positions ``0..n-1`` for this epoch, ``[K, n]`` on the device."""
+        return torch.stack([
+            torch.randperm(n, generator=epoch_generator(self.seed, m, epoch)) for m in self.model_ids
+        ]).to(self.device)
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, queries: list[str],
@@ -124,20 +110,33 @@ class EnsembleGroup:
                     out[s][:, start:start + len(yb), j] = v.cpu().numpy()
         return out
 
-    def state(self, opt: torch.optim.Optimizer, epoch: int, step: int) -> dict:
-        """Everything needed to resume exactly (tensors, ints and dicts only: weights_only-safe)."""
-        return {
-            "params": {k: v.detach().cpu() for k, v in self.params.items()},
-            "buffers": {k: v.cpu() for k, v in self.buffers.items()},
-            "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
-            "model_ids": list(self.model_ids),
-        }
+    # state --------------------------------------------------------------------------------
+    def tensors(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Stacked parameters and buffers on the CPU."""
+        return {"params": {k: v.detach().cpu() for k, v in self.params.items()},
+                "buffers": {k: v.cpu() for k, v in self.buffers.items()}}
 
-    def load_state(self, state: dict, opt: torch.optim.Optimizer) -> tuple[int, int]:
+    def load_tensors(self, state: dict) -> None:
         with torch.no_grad():
             for k, v in state["params"].items():
                 self.params[k].copy_(v)
             for k, v in state["buffers"].items():
                 self.buffers[k].copy_(v)
-        opt.load_state_dict(state["optimizer"])
-        return int(state["epoch"]), int(state["step"])
+
+    def model_state_dicts(self) -> list[dict[str, torch.Tensor]]:
+        """One ``state_dict`` per model (CPU tensors), loadable into the architecture's module."""
+        t = self.tensors()
+        return [{k: v[i].clone() for part in ("params", "buffers") for k, v in t[part].items()}
+                for i in range(self.k)]
+
+    def module(self, i: int) -> nn.Module:
+        """A plain ``nn.Module`` on the group's device holding a copy of model ``i``'s weights."""
+        mod = copy.deepcopy(self.base).to_empty(device=self.device)
+        mod.load_state_dict(self.model_state_dicts()[i])
+        return mod
+
+    def set_model(self, i: int, module: nn.Module) -> None:
+        """Copy a plain module's weights into slot ``i`` of the stack."""
+        with torch.no_grad():
+            for k, v in module.state_dict().items():
+                (self.params if k in self.params else self.buffers)[k][i].copy_(v)

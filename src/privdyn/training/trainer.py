@@ -1,0 +1,91 @@
+"""Training a stacked :class:`EnsembleGroup` for one epoch at a time: plain or SAM steps of a base
+optimizer, the lr schedule and image augmentation, all resumable from :meth:`state`.
+
+DP-SGD trains plain modules instead: see :mod:`privdyn.training.dp`, which has the same interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from privdyn.config import OptimizerConfig
+from privdyn.training.augment import draw_flip_crop, flip_crop
+from privdyn.training.ensemble import EnsembleGroup, stream_seed
+from privdyn.training.optim import make_optimizer, set_lr
+from privdyn.training.sam import sam_perturbation
+
+#: Seed stream of the global RNG during an epoch (dropout masks under vmap).
+DROPOUT_STREAM = 0xD80
+
+
+class StackedTrainer:
+    """Trains the K models of ``group`` on their own IN samples ``x[in_idx[k]]``.
+
+    ``in_idx`` is ``[K, n]`` on the device. With ``oc.name == "sam"`` every step is a SAM step
+    whose ascent uses each model's own gradient norm.
+    """
+
+    def __init__(self, group: EnsembleGroup, oc: OptimizerConfig, lr_at: Callable[[int], float],
+                 batch_size: int, augment: bool, x: torch.Tensor, y: torch.Tensor, in_idx: torch.Tensor):
+        self.group, self.lr_at, self.batch_size, self.augment = group, lr_at, batch_size, augment
+        self.rho = oc.rho if oc.name == "sam" else None
+        self.opt = make_optimizer(group.params.values(), oc)
+        self.x, self.y, self.in_idx = x, y, in_idx
+
+    def train_epoch(self, epoch: int, step: int) -> int:
+        """One epoch (1-based) over each model's IN samples; returns the global step reached."""
+        g = self.group
+        torch.manual_seed(stream_seed(g.seed, *g.model_ids, epoch, DROPOUT_STREAM))
+        n = self.in_idx.shape[1]
+        perm = g.epoch_order(n, epoch)
+        order = self.in_idx.gather(1, perm)
+        aug = None
+        if self.augment:
+            aug = draw_flip_crop(g.seed, g.model_ids, epoch, n).to(g.device)
+            aug = aug.gather(1, perm.unsqueeze(-1).expand(-1, -1, 3))
+        for start in range(0, n, self.batch_size):
+            idx = order[:, start:start + self.batch_size]
+            xb = self.x[idx]
+            if aug is not None:
+                xb = flip_crop(xb, aug[:, start:start + self.batch_size])
+            set_lr(self.opt, self.lr_at(step))
+            if self.rho is None:
+                self.opt.zero_grad(set_to_none=True)
+                g.loss(xb, self.y[idx]).backward()
+            else:
+                self._sam_gradient(xb, self.y[idx])
+            self.opt.step()
+            step += 1
+        return step
+
+    def _sam_gradient(self, xb: torch.Tensor, yb: torch.Tensor) -> None:
+        """Leave in ``.grad`` the gradient at ``w + e(w)``, the weights back at ``w``.
+
+        The first pass updates BatchNorm's running statistics; the second, at the perturbed
+        weights, runs on copies of them, so each step updates them once.
+        """
+        g = self.group
+        params = list(g.params.values())
+        grads = torch.autograd.grad(g.loss(xb, yb), params, allow_unused=True)
+        grads = [torch.zeros_like(p) if d is None else d for p, d in zip(params, grads)]
+        saved = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, e in zip(params, sam_perturbation(grads, self.rho)):
+                p.add_(e)
+        self.opt.zero_grad(set_to_none=True)
+        g.loss(xb, yb, buffers={k: v.clone() for k, v in g.buffers.items()}).backward()
+        with torch.no_grad():
+            for p, w in zip(params, saved):
+                p.copy_(w)
+
+    def state(self, epoch: int, step: int) -> dict:
+        """Everything needed to resume exactly (tensors, ints and dicts only: weights_only-safe)."""
+        return {**self.group.tensors(), "optimizer": self.opt.state_dict(), "epoch": epoch, "step": step,
+                "model_ids": list(self.group.model_ids)}
+
+    def load_state(self, state: dict) -> tuple[int, int]:
+        self.group.load_tensors(state)
+        self.opt.load_state_dict(state["optimizer"])
+        return int(state["epoch"]), int(state["step"])
