@@ -75,7 +75,7 @@ def dynamics_results(cfg: RunConfig, run: RunDir, plane: dict[str, np.ndarray], 
     sp = dynamics.speed_summary(speed, high_final)
     peak = dynamics.peak(to_high)
     summary = {
-        "encoding_speed_mean": sp["mean"], "encoding_speed_median": sp["median"],
+        "encoding_speed_mean": _num(sp["mean"]), "encoding_speed_median": _num(sp["median"]),
         "encoding_speed_high_mean": _num(sp["high_mean"]),
         "net_encoding_rate_mean": _num(float(np.mean(net))),
         "peak_p_to_high": _num(peak),
