@@ -186,3 +186,16 @@ def test_two_sided_offline_lira_is_below_the_optimum_on_one_sided_shifts():
     phi = rng.normal(size=(M, N, 1)) + d * z[..., None]
     data = CheckpointData({"phi": phi}, {}, z)
     assert global_auc(ATTACKS["lira_offline_pdf"].run(data), z) < global_auc(ATTACKS["lira_offline_cdf"].run(data), z) - 0.05
+
+
+@pytest.mark.parametrize("name", [n for n, a in ATTACKS.items() if a.per_sample])
+def test_blockwise_scoring_equals_one_block(name, monkeypatch):
+    from privdyn.attacks import base
+
+    rng = np.random.default_rng(3)
+    z = balanced_membership(6, 50, 1)
+    data = CheckpointData({s: np.abs(rng.normal(size=(6, 50, 2))) for s in SIGNALS}, {}, z)
+    whole = ATTACKS[name].run(data)
+    monkeypatch.setattr(base, "SAMPLE_BLOCK", 6 * 2 * 7)  # blocks of 7 samples, the last one short
+    np.testing.assert_array_equal(ATTACKS[name].run(data), whole)
+    np.testing.assert_array_equal(ATTACKS[name].score(data, ATTACKS[name].options()), whole)

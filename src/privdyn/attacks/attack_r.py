@@ -27,6 +27,6 @@ def attack_r(data: CheckpointData, opts: NoOptions) -> np.ndarray:
     return at_or_above / n_ref
 
 
-register(Attack("attack_r", attack_r, NoOptions, ("loss",),
+register(Attack("attack_r", attack_r, NoOptions, ("loss",), per_sample=True,
                 description="Attack-R: share of OUT-reference losses at or above the target's loss",
                 source="Ye et al., Enhanced Membership Inference Attacks against Machine Learning Models, CCS 2022"))

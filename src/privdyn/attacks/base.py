@@ -54,9 +54,20 @@ class CheckpointData:
     def n_models(self) -> int:
         return int(self.membership.shape[0])
 
+    def samples(self, block: slice) -> CheckpointData:
+        """The same checkpoint restricted to a block of pool samples (views, no copies)."""
+        return CheckpointData({k: v[:, block] for k, v in self.pool.items()}, self.test, self.membership[:, block])
+
     def pool_signal(self, name: str) -> np.ndarray:
         """Pool signal ``[M, N, Q]`` as float64, checked to be finite."""
         return _finite(self.pool, name, "pool")
+
+    def check_finite(self, pool: tuple[str, ...], test: tuple[str, ...]) -> None:
+        """Raise for the first NaN or infinite value of the named signals (before any blocking)."""
+        for name in pool:
+            _check(self.pool, name, "pool")
+        for name in test:
+            _check(self.test, name, "test")
 
     def test_signal(self, name: str) -> np.ndarray:
         """Test-split signal ``[M, N_test, Q]`` as float64, checked to be finite and non-empty."""
@@ -68,10 +79,15 @@ class CheckpointData:
 
 
 def _finite(signals: Mapping[str, np.ndarray], name: str, split: str) -> np.ndarray:
+    _check(signals, name, split)
+    return np.asarray(signals[name], dtype=np.float64)
+
+
+def _check(signals: Mapping[str, np.ndarray], name: str, split: str) -> None:
     if name not in signals:
         raise PrivdynError(f"{split} signal {name!r} was not loaded; declare it in the attack's "
                            f"{'needs' if split == 'pool' else 'needs_test'}")
-    x = np.asarray(signals[name], dtype=np.float64)
+    x = np.asarray(signals[name])
     bad = ~np.isfinite(x)
     if bad.any():
         m, i, q = np.argwhere(bad)[0]
@@ -80,12 +96,20 @@ def _finite(signals: Mapping[str, np.ndarray], name: str, split: str) -> np.ndar
             f"sample {i}, query {q}). Non-finite outputs mean training diverged: lower the learning "
             "rate or add gradient clipping, then retrain."
         )
-    return x
+
+
+#: elements (models x samples x queries) per block for attacks scored block by block: small
+#: enough that the temporaries of one block stay in the CPU cache.
+SAMPLE_BLOCK = 1 << 17
 
 
 @dataclass(frozen=True)
 class Attack:
-    """A registry entry: the scoring function, its options model and the signals it reads."""
+    """A registry entry: the scoring function, its options model and the signals it reads.
+
+    ``per_sample``: the scores of sample i depend only on sample i's signals, so :meth:`run`
+    scores blocks of samples one after another (same result, cache-sized temporaries).
+    """
 
     name: str
     score: Callable[[CheckpointData, Any], np.ndarray]
@@ -94,13 +118,22 @@ class Attack:
     needs_test: tuple[str, ...] = ()
     description: str = ""
     source: str = ""
+    per_sample: bool = False
 
     def run(self, data: CheckpointData, opts: AttackOptionsBase | None = None) -> np.ndarray:
         """Score one checkpoint; checks the options type, the output shape and finiteness."""
         opts = self.options() if opts is None else opts
         if not isinstance(opts, self.options):
             raise TypeError(f"{self.name} takes {self.options.__name__}, got {type(opts).__name__}")
-        s = np.asarray(self.score(data, opts), dtype=np.float64)
+        data.check_finite(self.needs, self.needs_test)
+        M, N = data.membership.shape
+        q = max((v.shape[-1] for v in data.pool.values()), default=1)
+        step = max(1, SAMPLE_BLOCK // (M * q)) if self.per_sample else N
+        if step >= N:
+            s = np.asarray(self.score(data, opts), dtype=np.float64)
+        else:
+            s = np.concatenate([np.asarray(self.score(data.samples(slice(i, i + step)), opts), dtype=np.float64)
+                                for i in range(0, N, step)], axis=1)
         if s.shape != data.membership.shape:
             raise RuntimeError(f"{self.name} returned shape {s.shape}, expected {data.membership.shape}")
         if not np.isfinite(s).all():

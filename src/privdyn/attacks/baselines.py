@@ -29,10 +29,11 @@ def mentropy(data: CheckpointData, opts: NoOptions) -> np.ndarray:
 
 _YEOM = "Yeom et al., Privacy Risk in Machine Learning, CSF 2018"
 _SONG = "Song & Mittal, Systematic Evaluation of Privacy Risks of Machine Learning Models, USENIX Security 2021"
-register(Attack("loss", loss, NoOptions, ("loss",), description="LOSS: minus the target's loss", source=_YEOM))
-register(Attack("confidence", confidence, NoOptions, ("loss",),
+register(Attack("loss", loss, NoOptions, ("loss",), per_sample=True,
+                description="LOSS: minus the target's loss", source=_YEOM))
+register(Attack("confidence", confidence, NoOptions, ("loss",), per_sample=True,
                 description="confidence p_y of the true label", source=_SONG))
-register(Attack("entropy", entropy, NoOptions, ("entropy",),
+register(Attack("entropy", entropy, NoOptions, ("entropy",), per_sample=True,
                 description="minus the prediction entropy", source=_SONG))
-register(Attack("mentropy", mentropy, NoOptions, ("mentropy",),
+register(Attack("mentropy", mentropy, NoOptions, ("mentropy",), per_sample=True,
                 description="minus the modified prediction entropy", source=_SONG))

@@ -90,10 +90,11 @@ def lira_offline_pdf(data: CheckpointData, opts: LiraOptions) -> np.ndarray:
 
 
 _PAPER = "Carlini et al., Membership Inference Attacks From First Principles, IEEE S&P 2022"
-for _fn, _desc in (
-    (lira_online, "LiRA online, per-sample IN and OUT Gaussians"),
-    (lira_online_fixed, "LiRA online, one pooled variance per side and query"),
-    (lira_offline_cdf, "LiRA offline, one-sided Gaussian CDF of the OUT references"),
-    (lira_offline_pdf, "LiRA offline, two-sided negative log density (reference code's variant)"),
+for _fn, _desc, _per_sample in (
+    (lira_online, "LiRA online, per-sample IN and OUT Gaussians", True),
+    (lira_online_fixed, "LiRA online, one pooled variance per side and query", False),
+    (lira_offline_cdf, "LiRA offline, one-sided Gaussian CDF of the OUT references", True),
+    (lira_offline_pdf, "LiRA offline, two-sided negative log density (reference code's variant)", True),
 ):
-    register(Attack(_fn.__name__, _fn, LiraOptions, ("phi",), description=_desc, source=_PAPER))
+    register(Attack(_fn.__name__, _fn, LiraOptions, ("phi",), description=_desc, source=_PAPER,
+                    per_sample=_per_sample))

@@ -16,7 +16,6 @@ from typing import Literal
 
 import numpy as np
 from pydantic import Field
-from scipy.special import logsumexp
 
 from privdyn.attacks.base import Attack, AttackOptionsBase, CheckpointData, register
 from privdyn.attacks.loo import loo_logmeanexp
@@ -41,8 +40,10 @@ def _a_correct(log_p: np.ndarray, a: float) -> np.ndarray:
 
 
 def _log_ratio(log_p: np.ndarray, log_pr: np.ndarray) -> np.ndarray:
-    """log of the query-averaged ratio mean_q p^q / Pr^q, ``[M, N]``."""
-    return logsumexp(log_p - log_pr, axis=-1) - np.log(log_p.shape[-1])
+    """log of the query-averaged ratio mean_q p^q / Pr^q, ``[M, N]`` (exact for one query)."""
+    x = log_p - log_pr
+    top = x.max(axis=-1)
+    return top + np.log(np.exp(x - top[..., None]).mean(axis=-1))
 
 
 def log_ratios(data: CheckpointData, offline: bool, a: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,161 @@
+"""Scoring speed: privdyn's vectorised attacks against a loop per target model and per sample.
+
+Synthetic signals (M models, N pool samples, T checkpoints, Q queries, a test split for RMIA)
+are generated one checkpoint at a time; only the attack calls are timed, in CPU seconds of this
+process (time.process_time), so that other jobs on a shared machine do not inflate them.
+
+1. Vectorised: every registered attack (or --attacks) at all T checkpoints.
+2. Loop baseline, in the style of the LiRA reference code: for each target model and each
+   sample, gather its IN/OUT references, fit the Gaussians and score (LiRA online and offline);
+   Attack-R likewise. Running it on all M x N x T cells would take hours, so it is timed on a
+   random subset of (checkpoint, target, sample) cells and extrapolated linearly (its cost is
+   the same for every cell); the output says so.
+3. Scaling: the vectorised attacks at M = 16, 32, 64, 128 (seconds per checkpoint, the fastest
+   of a few checkpoints), to show linear growth in M.
+
+    python benchmarks/score_speed.py                   # M=64, N=20,000, T=10; scaling at N=20,000
+    python benchmarks/score_speed.py --n 2000 --t 2    # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import numpy as np
+from scipy.stats import norm
+
+SIGNALS = ("phi", "loss", "top1", "top2", "top3", "entropy", "mentropy")
+
+
+def checkpoint(m: int, n: int, n_test: int, q: int, t: int, seed: int = 0):
+    """One checkpoint of synthetic signals: members have higher phi and lower loss."""
+    from privdyn.attacks import CheckpointData
+    from privdyn.training.membership import balanced_membership
+
+    rng = np.random.default_rng([seed, t])
+    z = balanced_membership(m, n, seed)
+    gap = 0.5 + 0.2 * t
+    phi = rng.normal(size=(m, n, q)) + gap * z[..., None] + rng.normal(size=(1, n, 1)) * 3
+    loss = np.log1p(np.exp(-phi))  # binary-style loss from phi
+    probs = np.sort(rng.dirichlet(np.ones(10), size=(m, n)), axis=-1)[..., ::-1]
+    pool = {"phi": phi, "loss": loss, "entropy": rng.gamma(1.0, 1.0, (m, n, q)),
+            "mentropy": rng.gamma(1.0, 1.0, (m, n, q)),
+            **{f"top{k + 1}": np.repeat(probs[..., k:k + 1], q, axis=-1) for k in range(3)}}
+    test_phi = rng.normal(size=(m, n_test, q)) + rng.normal(size=(1, n_test, 1)) * 3
+    return CheckpointData({k: v.astype(np.float32) for k, v in pool.items()},
+                          {"loss": np.log1p(np.exp(-test_phi)).astype(np.float32)}, z)
+
+
+clock = time.process_time
+
+
+def time_vectorised(attacks: list[str], m: int, n: int, n_test: int, q: int, t: int) -> dict[str, list[float]]:
+    """CPU seconds of every attack at each of t checkpoints."""
+    from privdyn.attacks import ATTACKS
+
+    times: dict[str, list[float]] = {a: [] for a in attacks}
+    for k in range(t):
+        data = checkpoint(m, n, n_test, q, k)
+        for a in attacks:
+            t0 = clock()
+            ATTACKS[a].run(data)
+            times[a].append(clock() - t0)
+    return times
+
+
+# ----- the loop baseline (one target, one sample at a time) -----------------------------------
+def loop_cell(kind: str, phi: np.ndarray, loss: np.ndarray, z: np.ndarray, m: int, i: int) -> float:
+    """Score one (target, sample) cell the straightforward way."""
+    refs = [r for r in range(z.shape[0]) if r != m]
+    ins = [r for r in refs if z[r, i]]
+    outs = [r for r in refs if not z[r, i]]
+    if kind == "attack_r":
+        own = loss[m, i].mean()
+        return float(np.mean([loss[r, i].mean() >= own for r in outs]))
+    x = phi[m, i]
+    out_v = phi[outs, i]
+    mu_out, s_out = out_v.mean(axis=0), np.maximum(out_v.std(axis=0), 1e-6)
+    if kind == "lira_offline_cdf":
+        return float(norm.logcdf((x - mu_out) / s_out).sum())
+    in_v = phi[ins, i]
+    mu_in, s_in = in_v.mean(axis=0), np.maximum(in_v.std(axis=0), 1e-6)
+    return float((norm.logpdf(x, mu_in, s_in) - norm.logpdf(x, mu_out, s_out)).sum())
+
+
+def time_loop(kind: str, m: int, n: int, n_test: int, q: int, t: int, cells: int, seed: int = 1) -> tuple[float, int]:
+    """Seconds for ``cells`` random cells spread over the checkpoints; returns (seconds, cells)."""
+    rng = np.random.default_rng(seed)
+    per_t = max(1, cells // t)
+    spent = 0.0
+    for k in range(t):
+        data = checkpoint(m, n, n_test, q, k)
+        phi = np.asarray(data.pool["phi"], dtype=np.float64)
+        loss = np.asarray(data.pool["loss"], dtype=np.float64)
+        targets, samples = rng.integers(0, m, per_t), rng.integers(0, n, per_t)
+        t0 = clock()
+        for mm, ii in zip(targets, samples):
+            loop_cell(kind, phi, loss, data.membership, int(mm), int(ii))
+        spent += clock() - t0
+    return spent, per_t * t
+
+
+def main() -> None:
+    import torch
+
+    from privdyn.attacks import ATTACKS
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--m", type=int, default=64)
+    p.add_argument("--n", type=int, default=20_000)
+    p.add_argument("--t", type=int, default=10)
+    p.add_argument("--q", type=int, default=1)
+    p.add_argument("--n-test", type=int, default=5_000)
+    p.add_argument("--cells", type=int, default=2_000, help="loop-baseline cells timed (extrapolated)")
+    p.add_argument("--attacks", default=",".join(ATTACKS))
+    p.add_argument("--scaling", default="16,32,64,128", help="M values for the scaling table ('' to skip)")
+    p.add_argument("--scaling-t", type=int, default=3, help="checkpoints per M in the scaling table")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    M, N, T, Q = args.m, args.n, args.t, args.q
+
+    print(f"# scoring speed: M={M}, N={N:,}, T={T}, Q={Q}, N_test={args.n_test:,}; "
+          f"{platform.processor() or platform.machine()}, numpy {np.__version__}, 1 torch thread")
+    vec = {a: sum(v) for a, v in time_vectorised(attacks, M, N, args.n_test, Q, T).items()}
+    print("\n## vectorised (all T checkpoints; CPU seconds)\n")
+    print("| attack | seconds | per checkpoint |")
+    print("|---|---:|---:|")
+    for a in attacks:
+        print(f"| {a} | {vec[a]:.2f} | {vec[a] / T:.3f} |")
+    print(f"| **all {len(attacks)} attacks** | **{sum(vec.values()):.2f}** | {sum(vec.values()) / T:.3f} |")
+
+    cells_total = M * N * T
+    print(f"\n## loop baseline: one target and one sample at a time; timed on random cells and "
+          f"extrapolated linearly to all M*N*T = {cells_total:,} cells\n")
+    print("| attack | cells timed | seconds timed | extrapolated seconds | vectorised seconds | speed-up |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for kind in ("lira_online", "lira_offline_cdf", "attack_r"):
+        if kind not in vec:
+            continue
+        spent, cells = time_loop(kind, M, N, args.n_test, Q, T, args.cells)
+        full = spent / cells * cells_total
+        print(f"| {kind} | {cells:,} | {spent:.2f} | {full:,.0f} | {vec[kind]:.2f} | **{full / vec[kind]:,.0f}x** |")
+
+    if args.scaling:
+        ms = [int(x) for x in args.scaling.split(",")]
+        print(f"\n## growth in M (N={N:,}, Q={Q}; CPU seconds per checkpoint, fastest of {args.scaling_t}; "
+              f"the last columns divide the time ratio by the M ratio: 1.0 = linear)\n")
+        print("| attack | " + " | ".join(f"M={m}" for m in ms) + " | "
+              + " | ".join(f"{m}/{ms[0]} vs linear" for m in ms[1:]) + " |")
+        print("|---|" + "---:|" * (2 * len(ms) - 1))
+        rows = {m: time_vectorised(attacks, m, N, args.n_test, Q, args.scaling_t) for m in ms}
+        for a in [*attacks, "all"]:
+            v = [sum(min(x) for x in rows[m].values()) if a == "all" else min(rows[m][a]) for m in ms]
+            rel = [(x / v[0]) / (m / ms[0]) for x, m in zip(v[1:], ms[1:])]
+            print(f"| {a} | " + " | ".join(f"{x:.3f}" for x in v) + " | " + " | ".join(f"{r:.2f}" for r in rel) + " |")
+
+
+if __name__ == "__main__":
+    main()
