@@ -54,7 +54,9 @@ def balanced_accuracy(scores: np.ndarray, membership: np.ndarray) -> float:
 def bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """``[n, B]`` int32 multiplicities of a bootstrap over n samples (n draws with replacement per
     replicate); samples are rows so that gathering the weights of many samples is cheap."""
-    draws = rng.integers(0, n, size=(n_boot, n)) * n_boot + np.arange(n_boot)[:, None]
+    dtype = np.int32 if n * n_boot < 2**31 else np.int64
+    draws = rng.integers(0, n, size=(n_boot, n), dtype=dtype) * dtype(n_boot)
+    draws += np.arange(n_boot, dtype=dtype)[:, None]
     return np.bincount(draws.ravel(), minlength=n_boot * n).reshape(n, n_boot).astype(np.int32)
 
 
