@@ -92,3 +92,17 @@ def test_every_attack_through_pipeline_and_cli(tiny_config_dict, tmp_path):
     res = runner.invoke(app, ["analyze", str(out), "--attack", "rmia", "--rule", "fpr:0.1"])
     assert res.exit_code == 0, res.output
     assert (out / "analysis" / "rmia" / "fpr_0.1" / "epoch.parquet").exists()
+
+
+def test_attack_options_are_validated_per_attack():
+    cfg = config_from_dict({"attack_options": {"rmia_offline": {"a": 0.5}, "lira_online": {"center": "median"}}})
+    assert cfg.attack_options.rmia_offline.a == 0.5 and cfg.attack_options.rmia.gamma == 1.0
+    assert cfg.attack_options.lira_online.center == "median" and cfg.attack_options.lira_offline_cdf.center == "mean"
+    for bad, field in (({"rmia_offline": {"a": 1.5}}, "attack_options.rmia_offline.a"),
+                       ({"lira_online": {"centre": "mean"}}, "attack_options.lira_online.centre"),
+                       ({"shokri": {"folds": 1}}, "attack_options.shokri.folds"),
+                       ({"no_such_attack": {}}, "attack_options.no_such_attack")):
+        with pytest.raises(PrivdynError, match=field.replace(".", r"\.")):
+            config_from_dict({"attack_options": bad})
+    with pytest.raises(PrivdynError, match="unknown.*available"):
+        config_from_dict({"attacks": ["lira_online", "lira"]})
