@@ -2,7 +2,8 @@
 
 Chromium is driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``: commands
 on fd 3, replies on fd 4, each a JSON message ended by a NUL byte), so no Python package beyond
-the standard library is needed. Used by the report's browser test and to take the README
+the standard library is needed. Every other descriptor of this process is non-inheritable
+(PEP 446), so only the two pipe ends reach Chromium. Used by the report's browser test and to take the README
 screenshot. Host names resolve nowhere (``--host-resolver-rules``), so a report that tried to
 reach the network would fail loudly as well as show up in ``requests``.
 """
@@ -10,6 +11,7 @@ reach the network would fail loudly as well as show up in ``requests``.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import select
@@ -56,6 +58,7 @@ class PageReport:
     requests: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     title: str = ""
+    probe: Any = None   # what the optional ``script`` returned
 
     @property
     def network_requests(self) -> list[str]:
@@ -117,7 +120,11 @@ class _Pipe:
             return False
 
     def evaluate(self, expression: str) -> Any:
-        res = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
+        """The JSON value of ``expression`` (awaited when it is a promise); page errors raise."""
+        res = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
+        if "exceptionDetails" in res:
+            d = res["exceptionDetails"]
+            raise RuntimeError(f"script failed: {d.get('exception', {}).get('description') or d.get('text')}")
         return res.get("result", {}).get("value")
 
 
@@ -136,27 +143,40 @@ def _errors(events: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def inspect_page(html: Path, screenshot: Path | None = None, width: int = 1280, height: int = 1600,
-                 settle_s: float = 60.0, chromium: str | None = None) -> PageReport:
-    """Load ``html`` from a file:// URL, wait until every plot has drawn, optionally screenshot.
+def _moved_up(fd: int, low: int = 10) -> int:
+    """``fd`` duplicated to a number >= ``low`` (the original is closed)."""
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, low)
+    os.close(fd)
+    return high
 
-    The screenshot covers the top ``width`` x ``height`` CSS pixels of the page.
+
+def inspect_page(html: Path, screenshot: Path | None = None, width: int = 1280, height: int = 1600,
+                 settle_s: float = 60.0, script: str | None = None, chromium: str | None = None) -> PageReport:
+    """Load ``html`` from a file:// URL, wait until every plot has drawn, optionally take a
+    screenshot (the top ``width`` x ``height`` CSS pixels) and run ``script`` in the page (a JS
+    expression; a promise is awaited; its JSON value lands in ``probe``), after the screenshot.
     """
     exe = chromium or find_chromium()
     if exe is None:
         raise PrivdynError("Chromium is not installed: `apt-get install chromium` (Debian) to check reports in a browser")
     cmd_r, cmd_w = os.pipe()   # we write commands, Chromium reads them on fd 3
     res_r, res_w = os.pipe()   # Chromium writes replies on fd 4, we read them
+    # Chromium's ends move to fds >= 10 so that placing them on 3 and 4 cannot overwrite each other.
+    cmd_r, res_w = _moved_up(cmd_r), _moved_up(res_w)
     with tempfile.TemporaryDirectory(prefix="privdyn-chromium-") as profile:
         args = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"]
-        wrapper = f'exec "$@" 3<&{cmd_r} 4>&{res_w}'
-        proc = subprocess.Popen(["/bin/sh", "-c", wrapper, "sh", *args], pass_fds=(cmd_r, res_w),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def place_pipe() -> None:  # in the child, before exec: the ends on 3 and 4, inheritable
+            os.dup2(cmd_r, 3)
+            os.dup2(res_w, 4)
+
+        proc = subprocess.Popen(args, preexec_fn=place_pipe, close_fds=False, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(cmd_r)
         os.close(res_w)
         pipe = _Pipe(proc, cmd_w, res_r)
         try:
-            return _drive(pipe, html, screenshot, width, height, settle_s)
+            return _drive(pipe, html, screenshot, width, height, settle_s, script)
         finally:
             os.close(cmd_w)
             try:
@@ -168,7 +188,7 @@ def inspect_page(html: Path, screenshot: Path | None = None, width: int = 1280, 
 
 
 def _drive(pipe: _Pipe, html: Path, screenshot: Path | None, width: int, height: int,
-           settle_s: float) -> PageReport:
+           settle_s: float, script: str | None) -> PageReport:
     targets = pipe.send("Target.getTargets")["targetInfos"]
     page = next(t for t in targets if t["type"] == "page")
     pipe.session = pipe.send("Target.attachToTarget", {"targetId": page["targetId"], "flatten": True})["sessionId"]
@@ -191,6 +211,8 @@ def _drive(pipe: _Pipe, html: Path, screenshot: Path | None, width: int, height:
     if screenshot is not None:
         shot = pipe.send("Page.captureScreenshot", {"format": "png"}, timeout=60)
         atomic.write_bytes(screenshot, base64.b64decode(shot["data"]))
+    if script is not None:
+        report.probe = pipe.evaluate(script)
     pipe.wait_event("Never.arrives", 0.3)  # collect the events still in flight
     report.requests = [e["params"]["request"]["url"] for e in pipe.events
                        if e["method"] == "Network.requestWillBeSent"]

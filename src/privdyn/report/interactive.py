@@ -42,7 +42,7 @@ def _animate(fig: go.Figure, d: RunData, frames: np.ndarray, frame_data) -> None
     opens at the last checkpoint."""
     names = [str(int(d.epochs[t])) for t in frames]
     fig.frames = [go.Frame(data=frame_data(t), name=nm) for t, nm in zip(frames, names, strict=True)]
-    still = dict(mode="immediate", frame=dict(duration=0, redraw=False), transition=dict(duration=0))
+    still = dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))
     fig.update_layout(
         sliders=[dict(active=len(names) - 1, currentvalue=dict(prefix="epoch "), pad=dict(t=40),
                       steps=[dict(label=nm, method="animate", args=[[nm], still]) for nm in names])],
@@ -50,7 +50,7 @@ def _animate(fig: go.Figure, d: RunData, frames: np.ndarray, frame_data) -> None
                           pad=dict(t=40, r=10), showactive=False, buttons=[
                               dict(label="play", method="animate",
                                    args=[None, dict(mode="immediate", fromcurrent=False, transition=dict(duration=0),
-                                                    frame=dict(duration=350, redraw=False))]),
+                                                    frame=dict(duration=350, redraw=True))]),
                               dict(label="pause", method="animate", args=[[None], still])])])
 
 
@@ -309,6 +309,8 @@ def histogram(v: np.ndarray, bins: int = 60) -> tuple[np.ndarray, np.ndarray, np
 def _histogram_panel(d: RunData, key: str, title: str, columns: dict[str, str], caption: str) -> Panel:
     cols = present(d.sample, columns)
     if not cols:
+        if any(c in d.sample.columns for c in columns):
+            raise Missing(f"no sample has a value of {' or '.join(columns)}")
         raise Missing(f"sample.parquet has no {' or '.join(columns)} column")
     fig = make_subplots(rows=1, cols=len(cols), subplot_titles=[columns[c] for c in cols], horizontal_spacing=0.12)
     for j, c in enumerate(cols, start=1):
@@ -337,6 +339,8 @@ def encoding_speed(d: RunData) -> Panel:
 
 
 def time_to_vulnerability(d: RunData) -> Panel:
+    if "time_to_high" in d.sample.columns and d.sample["time_to_high"].isna().all():
+        raise Missing("no sample reached the high state")
     never = int(pd.to_numeric(d.sample.get("time_to_high", pd.Series(dtype=float)), errors="coerce").isna().sum())
     return _histogram_panel(d, "time-to-high", "Time to vulnerability", TIMING,
                             f"For samples that reach the high state: when they first do, and when they settle "

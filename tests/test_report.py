@@ -1,0 +1,322 @@
+"""The run report and the comparison report, built from a tiny real run (8x8 digit images)."""
+
+import json
+import re
+import shutil
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from privdyn.config import config_from_dict
+from privdyn.errors import PrivdynError
+from privdyn import pipeline
+from privdyn.cli import main
+from privdyn.report import common, page
+from privdyn.report.browser import find_chromium, inspect_page
+from privdyn.report.compare import build_comparison, run_labels
+from privdyn.report.data import load_run_data
+from privdyn.report.gallery import pool_inputs, sparkline
+from privdyn.report.html import TABLE_ROWS, build_report, key_metrics
+from privdyn.report.interactive import histogram
+from privdyn.report.panels import Missing
+from privdyn.store.rundir import RunDir
+
+TINY = {
+    "name": "tiny-digits", "seed": 5,
+    "dataset": {"name": "digits", "n_pool": 240, "n_test": 120},
+    "model": {"arch": "mlp", "width": 128, "depth": 1, "norm": "none"},
+    "training": {"n_models": 8, "epochs": 10, "batch_size": 32, "group_size": 8,
+                 "optimizer": {"name": "sgd", "lr": 0.2}},
+    "attacks": ["lira_online"],
+    "analysis": {"grid": 4, "n_bootstrap": 50, "rule": "fpr:0.1"},  # some samples reach the high state
+}
+RULE = TINY["analysis"]["rule"]
+PANELS = ("plane", "plane-difficulty", "trajectories", "gallery", "time-to-high", "clusters", "com", "entropy",
+          "states", "p-to-high", "transitions", "speed", "tpr-accuracy", "difficulty-scatter", "difficulty-deciles",
+          "spearman", "early", "top-table")
+
+
+def cli(monkeypatch, *args: str) -> int:
+    """Run the privdyn command line in this process; its exit code."""
+    monkeypatch.setattr(sys, "argv", ["privdyn", *args])
+    try:
+        main()
+    except SystemExit as e:
+        return int(e.code)
+    return 0
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A trained, scored and analysed tiny run whose report is made by `privdyn report`."""
+    out = tmp_path_factory.mktemp("report") / "tiny"
+    cfg = config_from_dict(TINY)
+    rd = RunDir(out)
+    rd.init(cfg)
+    for stage in (pipeline.train, pipeline.score):
+        stage(cfg, rd, progress=False)
+    pipeline.analyze(cfg, rd)
+    with pytest.MonkeyPatch.context() as mp:
+        assert cli(mp, "report", str(out)) == 0
+    return out
+
+
+def specs(html: str) -> dict[str, dict]:
+    """The embedded plotly figures of a page, by their div id."""
+    found = re.findall(r'<script type="application/json" class="plot-spec" data-target="([^"]+)">(.*?)</script>',
+                       html, re.S)
+    return {k: json.loads(v) for k, v in found}
+
+
+def decode(a):
+    """A plotly array from the page JSON: a plain list, or a base64 typed array."""
+    if isinstance(a, dict) and "bdata" in a:
+        import base64
+        arr = np.frombuffer(base64.b64decode(a["bdata"]), dtype=np.dtype(a["dtype"]))
+        return arr.reshape([int(s) for s in a["shape"].split(",")]) if "shape" in a else arr
+    return np.asarray(a)
+
+
+def test_report_has_every_panel_and_no_external_reference(tiny):
+    index = tiny / "report" / "index.html"
+    html = index.read_text()
+    for key in PANELS:
+        assert f'id="{key}"' in html, key
+    assert "Not shown" not in html and "panel(s) not shown" not in html
+    # self-contained: plotly.js inline, no script, stylesheet or image loaded from anywhere
+    assert "<script src" not in html and "<link" not in html and 'src="http' not in html
+    assert html.count("Plotly.newPlot") >= 1 and len(html) > 3_000_000  # plotly.js is in the page
+    for stem in ("plane", "trajectories", "gallery", "com_path", "states_entropy", "transitions", "encoding_speed",
+                 "tpr_accuracy", "difficulty", "early_determination", "clusters", "plane_difficulty"):
+        for ext, magic in (("png", b"\x89PNG"), ("pdf", b"%PDF")):
+            assert (tiny / "report" / f"{stem}.{ext}").read_bytes()[:4] == magic, (stem, ext)
+
+
+def test_plane_frames_match_the_analysis(tiny):
+    """Every animation frame carries, for each shown sample, the exact flag counts and the state."""
+    d = load_run_data(tiny)
+    fig = specs((tiny / "report" / "index.html").read_text())["plot-plane"]
+    assert [f["name"] for f in fig["frames"]] == [str(e) for e in d.epochs]
+    half = d.n_models // 2
+    for t, frame in enumerate(fig["frames"]):
+        main = frame["data"][0]
+        counts = decode(main["customdata"])
+        assert np.array_equal(counts[:, 0], np.rint(d.plane["fpr"][t] * half))
+        assert np.array_equal(counts[:, 1], np.rint(d.plane["tpr"][t] * half))
+        assert np.array_equal(decode(main["marker"]["color"]), d.states[t])
+        # jitter stays within a third of the resolution, so the dot sits nearest its exact position
+        assert np.abs(decode(main["x"]) - d.plane["fpr"][t]).max() <= 1 / (3 * half) + 1e-6
+        legend = [tr["name"] for tr in frame["data"][1:]]
+        for k, name in enumerate(("safe", "low", "medium", "high")):
+            assert legend[k] == f"{name} ({int((d.states[t] == k).sum()):,})"
+
+
+def test_top_table_is_the_plain_ranking(tiny):
+    d = load_run_data(tiny)
+    adv, auc = d.plane["adv"][-1], d.plane["auc"][-1]
+    expected = sorted(range(d.n_samples), key=lambda i: (-adv[i], -auc[i], i))[:TABLE_ROWS]
+    assert common.top_samples(d, TABLE_ROWS).tolist() == expected
+    html = (tiny / "report" / "index.html").read_text()
+    table = html[html.index('<table class="sortable">'):]
+    ids = re.findall(r'<tr><td data-v="\d+">\d+</td><td data-v="(\d+)">', table)
+    assert [int(i) for i in ids] == expected
+
+
+def test_summary_numbers_on_the_page(tiny):
+    d = load_run_data(tiny)
+    m = key_metrics(d)
+    s = json.loads((tiny / "summary.json").read_text())
+    assert m["samples high at the end"] == s["n_high_final"] == int((d.states[-1] == 3).sum())
+    assert m["TPR at 1% FPR"] == s["final"]["tpr_at_fpr_0.01"]
+    html = (tiny / "report" / "index.html").read_text()
+    assert f"<td>samples high at the end</td><td>{s['n_high_final']:,}</td>" in html
+    assert "<td>dataset</td><td>digits: 240 pool samples</td>" in html
+
+
+def test_gallery_shows_the_reloaded_images_and_refuses_a_mismatch(tiny, tmp_path):
+    d = load_run_data(tiny)
+    x, kind = pool_inputs(d)
+    assert kind == "image" and x.shape == (240, 1, 8, 8)
+    from privdyn.data import load_dataset
+    assert np.array_equal(load_dataset("digits", 240, 120, 5).y_pool, d.labels)
+    html = (tiny / "report" / "index.html").read_text()
+    assert html.count('class="thumb image"') == 24
+    # a run whose labels do not match the reloaded data gets no pictures, and says why
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny, copy)
+    labels = np.load(copy / "labels.npy")
+    np.save(copy / "labels.npy", (labels + 1) % 10)
+    with pytest.raises(Missing, match="other labels"):
+        pool_inputs(load_run_data(copy))
+
+
+def test_panels_without_their_data_are_skipped_with_a_note(tiny, tmp_path):
+    copy = tmp_path / "old"
+    shutil.copytree(tiny, copy)
+    adir = RunDir(copy).analysis_dir("lira_online", RULE)
+    for stem in ("transitions", "difficulty_deciles", "difficulty_spearman", "clusters"):
+        (adir / f"{stem}.parquet").unlink()
+    sample = pd.read_parquet(adir / "sample.parquet")
+    keep = ["sample", "final_fpr", "final_tpr", "final_advantage", "final_auc", "final_state", "max_advantage"]
+    sample[keep].to_parquet(adir / "sample.parquet")
+    epoch = pd.read_parquet(adir / "epoch.parquet")
+    epoch.drop(columns=["recall", "spearman_to_final", "p_to_high"]).to_parquet(adir / "epoch.parquet")
+    rd = RunDir(copy)
+    html = build_report(rd.load_config(), rd).read_text()
+    assert "Not shown: the analysis did not write transitions.parquet" in html
+    assert "Not shown: epoch.parquet has no column recall" in html
+    assert "Not shown: sample.parquet has no difficulty measure" in html
+    assert "panel(s) not shown because the analysis did not produce their data" in html
+    figs = specs(html)
+    assert "plot-plane" in figs and "plot-tpr-accuracy" in figs and "plot-transitions" not in figs
+    assert not (copy / "report" / "transitions.png").exists() or (copy / "report" / "transitions.png").stat().st_mtime
+    assert 'id="plane-difficulty"' in html and 'id="top-table"' in html
+
+
+def test_unanalysed_run_is_a_clear_error(tmp_path):
+    rd = RunDir(tmp_path / "empty")
+    rd.init(config_from_dict(TINY))
+    with pytest.raises(PrivdynError, match="privdyn analyze"):
+        load_run_data(rd.path)
+
+
+def test_cli_compare(tiny, tmp_path, monkeypatch, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(tiny, other)
+    out = tmp_path / "cmp"
+    assert cli(monkeypatch, "compare", str(tiny), str(other), "--out", str(out)) == 0
+    html = (out / "index.html").read_text()
+    assert "tiny-digits (tiny)" in html and "tiny-digits (other)" in html
+    assert (out / "compare_curves.png").exists() and (out / "compare_curves.pdf").exists()
+    capsys.readouterr()
+    assert cli(monkeypatch, "compare", str(tmp_path / "nope"), "--out", str(out)) == 2
+    assert "not a privdyn run directory" in capsys.readouterr().err
+
+
+def test_comparison_curves_are_each_runs_own(tiny, tmp_path):
+    other = tmp_path / "b"
+    shutil.copytree(tiny, other)
+    adir = RunDir(other).analysis_dir("lira_online", RULE)
+    e = pd.read_parquet(adir / "epoch.parquet")
+    e["tpr_at_fpr_0.01"] = e["tpr_at_fpr_0.01"] / 2
+    e.to_parquet(adir / "epoch.parquet")
+    index = build_comparison([tiny, other], tmp_path / "cmp")
+    fig = specs(index.read_text())["plot-cmp-tpr"]
+    a, b = (decode(tr["y"]) for tr in fig["data"])
+    want = pd.read_parquet(RunDir(tiny).analysis_dir("lira_online", RULE) / "epoch.parquet")["tpr_at_fpr_0.01"]
+    assert np.allclose(a, want, atol=1e-6) and np.allclose(b, want / 2, atol=1e-6)
+    with pytest.raises(PrivdynError, match="at least one"):
+        build_comparison([], tmp_path / "x")
+
+
+def test_run_labels_are_distinct(tiny, tmp_path):
+    d = load_run_data(tiny)
+    assert run_labels([d]) == ["tiny-digits"]
+    assert run_labels([d, d]) == ["tiny-digits (tiny) #1", "tiny-digits (tiny) #2"]
+
+
+# ----- small pieces ------------------------------------------------------------------------------
+
+@given(n=st.integers(0, 5000), k=st.integers(1, 3000), seed=st.integers(0, 10))
+@settings(max_examples=60, deadline=None)
+def test_display_subset(n, k, seed):
+    idx = common.display_subset(n, k, seed)
+    assert len(idx) == min(n, k) and len(np.unique(idx)) == len(idx)
+    assert np.all(np.diff(idx) > 0) and (n == 0 or (idx.min() >= 0 and idx.max() < n))
+    assert np.array_equal(idx, common.display_subset(n, k, seed))
+
+
+@given(t=st.integers(1, 500), k=st.integers(2, 80))
+def test_frame_indices(t, k):
+    f = common.frame_indices(t, k)
+    assert f[0] == 0 and f[-1] == t - 1 and len(f) <= max(k, 1) and np.all(np.diff(f) > 0)
+    if t <= k:
+        assert np.array_equal(f, np.arange(t))
+
+
+@given(st.lists(st.one_of(st.floats(-1e6, 1e6), st.just(float("nan"))), max_size=300), st.booleans())
+def test_histogram_counts_every_finite_value_once(values, integers):
+    v = np.round(np.asarray(values, dtype=np.float64)) if integers else np.asarray(values, dtype=np.float64)
+    centres, counts, widths = histogram(v)
+    finite = v[np.isfinite(v)]
+    assert counts.sum() == finite.size and len(centres) == len(counts) == len(widths)
+    if finite.size:
+        lo, hi = centres - widths / 2, centres + widths / 2
+        tol = 1e-9 * max(1.0, np.abs(finite).max())
+        assert lo[0] <= finite.min() + tol and finite.max() <= hi[-1] + tol
+
+
+def test_fmt_and_escaping():
+    assert page.fmt(17.0) == "17" and page.fmt(np.int64(12345)) == "12,345" and page.fmt(0.12345) == "0.123"
+    assert page.fmt(float("nan")) == "\u2013" and page.fmt(None) == "\u2013" and page.fmt("x") == "x"
+    t = page.sortable_table(["a<b"], [[("<script>alert(1)</script>", '"1')]])
+    assert "<script>" not in t and "&lt;script&gt;" in t and 'data-v="&quot;1"' in t
+    import plotly.graph_objects as go
+    js = page.figure_json(go.Figure(layout=dict(title="</script><script>alert(1)</script>")))
+    assert "</script>" not in js and json.loads(js)["layout"]["title"]["text"].startswith("</script>")
+
+
+def test_sparkline_geometry():
+    svg = sparkline(np.array([-1.0, 0.0, 1.0]), high=0.6, width=100, height=44)
+    pts = [tuple(map(float, p.split(","))) for p in re.search(r'points="([^"]+)"', svg).group(1).split()]
+    assert [x for x, _ in pts] == [2.0, 50.0, 98.0]
+    ys = [y for _, y in pts]
+    assert ys[0] == 42.0 and ys[2] == 2.0 and ys[0] > ys[1] > ys[2]  # clipped at -0.2 and 1, up is larger A
+
+
+# ----- in a real browser -------------------------------------------------------------------------
+
+needs_chromium = pytest.mark.skipif(find_chromium() is None,
+                                    reason="Chromium is not installed (apt-get install chromium); .ci/run installs it")
+
+#: Run in the page: which plots drew, the plane's legend after moving to the first frame, and the
+#: sample column of the top table after a click on its header.
+PROBE = """(async () => {
+  const plane = document.getElementById('plot-plane');
+  const first = plane.layout.sliders[0].steps[0].label;
+  const t0 = performance.now();
+  await Plotly.animate(plane, [first], plane.layout.sliders[0].steps[0].args[1]);
+  const ms = performance.now() - t0;
+  const legend = Array.from(plane.querySelectorAll('.legendtext')).map(e => e.textContent);
+  const table = document.querySelector('table.sortable');
+  table.querySelectorAll('thead th')[1].click();
+  const ids = Array.from(table.tBodies[0].rows).map(r => Number(r.cells[1].textContent));
+  return {legend: legend, ids: ids, ms: ms, frames: plane._transitionData._frames.length};
+})()"""
+
+
+@needs_chromium
+def test_report_renders_offline_in_chromium(tiny, tmp_path):
+    d = load_run_data(tiny)
+    shot = tmp_path / "report.png"
+    r = inspect_page(tiny / "report" / "index.html", shot, script=PROBE)
+    drawn = {p["id"] for p in r.plots if p["svg"] > 0}
+    expected = {f"plot-{k}" for k in PANELS if k not in ("gallery", "spearman", "top-table")}
+    assert expected <= drawn, expected - drawn
+    assert next(p for p in r.plots if p["id"] == "plot-plane")["points"] == d.n_samples
+    assert r.network_requests == [], r.network_requests
+    assert r.errors == [], r.errors
+    assert r.title == "privdyn report: tiny-digits"
+    # the animation moved to the first epoch: legend counts are those of the first checkpoint
+    assert r.probe["frames"] == len(d.epochs)
+    assert r.probe["legend"] == [f"{n} ({int((d.states[0] == k).sum()):,})"
+                                 for k, n in enumerate(("safe", "low", "medium", "high"))]
+    # one click sorts the table by sample, ascending
+    assert r.probe["ids"] == sorted(common.top_samples(d, TABLE_ROWS).tolist())
+    png = shot.read_bytes()
+    assert png[:4] == b"\x89PNG" and len(png) > 50_000
+
+
+@needs_chromium
+def test_browser_check_catches_requests_and_errors(tmp_path):
+    """The checker itself can fail: a CDN script, a fetch and a console error are all reported."""
+    bad = tmp_path / "bad.html"
+    bad.write_text("<!doctype html><title>bad</title><script src='https://cdn.example.org/plotly.js'></script>"
+                   "<script>console.error('boom'); fetch('http://example.com/x').catch(() => {});</script>")
+    r = inspect_page(bad, settle_s=2)
+    assert set(r.network_requests) == {"https://cdn.example.org/plotly.js", "http://example.com/x"}
+    assert any("boom" in e for e in r.errors) and any("ERR_NAME_NOT_RESOLVED" in e for e in r.errors)
