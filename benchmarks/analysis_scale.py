@@ -3,7 +3,8 @@
 Writes a synthetic run directory (memory-mapped, one checkpoint at a time) to a temporary
 folder, then runs the full analyze stage (plane, dynamics, clusters, difficulty with bootstrap
 CIs, early determination, model-level metrics, tables, summary.json) in a child process and
-reports its wall time and peak resident memory (resource.getrusage ru_maxrss, which counts the
+reports its wall time, CPU time (user + system, including imports; a load-independent figure
+on shared machines) and peak resident memory (resource.getrusage ru_maxrss, which counts the
 memory-mapped pages it touched).
 
     python benchmarks/analysis_scale.py                  # N=50,000, T=50, M=64
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -83,8 +85,10 @@ def analyze_and_measure(path: Path) -> dict:
     t0 = time.perf_counter()
     summary = pipeline.analyze(cfg, run)
     seconds = time.perf_counter() - t0
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"seconds": round(seconds, 1), "peak_rss_gib": round(peak_kib / 2**20, 2),
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"seconds": round(seconds, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+            "load_average_1min_after": round(os.getloadavg()[0], 1),
+            "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2),
             "n_high_final": summary["n_high_final"], "n_clusters": summary["n_clusters"],
             "epoch_recall_0.7": summary["epoch_recall_0.7"]}
 
