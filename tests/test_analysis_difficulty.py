@@ -162,3 +162,20 @@ def test_el2n_signal_stays_exact_when_p_y_rounds_to_one():
     out = signals_from_logits(torch.tensor([[60.0, 0.0, 0.0]]), torch.tensor([0]))["el2n"][0].item()
     # 1 - p_y = 2 e^-60 (to first order), the others are e^-60 each: sqrt(4 + 2) e^-60
     assert math.isclose(out, math.sqrt(6) * math.exp(-60), rel_tol=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float64, st.integers(1, 25), elements=st.sampled_from([0.0, 1.0, 2.0, np.nan])),
+       st.integers(0, 10**6))
+def test_spearman_table_shapes_ties_and_nan(x, seed):
+    y = np.random.default_rng(seed).normal(size=len(x))
+    tab = difficulty.spearman_table({"x": x}, {"y": y, "y2": -y}, n_boot=20, seed=seed, block=6)
+    assert list(tab.target) == ["y", "y2"] and (tab.n == len(x)).all()
+    defined = np.isfinite(x).all() and len(x) > 1 and np.ptp(x) > 0
+    if not defined:
+        assert tab.rho.isna().all()
+    else:
+        assert ((tab.rho >= -1 - 1e-12) & (tab.rho <= 1 + 1e-12)).all()
+        assert math.isclose(tab.rho[0], -tab.rho[1], abs_tol=1e-12)
+    finite = tab.dropna(subset=["ci_low"])
+    assert (finite.ci_low <= finite.ci_high).all()
