@@ -36,19 +36,28 @@ def per_model_mean(signal: np.ndarray, membership: np.ndarray | None) -> np.ndar
     return out
 
 
-def balanced_accuracy(scores: np.ndarray, membership: np.ndarray) -> float:
-    """Best (TPR + TNR) / 2 over all global thresholds (the LiRA code's "accuracy").
+def roc_auc_and_balanced_accuracy(scores: np.ndarray, membership: np.ndarray) -> tuple[float, float]:
+    """Global ROC AUC (ties 1/2, equal to :func:`global_auc`) and balanced accuracy, from one sort.
 
-    Flagging ``s >= c`` for every distinct score c, and flagging nothing (1/2), are considered.
+    The ROC's vertices are the tie groups of the scores in descending order; the AUC is the
+    trapezoid sum over them in exact integer arithmetic. Balanced accuracy is the best
+    (TPR + TNR) / 2 over all global thresholds (flag ``s >= c`` for every distinct score c, or
+    nothing: 1/2), the "accuracy" the LiRA code reports.
     """
     s = np.asarray(scores, dtype=np.float64).ravel()
     z = np.asarray(membership, dtype=bool).ravel()
-    order = np.argsort(-s, kind="stable")
+    order = np.argsort(-s)
     s, z = s[order], z[order]
     ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])  # last index of each tie group
     tp, fp = np.cumsum(z)[ends], np.cumsum(~z)[ends]
-    n1 = z.sum()
-    return float(max(0.5, (0.5 * (1.0 + tp / n1 - fp / (z.size - n1))).max()))
+    n1, n0 = int(tp[-1]), int(fp[-1])
+    area2 = int((np.diff(fp, prepend=0) * (tp + np.r_[0, tp[:-1]])).sum())  # 2 n1 n0 AUC
+    return area2 / (2 * n1 * n0), float(max(0.5, (0.5 * (1.0 + tp / n1 - fp / n0)).max()))
+
+
+def balanced_accuracy(scores: np.ndarray, membership: np.ndarray) -> float:
+    """Best (TPR + TNR) / 2 over all global thresholds; see :func:`roc_auc_and_balanced_accuracy`."""
+    return roc_auc_and_balanced_accuracy(scores, membership)[1]
 
 
 def bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -68,29 +77,30 @@ def _first_exceeding(weights: np.ndarray, rows: np.ndarray, ranks: np.ndarray) -
     """For every replicate b and target ``ranks[:, b]``, the first position d along ``rows`` at which
     the running weight sum_{d' <= d} weights[rows[d'], b] exceeds the target. Scans ``rows`` in
     blocks (the first sized for the largest target, then doubling) and stops once every target
-    is found, so only the rows up to the last hit are read."""
+    is found, so only the rows up to the last hit are read. Within a block, the columns' running
+    sums are laid end to end with offsets so that one ``searchsorted`` finds every position."""
+    n_boot = weights.shape[1]
     found = np.full(ranks.shape, -1, dtype=np.int64)
-    total = np.zeros(weights.shape[1], dtype=np.int64)
-    cap = max(1, _BLOCK // weights.shape[1])
+    total = np.zeros(n_boot)
+    cap = max(1, _BLOCK // n_boot)
     start, step = 0, min(cap, int(1.1 * ranks.max()) + 64)
     while start < len(rows) and (found < 0).any():
-        run = np.cumsum(weights[rows[start:start + step]], axis=0, dtype=np.int64) + total
+        # float64 counts are exact integers (< 2**53)
+        run = np.cumsum(weights[rows[start:start + step]], axis=0, dtype=np.float64) + total
         hit = (found < 0) & (run[-1] > ranks)
         if hit.any():
-            found[hit] = (start + (run[None] <= ranks[:, None]).sum(axis=1))[hit]
+            span = np.arange(n_boot) * (run[-1].max() + 1)
+            idx = np.searchsorted((run + span).T.ravel(), ranks + span, side="right")
+            found[hit] = (start + idx - np.arange(n_boot) * len(run))[hit]
         total = run[-1]
         start, step = start + step, min(cap, 2 * step)
     return found
 
 
 def _weighted_sum(counts: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """sum_i counts[i] * weights[i, :], exact (float64 BLAS on blocks of rows)."""
-    step = max(1, _BLOCK // weights.shape[1])
-    total = np.zeros(weights.shape[1])
-    for start in range(0, len(counts), step):
-        blk = slice(start, start + step)
-        total += counts[blk].astype(np.float64) @ weights[blk].astype(np.float64)
-    return total
+    """``counts [K, N] @ weights [N, B]`` in exact integer arithmetic (einsum's own loop: a
+    multithreaded BLAS call on these small shapes can stall badly on a busy machine)."""
+    return np.einsum("kn,nb->kb", np.asarray(counts, dtype=np.int64), weights)
 
 
 def _descending(values: np.ndarray, k: int) -> np.ndarray:
@@ -116,38 +126,37 @@ def tpr_at_fpr_boot(scores: np.ndarray, membership: np.ndarray, alphas: list[flo
     s = np.asarray(scores, dtype=np.float64)
     z = np.asarray(membership, dtype=bool)
     w = np.asarray(weights)
-    N = s.shape[1]
+    N, n_boot = w.shape
     sample = np.broadcast_to(np.arange(N), s.shape)
     out_s, out_j = s[~z], sample[~z]
     in_s, in_j = s[z], sample[z]
-    n_out, n_in = _weighted_sum((~z).sum(axis=0), w), _weighted_sum(z.sum(axis=0), w)
+    n_out, n_in = _weighted_sum(np.stack([(~z).sum(axis=0), z.sum(axis=0)]), w)
     if (n_out == 0).any() or (n_in == 0).any():
         raise ValueError("a bootstrap replicate has no IN or no OUT pair")
+    q = 1.0 - np.asarray(alphas, dtype=np.float64)[:, None]
+    h = (n_out - 1) * q  # numpy's virtual index for method="linear", [A, B]
+    lo = np.floor(h)
+    frac = h - lo
+    r_lo = (n_out - 1 - lo).astype(np.int64)  # ranks from the top of positions lo and lo + 1
+    ranks = np.concatenate([r_lo, np.maximum(r_lo - 1, 0)])
     top = _descending(out_s, int(1.2 * max(alphas) * out_s.size) + 1024)
-    step = max(1, _BLOCK // w.shape[1])
-    result = np.empty((len(alphas), w.shape[1]))
-    for row, alpha in enumerate(alphas):
-        q = 1.0 - alpha
-        h = (n_out - 1) * q  # numpy's virtual index for method="linear"
-        lo = np.floor(h)
-        frac = h - lo
-        r_lo = (n_out - 1 - lo).astype(np.int64)  # ranks from the top of positions lo and lo + 1
-        ranks = np.stack([r_lo, np.maximum(r_lo - 1, 0)])
+    pos = _first_exceeding(w, out_j[top], ranks)
+    if (pos < 0).any():  # an extreme replicate reaches below the sorted top: sort everything
+        top = _descending(out_s, out_s.size)
         pos = _first_exceeding(w, out_j[top], ranks)
-        if (pos < 0).any():  # an extreme replicate reaches below the sorted top: sort everything
-            top = _descending(out_s, out_s.size)
-            pos = _first_exceeding(w, out_j[top], ranks)
-        a, b = out_s[top[pos]]
-        diff = b - a
-        tau = np.where(frac >= 0.5, b - diff * (1 - frac), a + diff * frac)  # numpy's _lerp
-        above = _weighted_sum(np.bincount(in_j[in_s > tau.max()], minlength=N), w)
-        band = (in_s > tau.min()) & (in_s <= tau.max())
+    a, b = np.split(out_s[top[pos]], 2)
+    diff = b - a
+    tau = np.where(frac >= 0.5, b - diff * (1 - frac), a + diff * frac)  # numpy's _lerp, [A, B]
+    hi, lo_tau = tau.max(axis=1), tau.min(axis=1)
+    above = _weighted_sum(np.stack([np.bincount(in_j[in_s > c], minlength=N) for c in hi]), w)
+    step = max(1, _BLOCK // n_boot)
+    for row in range(len(alphas)):  # IN pairs between the lowest and highest replicate threshold
+        band = (in_s > lo_tau[row]) & (in_s <= hi[row])
         band_s, band_j = in_s[band], in_j[band]
         for start in range(0, band_s.size, step):
             chunk = slice(start, start + step)
-            above += (w[band_j[chunk]] * (band_s[chunk, None] > tau[None])).sum(axis=0)
-        result[row] = above / n_in
-    return result
+            above[row] += (w[band_j[chunk]] * (band_s[chunk, None] > tau[row][None])).sum(axis=0)
+    return above / n_in
 
 
 def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -173,8 +182,7 @@ def checkpoint_metrics(scores: np.ndarray, membership: np.ndarray, alphas: list[
             out[f"tpr_at_fpr_{a:g}{suffix}"] = np.empty(T)
     for t in range(T):
         s = np.asarray(scores[t], dtype=np.float64)
-        out["auc"][t] = global_auc(s, membership)
-        out["balanced_accuracy"][t] = balanced_accuracy(s, membership)
+        out["auc"][t], out["balanced_accuracy"][t] = roc_auc_and_balanced_accuracy(s, membership)
         weights = bootstrap_weights(N, n_boot, np.random.default_rng([seed, t]))
         boot = tpr_at_fpr_boot(s, membership, alphas, weights)
         for a, reps in zip(alphas, boot):
