@@ -120,8 +120,9 @@ def tpr_at_fpr_boot(scores: np.ndarray, membership: np.ndarray, alphas: list[flo
     linear (1 - alpha) quantile of its repeated OUT scores: the two order statistics around it are
     found by running weighted counts down from the top OUT score (only the top ~alpha share is
     sorted and read). The IN weight above it is the weight above the highest replicate threshold
-    (one matrix-vector product) plus, per replicate, the IN pairs between the lowest and the
-    highest replicate threshold. Equal to :func:`tpr_at_fpr` on the explicitly repeated arrays.
+    (one integer product of per-sample counts and weights) plus, per replicate, the IN pairs
+    between the lowest and the highest replicate threshold. Equal to :func:`tpr_at_fpr` on the
+    explicitly repeated arrays.
     """
     s = np.asarray(scores, dtype=np.float64)
     z = np.asarray(membership, dtype=bool)
