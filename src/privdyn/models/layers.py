@@ -25,11 +25,15 @@ def conv(dims: int, c_in: int, c_out: int, kernel: int, stride: int = 1, bias: b
 
 
 def norm_layer(kind: str, channels: int, dims: int) -> nn.Module:
-    """BatchNorm, GroupNorm (gcd(16, C) groups: per-sample, so DP-SGD can use it) or identity."""
+    """BatchNorm, GroupNorm or identity.
+
+    GroupNorm normalises each sample on its own, so DP-SGD can use it; it takes up to 16 groups
+    of at least 2 channels each (a group of one channel on a 1x1 map would output zeros).
+    """
     if kind == "batch":
         return nn.BatchNorm2d(channels) if dims == 2 else nn.BatchNorm1d(channels)
     if kind == "group":
-        return nn.GroupNorm(math.gcd(16, channels), channels)
+        return nn.GroupNorm(math.gcd(16, channels // 2) if channels >= 2 else 1, channels)
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"norm {kind!r} is not one of batch, group, none")

@@ -15,6 +15,8 @@ from privdyn.models.layers import conv, global_pool, init_conv_net, norm_layer, 
 class BasicBlock(nn.Module):
     """conv-norm-ReLU-conv-norm plus a shortcut (1x1 conv-norm when the shape changes), then ReLU."""
 
+    groupable = True  # forward uses channel-wise and element-wise ops only (training.grouped)
+
     def __init__(self, dims: int, c_in: int, c_out: int, stride: int, norm: str):
         super().__init__()
         bias = norm == "none"

@@ -17,6 +17,8 @@ class WideBlock(nn.Module):
     """norm-ReLU-conv-[dropout]-norm-ReLU-conv plus a shortcut (1x1 conv of the activated input
     when the shape changes, the input itself otherwise)."""
 
+    groupable = True  # forward uses channel-wise and element-wise ops only (training.grouped)
+
     def __init__(self, dims: int, c_in: int, c_out: int, stride: int, norm: str, dropout: float):
         super().__init__()
         bias = norm == "none"

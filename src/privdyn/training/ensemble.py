@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from privdyn.training.grouped import fold_input, fold_tensors, grouped_module, unfold_output
 from privdyn.training.queries import apply_query
 from privdyn.training.signals import SIGNALS, signals_from_logits
 
@@ -55,6 +56,9 @@ class EnsembleGroup:
         self.params = {k: v.detach().to(device).requires_grad_(True) for k, v in params.items()}
         self.buffers = {k: v.detach().to(device) for k, v in buffers.items()}
         self.base = copy.deepcopy(modules[0]).to("meta")
+        self.grouped = grouped_module(self.base, len(model_ids))
+        self.shapes = {} if self.grouped is None else {
+            n: t.shape for n, t in (*self.grouped.named_parameters(), *self.grouped.named_buffers())}
         self.model_ids = list(model_ids)
         self.seed = seed
         self.device = device
@@ -71,12 +75,19 @@ class EnsembleGroup:
         """Logits ``[K, B, C]`` for inputs ``[K, B, ...]`` (or ``[B, ...]`` when shared_input).
 
         In train mode BatchNorm updates the running statistics in ``buffers`` (default: the
-        group's own) in place.
+        group's own) in place. Models made of layers with a grouped form run grouped (see
+        :mod:`privdyn.training.grouped`), any other under vmap.
         """
+        buffers = self.buffers if buffers is None else buffers
+        if self.grouped is not None:
+            self.grouped.train(train)
+            out = functional_call(self.grouped, (fold_tensors(self.params, self.shapes), fold_tensors(buffers, self.shapes)),
+                                  (fold_input(x, self.k, shared_input),))
+            return unfold_output(out, self.k)
         self.base.train(train)
         fn = vmap(self._call, in_dims=(0, 0, None if shared_input else 0),
                   randomness="different" if train else "error")
-        return fn(self.params, self.buffers if buffers is None else buffers, x)
+        return fn(self.params, buffers, x)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, buffers: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Sum over models of each model's mean cross-entropy on its own batch ``x[k], y[k]``.

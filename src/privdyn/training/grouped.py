@@ -1,0 +1,94 @@
+"""Grouped execution: K stacked models run as one model whose channels are the K models' side by side.
+
+A stacked ensemble can run under ``vmap``, but on the CPU vmap's batching rules for BatchNorm
+and pooling cost more than the layers themselves. Folding the K models into the channel axis
+makes every layer one native op on ``[B, K*C, ...]``: a convolution with ``groups=K``,
+BatchNorm or GroupNorm over K*C channels (per-channel statistics, so per model), pooling and
+activations channel by channel, and a batched matmul for linear layers. The stacked tensors
+``[K, ...]`` are passed in as views, so their gradients and in-place BatchNorm updates land in
+the stack. Models with any other layer run under vmap instead (:func:`grouped_module` says which).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+#: Layers that act channel by channel or element by element: unchanged on folded inputs.
+PASSTHROUGH = (nn.ReLU, nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+               nn.Dropout, nn.Identity)
+
+
+class GroupedLinear(nn.Module):
+    """K linear layers on ``[B, K*in]`` (model-major blocks) -> ``[B, K*out]``; weight ``[K, out, in]``."""
+
+    def __init__(self, k: int, d_in: int, d_out: int, bias: bool):
+        super().__init__()
+        self.k, self.d_in = k, d_in
+        self.weight = nn.Parameter(torch.empty(k, d_out, d_in, device="meta"))
+        self.bias = nn.Parameter(torch.empty(k, d_out, device="meta")) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2:
+            raise ValueError(f"grouped linear layers take [B, K*in] inputs, got {tuple(x.shape)}")
+        xs = x.view(x.shape[0], self.k, self.d_in).transpose(0, 1)
+        w = self.weight.transpose(1, 2)
+        out = torch.bmm(xs, w) if self.bias is None else torch.baddbmm(self.bias.unsqueeze(1), xs, w)
+        return out.transpose(0, 1).reshape(x.shape[0], -1)
+
+
+def _grouped_leaf(m: nn.Module, k: int) -> nn.Module | None:
+    """The K-model version of one layer, or None when it has none."""
+    if isinstance(m, (nn.Conv1d, nn.Conv2d)) and m.padding_mode == "zeros":
+        return type(m)(k * m.in_channels, k * m.out_channels, m.kernel_size, m.stride, m.padding,
+                       m.dilation, k * m.groups, m.bias is not None, device="meta")
+    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.momentum is not None:
+        return type(m)(k * m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats, device="meta")
+    if isinstance(m, nn.GroupNorm):
+        return nn.GroupNorm(k * m.num_groups, k * m.num_channels, m.eps, m.affine, device="meta")
+    if isinstance(m, nn.Linear):
+        return GroupedLinear(k, m.in_features, m.out_features, m.bias is not None)
+    if isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1:
+        return m
+    return None
+
+
+def grouped_module(base: nn.Module, k: int) -> nn.Module | None:
+    """A grouped copy of ``base`` (on the meta device) for K models, or None when some layer has
+    no grouped form. Containers qualify when they are ``nn.Sequential`` or set ``groupable = True``
+    (their forward uses only channel-wise and element-wise operations)."""
+    out = copy.deepcopy(base).to("meta")
+
+    def convert(parent: nn.Module) -> bool:
+        for name, child in parent.named_children():
+            if not any(True for _ in child.children()) and not isinstance(child, nn.Sequential):
+                new = child if isinstance(child, PASSTHROUGH) else _grouped_leaf(child, k)
+                if new is None:
+                    return False
+                setattr(parent, name, new)
+            elif not (isinstance(child, nn.Sequential) or getattr(child, "groupable", False)) or not convert(child):
+                return False
+        return True
+
+    top_ok = isinstance(out, nn.Sequential) or getattr(out, "groupable", False)
+    return out if top_ok and convert(out) else None
+
+
+def fold_tensors(stacked: dict[str, torch.Tensor], shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+    """Views of the stacked ``[K, ...]`` tensors in the grouped module's shapes (BatchNorm's
+    per-model step counters ``[K]`` stay as they are)."""
+    return {n: t.view(shapes[n]) if t.numel() == shapes[n].numel() else t for n, t in stacked.items()}
+
+
+def fold_input(x: torch.Tensor, k: int, shared: bool) -> torch.Tensor:
+    """``[K, B, C, ...]`` (or ``[B, C, ...]`` shared by all models) -> ``[B, K*C, ...]``."""
+    if shared:
+        return x.repeat(1, k, *([1] * (x.ndim - 2)))
+    return x.transpose(0, 1).reshape(x.shape[1], k * x.shape[2], *x.shape[3:])
+
+
+def unfold_output(out: torch.Tensor, k: int) -> torch.Tensor:
+    """``[B, K*classes]`` -> ``[K, B, classes]``."""
+    return out.view(out.shape[0], k, -1).transpose(0, 1)
