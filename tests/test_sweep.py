@@ -270,8 +270,8 @@ def _tiny_base():
 
 
 def test_failing_point_does_not_stop_the_others_and_interrupted_runs_resume(tmp_path):
-    spec = _spec(base=_tiny_base(), zip=[{"dataset.name": ["synthetic", "no_such_dataset", "synthetic"],
-                                          "model.width": [16, 16, 8]}])
+    spec = _spec(base=_tiny_base(), run_reports=False,
+                 zip=[{"dataset.name": ["synthetic", "no_such_dataset", "synthetic"], "model.width": [16, 16, 8]}])
     sw = expand(spec)
     out = tmp_path / "sw"
     result = run_sweep(sw, out, progress=False, log=lambda s: None)
@@ -291,12 +291,41 @@ def test_failing_point_does_not_stop_the_others_and_interrupted_runs_resume(tmp_
     scores = good / "scores" / "lira_online.npy"
     before = scores.stat().st_mtime_ns
     m = json.loads((good / "manifest.json").read_text())
-    m["stages"]["report"]["state"] = "running"
+    m["stages"]["analyze"]["state"] = "running"
     (good / "manifest.json").write_text(json.dumps(m))
     again = run_sweep(sw, out, progress=False, log=lambda s: None)
     assert [o.status for o in again.outcomes] == ["skipped", "failed", "done"]
     assert scores.stat().st_mtime_ns == before
-    assert json.loads((good / "manifest.json").read_text())["stages"]["report"]["state"] == "done"
+    stages = json.loads((good / "manifest.json").read_text())["stages"]
+    assert stages["analyze"]["state"] == "done" and "report" not in stages
+
+
+def test_is_finished_needs_every_stage_done_for_this_config(tmp_path):
+    from privdyn.config import ANALYZE_SECTIONS, SCORE_SECTIONS, TRAIN_SECTIONS
+    from privdyn.sweep import is_finished
+
+    cfg = expand(_spec(base=_tiny_base())).points[0].config
+    h = {"train": cfg.section_hash(*TRAIN_SECTIONS), "score": cfg.section_hash(*SCORE_SECTIONS),
+         "analyze": cfg.section_hash(*ANALYZE_SECTIONS), "report": cfg.section_hash(*ANALYZE_SECTIONS)}
+
+    def write(stages, summary=True):
+        (tmp_path / "manifest.json").write_text(json.dumps(
+            {"stages": {k: {"state": "done", "hash": h[k]} for k in stages}}))
+        if summary:
+            (tmp_path / "summary.json").write_text("{}")
+        elif (tmp_path / "summary.json").exists():
+            (tmp_path / "summary.json").unlink()
+
+    write(["train", "score", "analyze", "report"])
+    assert is_finished(cfg, tmp_path) and is_finished(cfg, tmp_path, with_report=False)
+    other = cfg.model_copy(update={"analysis": cfg.analysis.model_copy(update={"grid": 2})})
+    assert not is_finished(other, tmp_path)  # analysis changed: analyze and report are stale
+    write(["train", "score", "analyze"])
+    assert not is_finished(cfg, tmp_path) and is_finished(cfg, tmp_path, with_report=False)
+    write(["train", "score"])
+    assert not is_finished(cfg, tmp_path, with_report=False)
+    write(["train", "score", "analyze", "report"], summary=False)
+    assert not is_finished(cfg, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -326,6 +355,8 @@ def test_cli_sweep_end_to_end_on_tiny(tiny_sweep):
     assert "## Mean over seeds" in md and md.count("| 0.8 | 32 |") == 3  # 1 aggregated + 2 per-run rows
     for slug in table["slug"]:
         assert json.loads((out / "runs" / slug / "summary.json").read_text())["name"] == f"tiny-{slug}"
+        assert not (out / "runs" / slug / "report").exists()  # run_reports: false
+    assert "report:" in proc.stdout and (out / "report" / "index.html").exists()
 
 
 def test_second_invocation_trains_nothing(tiny_sweep, monkeypatch):

@@ -93,11 +93,15 @@ def report(cfg: RunConfig, run: RunDir) -> Path:
     return index
 
 
-def run_all(cfg: RunConfig, out: str | Path, progress: bool = True) -> tuple[RunDir, Path]:
-    """Every stage that is not done yet; returns the run directory and the report path."""
+def run_all(cfg: RunConfig, out: str | Path, progress: bool = True,
+            with_report: bool = True) -> tuple[RunDir, Path | None]:
+    """Every stage that is not done yet; returns the run directory and the report path.
+
+    ``with_report=False`` stops after the analysis (sweeps whose runs need no HTML report).
+    """
     run = RunDir(out)
     run.init(cfg)
     train(cfg, run, progress)
     score(cfg, run, progress=progress)
     analyze(cfg, run)
-    return run, report(cfg, run)
+    return run, report(cfg, run) if with_report else None

@@ -31,7 +31,7 @@ def run_dir_of(out: Path, point: SweepPoint) -> Path:
     return out / "runs" / point.slug
 
 
-def is_finished(cfg: RunConfig, path: Path) -> bool:
+def is_finished(cfg: RunConfig, path: Path, with_report: bool = True) -> bool:
     """True when every stage of the run at ``path`` is done for exactly this config."""
     if not (path / "summary.json").exists():
         return False
@@ -40,7 +40,7 @@ def is_finished(cfg: RunConfig, path: Path) -> bool:
     return (run.stage_done("train", cfg.section_hash(*TRAIN_SECTIONS))
             and run.stage_done("score", cfg.section_hash(*SCORE_SECTIONS))
             and run.stage_done("analyze", analyze_hash)
-            and run.stage_done("report", analyze_hash))
+            and (not with_report or run.stage_done("report", analyze_hash)))
 
 
 @dataclass
@@ -116,7 +116,7 @@ def run_sweep(sweep: Sweep, out: str | Path, select: list[str] | None = None, pr
     for k, point in enumerate(points, 1):
         path = run_dir_of(out, point)
         head = f"[{k}/{len(points)}] {point.slug}"
-        if is_finished(point.config, path):
+        if is_finished(point.config, path, sweep.spec.run_reports):
             result.outcomes.append(PointOutcome(point.slug, "skipped"))
             manifest.update(point.slug, status="done", error=None)
             log(f"{head}: finished before, skipped")
@@ -125,7 +125,7 @@ def run_sweep(sweep: Sweep, out: str | Path, select: list[str] | None = None, pr
         manifest.update(point.slug, status="running", started=time.time(), error=None)
         t0 = time.perf_counter()
         try:
-            run_all(point.config, path, progress=progress)
+            run_all(point.config, path, progress=progress, with_report=sweep.spec.run_reports)
         except KeyboardInterrupt:
             manifest.update(point.slug, status="interrupted", seconds=round(time.perf_counter() - t0, 3))
             raise

@@ -58,6 +58,8 @@ class SweepSpec(BaseModel):
     zip: list[dict[str, list[Any]]] = Field(default_factory=list,
                                             description="groups of keys whose value lists vary together")
     seeds: list[int] | None = Field(None, description="each point is run once per seed (sets `seed`)")
+    run_reports: bool = Field(True, description="write each run's HTML report (report/index.html); "
+                              "false saves its time, and `privdyn report RUN` writes one later")
 
     @field_validator("name")
     @classmethod
