@@ -110,9 +110,8 @@ def test_plane_frames_match_the_analysis(tiny):
         assert np.array_equal(decode(main["marker"]["color"]), d.states[t])
         # jitter stays within a third of the resolution, so the dot sits nearest its exact position
         assert np.abs(decode(main["x"]) - d.plane["fpr"][t]).max() <= 1 / (3 * half) + 1e-6
-        legend = [tr["name"] for tr in frame["data"][1:]]
-        for k, name in enumerate(("safe", "low", "medium", "high")):
-            assert legend[k] == f"{name} ({int((d.states[t] == k).sum()):,})"
+        assert frame["layout"]["title"]["text"] == f"epoch {d.epochs[t]}: " + ", ".join(
+            f"{name} {int((d.states[t] == k).sum()):,}" for k, name in enumerate(("safe", "low", "medium", "high")))
 
 
 def test_top_table_is_the_plain_ranking(tiny):
@@ -273,7 +272,7 @@ def test_sparkline_geometry():
 needs_chromium = pytest.mark.skipif(find_chromium() is None,
                                     reason="Chromium is not installed (apt-get install chromium); .ci/run installs it")
 
-#: Run in the page: which plots drew, the plane's legend after moving to the first frame, and the
+#: Run in the page: the plane's title after moving to the first frame (and how long that took), the
 #: sample column of the top table after a click on its header.
 PROBE = """(async () => {
   const plane = document.getElementById('plot-plane');
@@ -281,11 +280,11 @@ PROBE = """(async () => {
   const t0 = performance.now();
   await Plotly.animate(plane, [first], plane.layout.sliders[0].steps[0].args[1]);
   const ms = performance.now() - t0;
-  const legend = Array.from(plane.querySelectorAll('.legendtext')).map(e => e.textContent);
+  const title = plane.querySelector('.gtitle').textContent;
   const table = document.querySelector('table.sortable');
   table.querySelectorAll('thead th')[1].click();
   const ids = Array.from(table.tBodies[0].rows).map(r => Number(r.cells[1].textContent));
-  return {legend: legend, ids: ids, ms: ms, frames: plane._transitionData._frames.length};
+  return {title: title, ids: ids, ms: ms, frames: plane._transitionData._frames.length};
 })()"""
 
 
@@ -301,10 +300,10 @@ def test_report_renders_offline_in_chromium(tiny, tmp_path):
     assert r.network_requests == [], r.network_requests
     assert r.errors == [], r.errors
     assert r.title == "privdyn report: tiny-digits"
-    # the animation moved to the first epoch: legend counts are those of the first checkpoint
+    # the animation moved to the first epoch: the title counts the states of the first checkpoint
     assert r.probe["frames"] == len(d.epochs)
-    assert r.probe["legend"] == [f"{n} ({int((d.states[0] == k).sum()):,})"
-                                 for k, n in enumerate(("safe", "low", "medium", "high"))]
+    assert r.probe["title"] == f"epoch {d.epochs[0]}: " + ", ".join(
+        f"{n} {int((d.states[0] == k).sum()):,}" for k, n in enumerate(("safe", "low", "medium", "high")))
     # one click sorts the table by sample, ascending
     assert r.probe["ids"] == sorted(common.top_samples(d, TABLE_ROWS).tolist())
     png = shot.read_bytes()

@@ -8,8 +8,23 @@
       var fig = JSON.parse(spec.textContent);
       var config = {responsive: true, displaylogo: false, modeBarButtonsToRemove: ["sendDataToCloud"]};
       Plotly.newPlot(target, fig.data, fig.layout || {}, config).then(function () {
-        if (fig.frames && fig.frames.length) { return Plotly.addFrames(target, fig.frames); }
+        if (fig.frames && fig.frames.length) {
+          keepTitleCurrent(target);
+          return Plotly.addFrames(target, fig.frames);
+        }
       });
+    });
+  }
+  // Frames animate without a full redraw (fast with thousands of points), which updates the
+  // layout but not the drawn title; redraw just the title after each frame when it changed.
+  function keepTitleCurrent(gd) {
+    var shown = gd.layout.title && gd.layout.title.text;
+    gd.on("plotly_transitioned", function () {
+      var text = gd.layout.title && gd.layout.title.text;
+      if (text !== undefined && text !== shown) {
+        shown = text;
+        Plotly.relayout(gd, {"title.text": text});
+      }
     });
   }
   function cellValue(row, col) {
