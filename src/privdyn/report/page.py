@@ -94,11 +94,12 @@ def sortable_table(columns: Sequence[str], rows: Sequence[Sequence[Cell]]) -> st
 
 
 def figure_gallery(written: Sequence[tuple[Path, str, bytes]]) -> str:
-    """Previews of the static figures (embedded) with the names of their PNG and PDF files."""
+    """Previews of the static figures (embedded), each linking to its full-size PNG beside the page,
+    with the names of its PNG and PDF files."""
     items = []
     for png, caption, preview in written:
         data = base64.b64encode(preview).decode()
-        items.append(f'<figure><img alt="{esc(png.stem)}" src="data:image/png;base64,{data}">'
+        items.append(f'<figure><a href="{esc(png.name)}"><img alt="{esc(png.stem)}" src="data:image/png;base64,{data}"></a>'
                      f"<figcaption><code>{esc(png.name)}</code>, <code>{esc(png.with_suffix('.pdf').name)}</code>: "
                      f"{esc(caption)}</figcaption></figure>")
     return f'<div class="figs">{"".join(items)}</div>'
