@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from privdyn import pipeline
-from privdyn.config import config_from_dict
+from privdyn.config import TRAIN_SECTIONS, config_from_dict
 from privdyn.store.rundir import RunDir
 from privdyn.training.signals import SIGNALS
 
@@ -182,10 +182,29 @@ def test_resume_counts_in_the_manifest(tmp_path):
     path = tmp_path / "r"
     with pytest.raises(KeyboardInterrupt):
         train(path, data, Recorder(stop_after=3))
+    leftover = path / "weights" / "epoch_002" / ".model_000.safetensors.x1y2.tmp"  # a kill mid-write
+    leftover.write_bytes(b"half")
     run = train(path, data)
+    assert not leftover.exists()
     stage = run.manifest()["stages"]["train"]
     # epoch 3 is a checkpoint, so its state was saved: only epoch 4 and its checkpoint remain
     assert stage["state"] == "done" and stage["groups"] == 1
     assert stage["resumed_epochs"] == 3 and stage["trained_epochs"] == 1 and stage["evaluations"] == 1
     assert stage["checkpoint_writers"] == {str(os.getpid()): 3}
     assert (path / "weights" / "epoch_002" / "model_003.safetensors").exists()
+
+
+def test_killed_after_assembling_only_cleans_up(tmp_path):
+    """Killed once the arrays were complete but before the stage was marked done: no retraining."""
+    data = tricky(training={"group_size": 4, "epochs": 2}, checkpoints={"schedule": "every", "epochs": []})
+    run = train(tmp_path / "r", data)
+    before = signals(run)
+    cfg = config_from_dict(data)
+    run.mark_stage("train", "running", cfg.section_hash(*TRAIN_SECTIONS))
+    (run.path / "train" / "group_000").mkdir(parents=True)  # what the kill left half deleted
+    pipeline.train(cfg, run, progress=False)
+    stage = run.manifest()["stages"]["train"]
+    assert stage["state"] == "done" and stage["assembled_before"] is True and "trained_epochs" not in stage
+    assert not (run.path / "train").exists()
+    for s, v in signals(run).items():
+        assert np.array_equal(v, before[s])

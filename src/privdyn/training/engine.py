@@ -190,13 +190,16 @@ def dp_report(cfg: RunConfig, n_train: int) -> dict[str, Any]:
             "note": "DP-SGD trains one model at a time (group_size forced to 1)"}
 
 
-def _remove_group_files(run: RunDir) -> None:
-    """Delete ``RUN/train`` by renaming it first, so a kill never leaves it half deleted."""
+def _clean_up(run: RunDir) -> None:
+    """Delete ``RUN/train`` (renamed first, so a kill never leaves it half deleted) and the
+    temporary files that killed attempts left among the saved weights."""
     trash = run.path / ".train.trash"
     if (run.path / "train").exists():
         shutil.rmtree(trash, ignore_errors=True)
         os.replace(run.path / "train", trash)
     shutil.rmtree(trash, ignore_errors=True)
+    for tmp in (run.path / "weights").glob("epoch_*/.*.tmp"):
+        tmp.unlink()
 
 
 def run_train_stage(cfg: RunConfig, run: RunDir, ds: Dataset, membership: np.ndarray,
@@ -207,7 +210,7 @@ def run_train_stage(cfg: RunConfig, run: RunDir, ds: Dataset, membership: np.nda
     exists the arrays are complete and only the group files remain to delete.
     """
     if (run.path / "epochs.npy").exists():
-        _remove_group_files(run)
+        _clean_up(run)
         return {"assembled_before": True}
     check_training_data(cfg, ds)
     device = resolve_device(cfg.training.device)
@@ -223,6 +226,6 @@ def run_train_stage(cfg: RunConfig, run: RunDir, ds: Dataset, membership: np.nda
     if cfg.training.dp.enabled:
         atomic.write_json(run.path / "dp.json", dp_report(cfg, ds.n_pool // 2))
     atomic.save_npy(run.path / "epochs.npy", np.asarray(cfg.checkpoint_epochs(), dtype=np.int64))
-    _remove_group_files(run)
+    _clean_up(run)
     return {**totals, "groups": len(groups), "group_size": size, "device": str(device),
             "checkpoint_writers": writers}
