@@ -1,8 +1,9 @@
-"""K models of one architecture, stacked, trained and evaluated at once with ``torch.func.vmap``.
+"""K models of one architecture, stacked, trained and evaluated at once.
 
-Parameters and buffers of the K models are stacked along a leading axis; one vmapped forward
-runs all of them (BatchNorm keeps K sets of running statistics), and a plain optimizer steps
-the stacked tensors. Optimizers used here act element by element, so the K models stay
+Parameters and buffers of the K models are stacked along a leading axis; one forward runs all
+of them, grouped (the models folded into channels, :mod:`privdyn.training.grouped`) or, for
+layers without a grouped form, under ``torch.func.vmap``. BatchNorm keeps K sets of running
+statistics, and a plain optimizer steps the stacked tensors. Optimizers used here act element by element, so the K models stay
 independent: a group of K gives the same models as K groups of one, up to float rounding. Each
 model's initialisation and data order depend only on (seed, model index), never on the grouping.
 """
