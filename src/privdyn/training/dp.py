@@ -61,7 +61,7 @@ class DPTrainer:
         self.net = GradSampleModule(group.module(0), batch_first=True, loss_reduction="mean")
         self.base = make_optimizer(self.net.parameters(), oc)
         self.opt = DPOptimizer(self.base, noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
-                               expected_batch_size=batch_size, loss_reduction="mean")
+                               expected_batch_size=min(batch_size, n), loss_reduction="mean")
 
     def train_epoch(self, epoch: int, step: int) -> int:
         """One epoch of Poisson-sampled steps; returns the global step reached.
