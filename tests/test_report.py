@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privdyn.config import config_from_dict
-from privdyn.errors import PrivdynError
 from privdyn import pipeline
 from privdyn.cli import main
+from privdyn.config import config_from_dict
+from privdyn.errors import PrivdynError
 from privdyn.report import common, page
 from privdyn.report.browser import find_chromium, inspect_page
 from privdyn.report.compare import build_comparison, run_labels

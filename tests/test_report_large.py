@@ -1,4 +1,5 @@
-"""A report of N = 50,000 samples over 50 checkpoints stays small and opens in a browser.
+"""A report of N = 50,000 samples over 50 checkpoints stays small and opens in a browser; tiny
+and single-checkpoint runs still render.
 
 No training: the plane is drawn at random (flag counts of 8 IN and 8 OUT models per sample, a
 share of samples drifting towards membership), and the dynamics tables come from the analysis's
@@ -102,3 +103,16 @@ def test_large_report_opens_in_chromium(large):
     r = inspect_page(index, settle_s=120)
     assert r.plots and all(p["svg"] > 0 for p in r.plots)
     assert r.errors == [] and r.network_requests == []
+
+
+@pytest.mark.parametrize("n,t", [(40, 1), (7, 3)])
+def test_tiny_and_single_checkpoint_runs_render(tmp_path, n, t):
+    rd = fake_run(tmp_path / "run", n=n, t=t)
+    html = build_report(rd.load_config(), rd).read_text()
+    notes = re.findall(r"Not shown: [^<]*", html)
+    if t == 1:   # no step between checkpoints: no transitions and no speed, said in place
+        assert "Not shown: a run with one checkpoint has no transitions." in notes
+        assert "Not shown: no sample has a value of encoding_speed or net_encoding_rate." in notes
+    ids = re.findall(r'<tr><td data-v="\d+">\d+</td><td data-v="(\d+)">', html)
+    assert len(ids) == n and sorted(map(int, ids)) == list(range(n))   # every sample in the table
+    assert 'data-target="plot-plane"' in html

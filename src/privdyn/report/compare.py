@@ -26,7 +26,14 @@ from privdyn.report.common import STATE_COLOURS, display_subset, plane_jitter  #
 from privdyn.report.data import RunData, load_run_data  # noqa: E402
 from privdyn.report.html import key_metrics  # noqa: E402
 from privdyn.report.interactive import F4, TEMPLATE, histogram  # noqa: E402
-from privdyn.report.page import Cell, document, figure_gallery, fmt, section, sortable_table  # noqa: E402
+from privdyn.report.page import (  # noqa: E402
+    Cell,
+    document,
+    figure_gallery,
+    fmt,
+    section,
+    sortable_table,
+)
 from privdyn.report.panels import Missing, Panel, build  # noqa: E402
 from privdyn.store import atomic  # noqa: E402
 
@@ -53,7 +60,9 @@ def _high_share(d: RunData) -> tuple[np.ndarray, np.ndarray]:
 
 def _com(d: RunData) -> tuple[np.ndarray, np.ndarray] | None:
     e = d.epoch
-    return (e["com_fpr"].to_numpy() * 100, e["com_tpr"].to_numpy() * 100) if {"com_fpr", "com_tpr"} <= set(e.columns) else None
+    if not {"com_fpr", "com_tpr"} <= set(e.columns):
+        return None
+    return e["com_fpr"].to_numpy() * 100, e["com_tpr"].to_numpy() * 100
 
 
 def _speed(d: RunData) -> tuple[np.ndarray, np.ndarray] | None:
@@ -134,7 +143,8 @@ def metric_table(data: list[RunData], labels: list[str]) -> Panel:
     rows: list[list[Cell]] = []
     for d, label, m in zip(data, labels, metrics, strict=True):
         c = d.config
-        row: list[Cell] = [(label, None), (c.dataset.name, None), (f"{c.model.arch} w{c.model.width} d{c.model.depth}", None),
+        row: list[Cell] = [(label, None), (c.dataset.name, None),
+                           (f"{c.model.arch} w{c.model.width} d{c.model.depth}", None),
                            (f"{c.training.optimizer.name} lr {c.training.optimizer.lr:g}", None),
                            (str(d.n_models), d.n_models), (str(c.training.epochs), c.training.epochs),
                            (d.attack, None), (d.rule, None)]

@@ -18,8 +18,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from privdyn.analysis.population import STATE_NAMES  # noqa: E402
-from privdyn.report.common import (DIFFICULTY, SPEED, STATE_COLOURS, display_subset, plane_jitter,  # noqa: E402
-                                   top_samples)
+from privdyn.report.common import (  # noqa: E402
+    DIFFICULTY,
+    SPEED,
+    STATE_COLOURS,
+    display_subset,
+    plane_jitter,
+    top_samples,
+)
 from privdyn.report.data import RunData  # noqa: E402
 from privdyn.report.gallery import draw_input, pool_inputs  # noqa: E402
 from privdyn.report.panels import Missing, present, require  # noqa: E402
@@ -110,7 +116,8 @@ def trajectories(d: RunData, out: Path, k: int = 10) -> Written:
     b.axhline(d.config.analysis.states.high, color=STATE_COLOURS[3], ls="--", lw=0.8)
     b.set(xlabel="epoch", ylabel="A$_i$ = TPR$_i$ - FPR$_i$")
     b.legend(title="sample", ncol=2, frameon=False, loc="upper left", bbox_to_anchor=(1, 1))
-    return save(fig, out, "trajectories", f"Paths (dot: last checkpoint) and advantage of the {len(top)} most vulnerable samples.")
+    return save(fig, out, "trajectories",
+                f"Paths (dot: last checkpoint) and advantage of the {len(top)} most vulnerable samples.")
 
 
 def com_path(d: RunData, out: Path) -> Written:
@@ -130,7 +137,9 @@ def states_and_entropy(d: RunData, out: Path) -> Written:
     counts = e[cols].to_numpy(np.float64)
     fig, (a, b) = plt.subplots(1, 2, figsize=(6.2, 2.3))
     a.stackplot(e["epoch"], (counts / counts.sum(axis=1, keepdims=True)).T, labels=STATE_NAMES, colors=STATE_COLOURS)
-    a.set(xlabel="epoch", ylabel="share of samples", ylim=(0, 1), xlim=(e["epoch"].min(), e["epoch"].max()))
+    a.set(xlabel="epoch", ylabel="share of samples", ylim=(0, 1))
+    if e["epoch"].max() > e["epoch"].min():
+        a.set_xlim(e["epoch"].min(), e["epoch"].max())
     a.legend(loc="lower left", frameon=True, fontsize=6)
     b.plot(e["epoch"], e["entropy_bits"], "o-", ms=2.5, color="#6a3d9a")
     b.set(xlabel="epoch", ylabel="spatial entropy H (bits)")
@@ -178,7 +187,8 @@ def speed(d: RunData, out: Path) -> Written:
 
 
 def tpr_accuracy(d: RunData, out: Path) -> Written:
-    e = require(d.epoch, ["epoch", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "train_accuracy", "test_accuracy"], "epoch.parquet")
+    e = require(d.epoch, ["epoch", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "train_accuracy", "test_accuracy"],
+                "epoch.parquet")
     fig, (a, b) = plt.subplots(1, 2, figsize=(6.2, 2.3))
     a.plot(e["epoch"], e["tpr_at_fpr_0.01"], "o-", ms=2.5, color="#d62728", label="1% FPR")
     a.plot(e["epoch"], e["tpr_at_fpr_0.001"], "s--", ms=2.5, color="#9467bd", label="0.1% FPR")
@@ -205,7 +215,8 @@ def difficulty(d: RunData, out: Path, max_points: int = 20000) -> Written:
         b.plot(g["decile"], g["mean_final_advantage"], "o-", ms=2.5, label=str(name).replace("_", " "))
     b.set(xlabel="difficulty decile", ylabel="mean final A$_i$", xticks=range(1, 11))
     b.legend(frameon=False, fontsize=6)
-    return save(fig, out, "difficulty", f"Final advantage against {m.replace('_', ' ')}, and its mean per difficulty decile.")
+    return save(fig, out, "difficulty",
+                f"Final advantage against {m.replace('_', ' ')}, and its mean per difficulty decile.")
 
 
 def early(d: RunData, out: Path) -> Written:

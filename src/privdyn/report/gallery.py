@@ -86,7 +86,8 @@ def sparkline(adv: np.ndarray, high: float, width: int = 150, height: int = 44) 
     yh = height - 2 - (high - lo) / (hi - lo) * (height - 4)
     pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
     return (f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
-            f'<line x1="0" x2="{width}" y1="{yh:.1f}" y2="{yh:.1f}" stroke="#d62728" stroke-dasharray="3,2" stroke-width="1"/>'
+            f'<line x1="0" x2="{width}" y1="{yh:.1f}" y2="{yh:.1f}" stroke="#d62728" stroke-dasharray="3,2"'
+            ' stroke-width="1"/>'
             f'<polyline fill="none" stroke="#333" stroke-width="1.5" points="{pts}"/></svg>')
 
 

@@ -18,7 +18,15 @@ from privdyn.report import figures, interactive
 from privdyn.report.common import DIFFICULTY, SPEED, TIMING, top_samples
 from privdyn.report.data import RunData, load_run_data
 from privdyn.report.gallery import gallery
-from privdyn.report.page import Cell, document, figure_gallery, fmt, kv_table, section, sortable_table
+from privdyn.report.page import (
+    Cell,
+    document,
+    figure_gallery,
+    fmt,
+    kv_table,
+    section,
+    sortable_table,
+)
 from privdyn.report.panels import Panel, build
 from privdyn.store import atomic
 from privdyn.store.rundir import RunDir
@@ -131,7 +139,8 @@ def panels(d: RunData, max_points: int, max_frames: int) -> dict[str, list[Panel
         "model": [P("tpr-accuracy", "Attack success at low FPR and accuracy", lambda: interactive.tpr_and_accuracy(d))],
         "difficulty": [P("difficulty-scatter", "Difficulty against vulnerability",
                          lambda: interactive.difficulty_scatter(d, max_points, seed)),
-                       P("difficulty-deciles", "Vulnerability by difficulty decile", lambda: interactive.difficulty_deciles(d)),
+                       P("difficulty-deciles", "Vulnerability by difficulty decile",
+                         lambda: interactive.difficulty_deciles(d)),
                        P("spearman", "Spearman correlations", lambda: interactive.spearman_table(d))],
         "early": [P("early", "Early determination", lambda: interactive.early_determination(d))],
         "table": [top_table(d)],

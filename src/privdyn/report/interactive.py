@@ -16,10 +16,18 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from privdyn.analysis.population import STATE_NAMES
-from privdyn.report.common import (DIFFICULTY, SPEED, STATE_COLOURS, TIMING, display_subset, frame_indices,
-                                   plane_jitter, top_samples)
+from privdyn.report.common import (
+    DIFFICULTY,
+    SPEED,
+    STATE_COLOURS,
+    TIMING,
+    display_subset,
+    frame_indices,
+    plane_jitter,
+    top_samples,
+)
 from privdyn.report.data import RunData
-from privdyn.report.panels import Missing, Panel, present, require, require_keys
+from privdyn.report.panels import Missing, Panel, present, require
 
 TEMPLATE = "plotly_white"
 F4 = np.float32
@@ -109,7 +117,8 @@ def plane_by_state(d: RunData, max_points: int, max_frames: int, seed: int) -> P
 
     fig = go.Figure(traces(int(frames[-1])))
     fig.data[0].update(mode="markers", text=[f"sample {i}" for i in idx], showlegend=False,
-                       marker=dict(colorscale=scale, cmin=-0.5, cmax=n_states - 0.5, size=5, opacity=0.6, line=dict(width=0)),
+                       marker=dict(colorscale=scale, cmin=-0.5, cmax=n_states - 0.5, size=5, opacity=0.6,
+                                   line=dict(width=0)),
                        hovertemplate=_point_hover(d))
     for k, name in enumerate(STATE_NAMES):
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name, hoverinfo="skip",
@@ -196,7 +205,8 @@ def com_path(d: RunData) -> Panel:
     fig = go.Figure(go.Scatter(
         x=x, y=y, mode="lines+markers", line=dict(color="#888", width=1.5),
         marker=dict(color=e["epoch"], colorscale="Viridis", size=8, colorbar=dict(title="epoch")),
-        customdata=e["epoch"], hovertemplate="epoch %{customdata}<br>mean FPR_i %{x:.2f}%<br>mean TPR_i %{y:.2f}%<extra></extra>"))
+        customdata=e["epoch"],
+        hovertemplate="epoch %{customdata}<br>mean FPR_i %{x:.2f}%<br>mean TPR_i %{y:.2f}%<extra></extra>"))
     fig.update_layout(template=TEMPLATE, height=420, margin=dict(l=60, r=20, t=30, b=40),
                       xaxis_title="mean FPR_i (%)", yaxis_title="mean TPR_i (%)")
     caption = "The centre of mass c(t) = mean_i (FPR_i, TPR_i) over the checkpoints."
@@ -252,7 +262,8 @@ def transitions(d: RunData) -> Panel:
     fig.frames = [go.Frame(data=[go.Heatmap(z=m)], name=e) for e, m in zip(steps, mats, strict=True)]
     still = dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))
     fig.update_layout(template=TEMPLATE, height=460, margin=dict(l=70, r=20, t=30, b=40),
-                      xaxis=dict(title="state at the next checkpoint"), yaxis=dict(title="state at epoch", autorange="reversed"),
+                      xaxis=dict(title="state at the next checkpoint"),
+                      yaxis=dict(title="state at epoch", autorange="reversed"),
                       sliders=[dict(active=len(steps) - 1, currentvalue=dict(prefix="from epoch "), pad=dict(t=40),
                                     steps=[dict(label=e, method="animate", args=[[e], still]) for e in steps])])
     caption = ("P_ab(t): the share of samples in state a at a checkpoint (rows) that are in state b at the next "
@@ -268,8 +279,8 @@ def p_to_high(d: RunData) -> Panel:
                       yaxis=dict(title="P(non-high -> high)", tickformat=".1%", rangemode="tozero"))
     caption = "The share of samples not in the high state at a checkpoint that are high at the next one."
     if d.summary.get("peak_p_to_high") is not None:
-        caption += (f" Peak {d.summary['peak_p_to_high']:.2%}"
-                    + (f" (from epoch {d.summary['peak_p_to_high_epoch']})." if d.summary.get("peak_p_to_high_epoch") else "."))
+        at = d.summary.get("peak_p_to_high_epoch")
+        caption += f" Peak {d.summary['peak_p_to_high']:.2%}" + (f" (from epoch {at})." if at is not None else ".")
     return Panel("p-to-high", "Rate of becoming vulnerable", caption, figure=fig)
 
 
@@ -284,7 +295,8 @@ def tpr_and_accuracy(d: RunData) -> Panel:
         if col in e.columns:
             fig.add_trace(go.Scatter(x=e["epoch"], y=e[col], name=name, mode="lines+markers",
                                      line=dict(color=colour, dash=dash), marker=dict(size=4)), row=1, col=1)
-    for col, name, colour in (("train_accuracy", "train accuracy", "#2ca02c"), ("test_accuracy", "test accuracy", "#1f77b4")):
+    for col, name, colour in (("train_accuracy", "train accuracy", "#2ca02c"),
+                              ("test_accuracy", "test accuracy", "#1f77b4")):
         fig.add_trace(go.Scatter(x=e["epoch"], y=e[col], name=name, mode="lines", line=dict(color=colour)), row=2, col=1)
     if "auc" in e.columns:
         fig.add_trace(go.Scatter(x=e["epoch"], y=e["auc"], name="attack AUC", mode="lines",
@@ -339,7 +351,8 @@ def _histogram_panel(d: RunData, key: str, title: str, columns: dict[str, str], 
 
 
 def encoding_speed(d: RunData) -> Panel:
-    caption = "Membership encoding speed per sample: the length of its path on the plane per epoch, and the net change of its advantage per epoch."
+    caption = ("Membership encoding speed per sample: the length of its path on the plane per epoch, and the net "
+               "change of its advantage per epoch.")
     if {"encoding_speed_mean", "encoding_speed_median"} <= d.summary.keys():
         caption += (f" Population mean {d.summary['encoding_speed_mean']:.4g}, median "
                     f"{d.summary['encoding_speed_median']:.4g} plane units per epoch.")
@@ -368,7 +381,8 @@ def difficulty_scatter(d: RunData, max_points: int, seed: int) -> Panel:
         x = d.sample[m].to_numpy(np.float64)[idx].astype(F4)
         fig.add_trace(go.Scatter(x=x, y=adv + jy, mode="markers", name=m, visible=j == 0, showlegend=False,
                                  marker=dict(size=4, opacity=0.45, color="#4c72b0", line=dict(width=0)),
-                                 customdata=idx.astype(np.int32), hovertemplate="sample %{customdata}<br>%{x:.3g}, A_i %{y:.2f}<extra></extra>"))
+                                 customdata=idx.astype(np.int32),
+                                 hovertemplate="sample %{customdata}<br>%{x:.3g}, A_i %{y:.2f}<extra></extra>"))
     fig.update_layout(template=TEMPLATE, height=440, margin=dict(l=60, r=20, t=60, b=40),
                       xaxis_title=measures[0].replace("_", " "), yaxis_title="final advantage A_i",
                       updatemenus=[dict(x=0, xanchor="left", y=1.12, yanchor="bottom", buttons=[
@@ -384,7 +398,8 @@ def difficulty_deciles(d: RunData) -> Panel:
     dec = require(d.table("difficulty_deciles"), ["measure", "decile", "mean_final_advantage"], "difficulty_deciles.parquet")
     fig = go.Figure()
     for m, g in dec.groupby("measure", sort=False):
-        fig.add_trace(go.Scatter(x=g["decile"], y=g["mean_final_advantage"], mode="lines+markers", name=str(m).replace("_", " "),
+        fig.add_trace(go.Scatter(x=g["decile"], y=g["mean_final_advantage"], mode="lines+markers",
+                                 name=str(m).replace("_", " "),
                                  hovertemplate=f"{m}<br>decile %{{x}}: mean A_i %{{y:.3f}}<extra></extra>"))
     fig.update_layout(template=TEMPLATE, height=440, margin=dict(l=60, r=20, t=30, b=40),
                       xaxis=dict(title="difficulty decile (1 = lowest value of the measure)", dtick=1),

@@ -40,12 +40,6 @@ def require(df: pd.DataFrame | None, columns: Iterable[str], where: str) -> pd.D
     return df
 
 
-def require_keys(summary: dict[str, Any], keys: Iterable[str]) -> None:
-    absent = [k for k in keys if k not in summary]
-    if absent:
-        raise Missing(f"summary.json has no {', '.join(absent)}")
-
-
 def present(df: pd.DataFrame, names: Iterable[str]) -> list[str]:
     """The names that are columns of ``df`` with at least one finite value."""
     return [c for c in names if c in df.columns and np.isfinite(pd.to_numeric(df[c], errors="coerce")).any()]
