@@ -36,7 +36,7 @@ def pool_inputs(d: RunData) -> tuple[np.ndarray, str]:
     if d.labels is None:
         raise Missing("the run has no labels.npy to check the reloaded dataset against")
     try:
-        ds = load_dataset(c.name, c.n_pool, c.n_test, d.config.seed, c.options)
+        ds = load_dataset(c.name, c.n_pool, c.n_test, d.config.seed, c.options, root=c.root)
     except PrivdynError as e:
         raise Missing(f"the dataset could not be reloaded: {e}") from None
     if ds.kind not in ("image", "sequence"):
