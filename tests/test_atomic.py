@@ -32,3 +32,12 @@ def test_npz_round_trip_without_pickle(tmp_path):
 def test_object_arrays_are_refused(tmp_path):
     with pytest.raises(ValueError):
         atomic.save_npy(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object))
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    atomic.write_text(tmp_path / "r.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "r.txt").stat().st_mode & 0o777 == 0o666 & ~mask

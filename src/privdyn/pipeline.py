@@ -60,11 +60,17 @@ def score(cfg: RunConfig, run: RunDir, attacks: list[str] | None = None, progres
     digest = cfg.section_hash(*SCORE_SECTIONS)
     if attacks is None and run.stage_done("score", digest):
         return
-    run.mark_stage("score", "running", digest)
+    names = attacks or cfg.attacks
+    # Only a pass that covers every configured attack completes the stage; scoring a subset
+    # (or extra attacks) must not make a later `run` skip the configured ones.
+    complete = set(cfg.attacks) <= set(names)
+    if complete:
+        run.mark_stage("score", "running", digest)
     with _progress(progress) as p:
-        for a in attacks or cfg.attacks:
+        for a in names:
             score_attack(cfg, run, a, p)
-    run.mark_stage("score", "done", digest)
+    if complete:
+        run.mark_stage("score", "done", digest)
 
 
 def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | None = None) -> dict:
