@@ -20,16 +20,16 @@ from privdyn.config import TRAIN_SECTIONS, config_from_dict
 from privdyn.store.rundir import RunDir
 from privdyn.training.signals import SIGNALS
 
-#: 2 groups x 8 epochs, a checkpoint every epoch; slow enough (38 steps an epoch) to be killed mid-way.
+#: 2 groups x 12 epochs, a checkpoint every epoch; slow enough (38 steps an epoch) to be killed mid-way.
 CONFIG = {
     "name": "resume", "seed": 5,
     "dataset": {"name": "synthetic", "n_pool": 600, "n_test": 100, "options": {"dim": 8, "classes": 3}},
     "model": {"arch": "mlp", "width": 32, "depth": 1, "norm": "none"},
-    "training": {"n_models": 4, "epochs": 8, "batch_size": 8, "group_size": 2,
+    "training": {"n_models": 4, "epochs": 12, "batch_size": 8, "group_size": 2,
                  "optimizer": {"name": "sgd", "lr": 0.05}},
     "attacks": ["lira_online"], "analysis": {"grid": 2},
 }
-G, E, T = 2, 8, 8
+G, E, T = 2, 12, 12
 
 
 @pytest.fixture(autouse=True)
