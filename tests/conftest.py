@@ -1,20 +1,29 @@
-import os
+import copy
 
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Tests train tiny models: one thread is fastest for them, and on a shared, busy 2-core machine
+# two threads per process make everything much slower.
+torch.set_num_threads(1)
+
+TINY_CONFIG = {
+    "name": "tiny", "seed": 3,
+    "dataset": {"name": "synthetic", "n_pool": 200, "n_test": 100,
+                "options": {"dim": 8, "classes": 3, "difficulty": 0.6, "label_noise": 0.1}},
+    "model": {"arch": "mlp", "width": 32, "depth": 1, "norm": "none"},
+    "training": {"n_models": 8, "epochs": 4, "batch_size": 32, "group_size": 4,
+                 "optimizer": {"name": "sgd", "lr": 0.1}},
+    "analysis": {"grid": 4},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_config_source():
+    """A factory of fresh copies of a config that trains and analyses in a few seconds."""
+    return lambda: copy.deepcopy(TINY_CONFIG)
 
 
 @pytest.fixture
-def tiny_config_dict():
-    """A config that trains and analyses in a few seconds on 2 cores."""
-    return {
-        "name": "tiny", "seed": 3,
-        "dataset": {"name": "synthetic", "n_pool": 200, "n_test": 100,
-                    "options": {"dim": 8, "classes": 3, "difficulty": 0.6, "label_noise": 0.1}},
-        "model": {"arch": "mlp", "width": 32, "depth": 1, "norm": "none"},
-        "training": {"n_models": 8, "epochs": 4, "batch_size": 32, "group_size": 4,
-                     "optimizer": {"name": "sgd", "lr": 0.1}},
-        "analysis": {"grid": 4},
-    }
+def tiny_config_dict(tiny_config_source):
+    return tiny_config_source()

@@ -77,7 +77,7 @@ def test_every_attack_through_pipeline_and_cli(tiny_config_dict, tmp_path):
         assert ba.shape == (4,) and ((ba >= 0.5) & (ba <= 1)).all(), name
         for a in ("0.001", "0.01"):
             ci, point = np.array(entry[f"tpr_at_fpr_{a}_ci"]), np.array(entry[f"tpr_at_fpr_{a}"])
-            assert ci.shape == (4, 2) and (ci[:, 0] <= ci[:, 1]).all(), name
+            assert ci.shape == (4, 2) and point.shape == (4,) and (ci[:, 0] <= ci[:, 1]).all(), name
             assert entry["final"][f"tpr_at_fpr_{a}_ci"] == ci[-1].tolist()
     import pandas as pd
 

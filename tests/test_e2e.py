@@ -14,17 +14,8 @@ from privdyn.pipeline import run_all
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-
-    data = {
-        "name": "tiny", "seed": 3,
-        "dataset": {"name": "synthetic", "n_pool": 200, "n_test": 100,
-                    "options": {"dim": 8, "classes": 3, "difficulty": 0.6, "label_noise": 0.1}},
-        "model": {"arch": "mlp", "width": 32, "depth": 1, "norm": "none"},
-        "training": {"n_models": 8, "epochs": 4, "batch_size": 32, "group_size": 4,
-                     "optimizer": {"name": "sgd", "lr": 0.1}},
-        "analysis": {"grid": 4},
-    }
+def tiny_run(tmp_path_factory, tiny_config_source):
+    data = tiny_config_source()
     out = tmp_path_factory.mktemp("runs") / "tiny"
     run, index = run_all(config_from_dict(data), out, progress=False)
     return out, index

@@ -9,14 +9,6 @@ from privdyn.models import MODELS, build_model
 from privdyn.training.ensemble import EnsembleGroup, model_seed
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models train fastest on one thread, and a shared, busy machine makes two much slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 SMALL = {"mlp": {"width": 16}, "cnn": {"width": 4, "depth": 2}, "resnet18": {"width": 4},
          "wrn": {"width": 1, "depth": 10}}
 

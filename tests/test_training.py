@@ -22,15 +22,6 @@ from privdyn.training.schedules import lr_schedule
 from privdyn.training.trainer import StackedTrainer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models train fastest on one thread, and a shared, busy machine makes two much slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ----- schedules -----------------------------------------------------------------------------
 def test_cosine_known_values():
     lr_at = lr_schedule("cosine", 0.4, steps_per_epoch=10, epochs=5)

@@ -19,15 +19,6 @@ from privdyn.training.signals import SIGNALS, signals_from_logits
 from privdyn.training.weights import load_weights, save_weights, weights_path
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models train fastest on one thread, and a shared, busy machine makes two much slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def base(**over):
     """A tiny image config (digits, 8x8, one channel); ``over`` merges into its sections."""
     data = {"name": "t", "seed": 4,
