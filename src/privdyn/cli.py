@@ -35,8 +35,6 @@ def _open(run_dir: Path, overrides: list[str] | None = None):
     from privdyn.config import apply_overrides, config_from_dict
     from privdyn.store.rundir import RunDir
 
-    import yaml
-
     run = RunDir(run_dir)
     cfg = run.load_config()
     if overrides:
