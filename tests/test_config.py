@@ -46,3 +46,4 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
 def test_checkpoint_every_k_always_ends_at_last_epoch():
     cfg = config_from_dict({"training": {"epochs": 10}, "checkpoints": {"every": 3}})
     assert cfg.checkpoint_epochs() == [3, 6, 9, 10]
+

@@ -14,15 +14,18 @@ def load_mnist1d(n_pool: int | None, n_test: int | None, seed: int, options: dic
     n_pool = n_pool or 8000
     n_test = n_test or 2000
     args = get_dataset_args()
-    args.num_samples = n_pool + n_test
-    args.train_split = n_pool / (n_pool + n_test)
+    # make_dataset draws whole rounds of the 10 classes and splits by a rounded fraction, so ask
+    # for a few more samples than needed and split here: the pool and test sizes are then exact.
+    args.num_samples = n_pool + n_test + 10
+    args.train_split = 1.0
     args.seed = int(options.get("seed", 42))
     d = make_dataset(args)
-    x_pool, x_test = standardise(np.asarray(d["x"], np.float32), np.asarray(d["x_test"], np.float32), None)
+    x, y = np.asarray(d["x"], np.float32), np.asarray(d["y"], np.int64)
+    x_pool, x_test = standardise(x[:n_pool], x[n_pool:n_pool + n_test], None)
     return Dataset(
         name="mnist1d", kind="sequence",
-        x_pool=x_pool[:, None, :], y_pool=np.asarray(d["y"], np.int64),
-        x_test=x_test[:, None, :], y_test=np.asarray(d["y_test"], np.int64), num_classes=10,
+        x_pool=x_pool[:, None, :], y_pool=y[:n_pool],
+        x_test=x_test[:, None, :], y_test=y[n_pool:n_pool + n_test], num_classes=10,
     )
 
 
