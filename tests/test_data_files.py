@@ -209,6 +209,11 @@ def test_truncated_gzip_and_mismatched_labels(tmp_path):
     (tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_file(d["y_test"][:-1])))
     with pytest.raises(PrivdynError, match="do not belong together"):
         load_dataset("mnist", root=str(tmp_path))
+    bad = d["y_test"].copy()
+    bad[3] = 10
+    (tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_file(bad)))
+    with pytest.raises(PrivdynError, match="labels 0..10; these datasets have classes 0-9"):
+        load_dataset("mnist", root=str(tmp_path))
 
 
 def test_missing_files_name_every_place_and_what_to_get(tmp_path, monkeypatch):

@@ -50,8 +50,8 @@ def read_split(folder: Path, images: str, labels: str) -> tuple[np.ndarray, np.n
     if y.ndim != 1 or len(y) != len(x):
         raise PrivdynError(f"{lpath} holds shape {y.shape}, not one label for each of the {len(x)} images "
                            f"in {ipath}; the two files do not belong together.")
-    if len(y) and int(y.max()) > 9:
-        raise PrivdynError(f"{lpath} has label {int(y.max())}; these datasets have classes 0-9.")
+    if len(y) and not 0 <= int(y.min()) <= int(y.max()) <= 9:
+        raise PrivdynError(f"{lpath} has labels {int(y.min())}..{int(y.max())}; these datasets have classes 0-9.")
     return x[:, None], y.astype(np.int64)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -25,7 +26,7 @@ class DatasetEntry:
     where: str = "built in (no download)"
     location: Location | None = None
 
-    def status(self, root: str | None = None) -> str:
+    def status(self, root: str | Path | None = None) -> str:
         """Whether its files are found under the data root (`privdyn datasets`)."""
         return "ready" if self.location is None else self.location.status(data_root(root))
 

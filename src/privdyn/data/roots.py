@@ -86,8 +86,8 @@ class Location:
                    if unpacked else "")
         raise PrivdynError(
             f"Dataset {self.dataset!r}: no usable files. Looked at: {', '.join(looked)}.{extract} "
-            f"Get {self.get}, and put them at {first}; or point privdyn at them with dataset.root, "
-            f"--data-root or ${ENV_VAR} (the data root, now {root}), or dataset.options.path."
+            f"Get {self.get}; the first place looked at is {first}. Or point privdyn at the files with "
+            f"--data-root, dataset.root or ${ENV_VAR} (the data root, now {root}), or dataset.options.path."
         )
 
     def status(self, root: Path, options: dict | None = None) -> str:
