@@ -87,3 +87,5 @@ def test_cli_run_and_user_errors(tmp_path):
     assert bad.returncode == 2 and "must be even" in bad.stderr and "Traceback" not in bad.stderr
     missing = subprocess.run([*cmd, "analyze", str(tmp_path / "nothing")], capture_output=True, text=True)
     assert missing.returncode == 2 and "not a privdyn run directory" in missing.stderr
+    usage = subprocess.run([*cmd, "run", "--bogus"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "No such option" in usage.stderr and "Traceback" not in usage.stderr
