@@ -353,7 +353,7 @@ def _histogram_panel(d: RunData, key: str, title: str, columns: dict[str, str], 
 def encoding_speed(d: RunData) -> Panel:
     caption = ("Membership encoding speed per sample: the length of its path on the plane per epoch, and the net "
                "change of its advantage per epoch.")
-    if {"encoding_speed_mean", "encoding_speed_median"} <= d.summary.keys():
+    if all(d.summary.get(k) is not None for k in ("encoding_speed_mean", "encoding_speed_median")):
         caption += (f" Population mean {d.summary['encoding_speed_mean']:.4g}, median "
                     f"{d.summary['encoding_speed_median']:.4g} plane units per epoch.")
     return _histogram_panel(d, "speed", "Membership encoding speed", SPEED, caption)
