@@ -391,3 +391,17 @@ def test_cli_reports_failed_points_with_a_nonzero_exit(tmp_path):
     invalid = subprocess.run([*CLI, "sweep", str(sweep_file), "--dry-run"], capture_output=True, text=True, timeout=60)
     assert invalid.returncode == 2 and "point n_models-5" in invalid.stderr and "must be even" in invalid.stderr
     assert "Traceback" not in invalid.stderr
+
+
+@pytest.mark.parametrize("name,n_points", [("tiny", 8), ("dataset_complexity", 15), ("architecture", 18),
+                                           ("optimizer", 12), ("gpu_paper_scale", 2)])
+def test_shipped_sweeps_are_valid(name, n_points):
+    sw = load_sweep(TINY.parent / f"{name}.yaml", data_root="/data")
+    assert len(sw.points) == n_points and len({p.slug for p in sw.points}) == n_points
+    cfgs = [p.config for p in sw.points]
+    if name == "gpu_paper_scale":
+        assert all(c.training.device == "cuda" and c.training.n_models == 64 and c.dataset.name == "cifar10"
+                   and (c.model.arch, c.model.depth, c.model.width) == ("wrn", 28, 2) for c in cfgs)
+    elif name != "tiny":
+        assert all(c.training.n_models == 16 and c.dataset.root == str(Path("/data").resolve()) for c in cfgs)
+        assert sorted({c.seed for c in cfgs}) == [0, 1, 2]
