@@ -89,3 +89,22 @@ def test_cli_run_and_user_errors(tmp_path):
     assert missing.returncode == 2 and "not a privdyn run directory" in missing.stderr
     usage = subprocess.run([*cmd, "run", "--bogus"], capture_output=True, text=True)
     assert usage.returncode == 2 and "No such option" in usage.stderr and "Traceback" not in usage.stderr
+
+
+def test_analyze_stage_reads_training_measures_once_for_all_attacks(tiny_run, monkeypatch):
+    from privdyn import pipeline
+    from privdyn.analysis import stage
+    from privdyn.store.rundir import RunDir
+
+    out, _ = tiny_run
+    cfg = privdyn.open_run(out).config
+    cfg = cfg.model_copy(update={"analysis": cfg.analysis.model_copy(update={"rule": "fpr:0.05"})})
+    rd = RunDir(out)
+    alone = stage.analyze(cfg, rd, "lira_online", "fpr:0.05")  # computes its own measures
+    calls = []
+    real = stage.training_measures
+    monkeypatch.setattr(stage, "training_measures", lambda *a: calls.append(1) or real(*a))
+    summary = pipeline.analyze(cfg, rd)
+    assert len(calls) == 1 and len(cfg.attacks) == 3
+    shared = summary["attacks"]["lira_online"]
+    assert json.dumps(shared, sort_keys=True) == json.dumps(alone, sort_keys=True)

@@ -75,7 +75,7 @@ def score(cfg: RunConfig, run: RunDir, attacks: list[str] | None = None, progres
 
 def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | None = None) -> dict:
     from privdyn.analysis.stage import analyze as analyze_one
-    from privdyn.analysis.stage import write_summary
+    from privdyn.analysis.stage import training_measures, write_summary
 
     digest = cfg.section_hash(*ANALYZE_SECTIONS)
     if attack is None and rule is None and run.stage_done("analyze", digest):
@@ -83,7 +83,10 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | 
     if attack is not None or rule is not None:
         return analyze_one(cfg, run, attack or cfg.default_attack(), rule or cfg.analysis.rule)
     run.mark_stage("analyze", "running", digest)
-    per_attack = {a: analyze_one(cfg, run, a, cfg.analysis.rule) for a in cfg.attacks}
+    membership = run.load_array(run.path / "membership.npy", "membership", mmap=False)
+    epochs = run.load_array(run.path / "epochs.npy", "checkpoint epochs", mmap=False)
+    measures = training_measures(cfg, run, membership, epochs)  # shared by every attack
+    per_attack = {a: analyze_one(cfg, run, a, cfg.analysis.rule, measures) for a in cfg.attacks}
     summary = write_summary(cfg, run, per_attack)
     run.mark_stage("analyze", "done", digest)
     return summary

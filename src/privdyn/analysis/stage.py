@@ -7,6 +7,7 @@ Reads the score and signal arrays of a run, writes Parquet tables and a ``plane.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,8 +47,27 @@ def difficulty_signals(cfg: RunConfig, run: RunDir) -> dict[str, np.ndarray | No
     return out
 
 
-def dynamics_results(cfg: RunConfig, run: RunDir, plane: dict[str, np.ndarray], st: np.ndarray,
-                     epochs: np.ndarray, membership: np.ndarray) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TrainingMeasures:
+    """What the analysis reads from the trained signals alone: the same for every attack and
+    rule, so a stage that analyses several attacks computes it once."""
+
+    metrics: dict[str, np.ndarray]      # per checkpoint and model: train/test accuracy and loss
+    difficulty: dict[str, np.ndarray]   # per sample: the learning-difficulty measures
+    has_el2n: bool                      # False for runs trained before el2n was stored
+
+
+def training_measures(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: np.ndarray) -> TrainingMeasures:
+    sig = difficulty_signals(cfg, run)
+    k_early = difficulty.early_index(epochs, cfg.analysis.el2n_fraction)
+    return TrainingMeasures(
+        model_metrics(run, membership),
+        difficulty.difficulty_measures(sig["correct"], sig["loss"], sig["el2n"], membership, k_early),
+        sig["el2n"] is not None)
+
+
+def dynamics_results(cfg: RunConfig, plane: dict[str, np.ndarray], st: np.ndarray,
+                     epochs: np.ndarray, tm: TrainingMeasures) -> dict[str, Any]:
     """Speed, transitions, time to high, clusters, difficulty and early determination.
 
     Returns the extra per-sample and per-epoch columns (``sample``, ``epoch``), the tables
@@ -55,6 +75,8 @@ def dynamics_results(cfg: RunConfig, run: RunDir, plane: dict[str, np.ndarray], 
     ``summary`` entries.
     """
     ac = cfg.analysis
+    measures = tm.difficulty
+    k_early = difficulty.early_index(epochs, ac.el2n_fraction)
     adv, high_final = plane["adv"], st[-1] == dynamics.HIGH
     speed, net = dynamics.encoding_speed(plane["fpr"], plane["tpr"], epochs)
     counts = dynamics.transition_counts(st)
@@ -62,9 +84,6 @@ def dynamics_results(cfg: RunConfig, run: RunDir, plane: dict[str, np.ndarray], 
     first_high, settled = dynamics.time_to_high(st, epochs)
     clus = clusters.cluster_trajectories(adv, ac.n_clusters, cfg.seed, ac.silhouette_sample)
     clus_table = clusters.describe_clusters(clus.labels, adv, first_high, epochs, ac.states)
-    sig = difficulty_signals(cfg, run)
-    k_early = difficulty.early_index(epochs, ac.el2n_fraction)
-    measures = difficulty.difficulty_measures(sig["correct"], sig["loss"], sig["el2n"], membership, k_early)
     spearman = difficulty.spearman_table(measures, {"final_advantage": adv[-1], "final_auc": plane["auc"][-1]},
                                          ac.n_bootstrap, cfg.seed)
     deciles = difficulty.decile_table(measures, adv[-1], plane["auc"][-1], high_final)
@@ -97,7 +116,7 @@ def dynamics_results(cfg: RunConfig, run: RunDir, plane: dict[str, np.ndarray], 
             m: {r.target: {"rho": _num(r.rho), "ci_low": _num(r.ci_low), "ci_high": _num(r.ci_high)}
                 for r in spearman[spearman.measure == m].itertuples()}
             | ({"note": "signal el2n not stored: retrain with this privdyn version"}
-               if m == "early_el2n" and sig["el2n"] is None else {})
+               if m == "early_el2n" and not tm.has_el2n else {})
             for m in difficulty.MEASURES},
     }
     return {
@@ -116,8 +135,12 @@ def dynamics_results(cfg: RunConfig, run: RunDir, plane: dict[str, np.ndarray], 
     }
 
 
-def analyze(cfg: RunConfig, run: RunDir, attack: str, rule: str) -> dict[str, Any]:
-    """Analyse one attack under one rule; write its tables and return its summary entries."""
+def analyze(cfg: RunConfig, run: RunDir, attack: str, rule: str,
+            measures: TrainingMeasures | None = None) -> dict[str, Any]:
+    """Analyse one attack under one rule; write its tables and return its summary entries.
+
+    ``measures`` (from :func:`training_measures`) is computed here when not given.
+    """
     membership = run.load_array(run.path / "membership.npy", "membership", mmap=False)
     epochs = run.load_array(run.path / "epochs.npy", "checkpoint epochs", mmap=False)
     scores = run.load_array(run.score_path(attack), f"scores of {attack}")
@@ -127,8 +150,10 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str, rule: str) -> dict[str, An
     com = population.centre_of_mass(plane["fpr"], plane["tpr"])
     disp, path = population.com_displacement_and_path(com)
     entropy = population.spatial_entropy(plane["fpr"], plane["tpr"], cfg.grid_size())
-    metrics = model_metrics(run, membership)
-    dyn = dynamics_results(cfg, run, plane, st, epochs, membership)
+    if measures is None:
+        measures = training_measures(cfg, run, membership, epochs)
+    metrics = measures.metrics
+    dyn = dynamics_results(cfg, plane, st, epochs, measures)
 
     alphas = sorted(set(cfg.analysis.report_alphas) | {0.001, 0.01})
     ml = model_level.checkpoint_metrics(scores, membership, alphas, cfg.analysis.model_bootstrap, cfg.seed)
