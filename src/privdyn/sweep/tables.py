@@ -55,7 +55,7 @@ def recall_at_fraction(recall_curve: Any, epochs: Any, fraction: float = EARLY_F
             or len(recall_curve) != len(epochs):
         return math.nan
     e = np.asarray(epochs, dtype=np.float64)
-    idx = np.flatnonzero(e >= fraction * e[-1] - 1e-9)
+    idx = np.flatnonzero(e >= fraction * e[-1])
     return _num(recall_curve[int(idx[0])]) if len(idx) else math.nan
 
 
