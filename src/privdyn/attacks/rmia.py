@@ -57,6 +57,10 @@ def log_ratios(data: CheckpointData, offline: bool, a: float = 1.0) -> tuple[np.
     return _log_ratio(log_p, log_pr), _log_ratio(log_pt, log_prt)
 
 
+#: Relative tolerance under which two log ratios are treated as equal (see ``_score``).
+RATIO_TIE_TOL = 1e-12
+
+
 def share_below(pop: np.ndarray, values: np.ndarray, n_pop: np.ndarray) -> np.ndarray:
     """Per row m, the share of ``pop[m]`` strictly below each ``values[m, i]``.
 
@@ -76,8 +80,11 @@ def _score(data: CheckpointData, opts: RmiaOptions, offline: bool, a: float) -> 
     if opts.population == "test+pool":
         pop = np.concatenate([lr_z, np.where(data.membership, np.inf, lr_x)], axis=1)
     n_pop = np.isfinite(pop).sum(axis=1)
-    # ratio(x)/ratio(z) > gamma  <=>  log ratio(z) < log ratio(x) - log gamma
-    return share_below(pop, lr_x - np.log(opts.gamma), n_pop)
+    # ratio(x)/ratio(z) > gamma  <=>  log ratio(z) < log ratio(x) - log gamma. Pairs equal up to
+    # float rounding count as ties (not greater): the reference means are sums whose last bits
+    # depend on the order of the models, and a strict test on them would not be order-invariant.
+    cut = lr_x - np.log(opts.gamma)
+    return share_below(pop, cut - RATIO_TIE_TOL * np.maximum(1.0, np.abs(cut)), n_pop)
 
 
 def rmia(data: CheckpointData, opts: RmiaOptions) -> np.ndarray:
