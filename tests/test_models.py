@@ -79,6 +79,7 @@ def test_none_takes_the_arch_default():
     ("resnet18", (1, 8, 8), "batch", {}), ("wrn", (3, 8, 8), "batch", {}), ("wrn", (1, 8, 8), "none", {}),
     # GroupNorm of 2 channels on a 1x1 map is ill-conditioned: wider, so float rounding stays small
     ("resnet18", (3, 8, 8), "group", {"width": 16}), ("mlp", (1, 8, 8), "batch", {}), ("mlp", (6,), "group", {}),
+    ("mlp", (1, 8, 8), "none", {}), ("mlp", (6,), "none", {"depth": 3}),
 ])
 def test_group_forward_and_batchnorm_equal_each_plain_module(arch, shape, norm, kw, mode):
     """A group's train-mode forward, its gradients and its K sets of running statistics equal K
@@ -130,6 +131,17 @@ def test_models_with_other_layers_run_under_vmap():
         torch.testing.assert_close(out[k], group.module(k)(x))
 
 
+@pytest.mark.parametrize("arch,shape,norm,major", [
+    ("mlp", (1, 8, 8), "none", True), ("mlp", (6,), "none", True), ("mlp", (6,), "batch", False),
+    ("mlp", (6,), "group", False), ("cnn", (1, 8, 8), "batch", False), ("wrn", (3, 8, 8), "none", False),
+])
+def test_linear_stacks_run_model_major(arch, shape, norm, major):
+    """MLPs without normalisation keep activations [K, features, B]; every other model folds the
+    K models into channels."""
+    group = EnsembleGroup(lambda: build_model(arch, shape, 4, norm=norm, **SMALL[arch]), [0, 1], 0, torch.device("cpu"))
+    assert group.grouped.model_major is major
+
+
 def test_grouped_linear_equals_a_loop():
     from privdyn.training.grouped import GroupedLinear
 
@@ -141,6 +153,10 @@ def test_grouped_linear_equals_a_loop():
     out = lin(x).view(b, k, d_out)
     for j in range(k):
         torch.testing.assert_close(out[:, j], x[:, j * d_in:(j + 1) * d_in] @ lin.weight[j].T + lin.bias[j])
+    h = torch.randn(k, d_in, b)  # model-major: [K, in, B] -> [K, out, B]
+    out = lin(h)
+    for j in range(k):
+        torch.testing.assert_close(out[j], lin.weight[j] @ h[j] + lin.bias[j][:, None])
 
 
 def test_module_roundtrip_through_the_group():

@@ -202,6 +202,29 @@ def test_optimizers_from_config():
     assert type(make_optimizer(p, OptimizerConfig(name="sam", base="adamw"))) is torch.optim.AdamW
 
 
+@pytest.mark.parametrize("oc", [
+    OptimizerConfig(name="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+    OptimizerConfig(name="sgd", lr=0.1, momentum=0.0, weight_decay=0.0),
+    OptimizerConfig(name="adam", lr=0.01, weight_decay=0.01), OptimizerConfig(name="adamw", lr=0.01, weight_decay=0.1),
+])
+def test_fused_optimizers_equal_the_textbook_updates(oc):
+    """The fused optimizers step exactly like torch's plain for-loop implementations."""
+    torch.manual_seed(0)
+    w0 = torch.randn(4, 5, dtype=torch.float64)
+    a, b = w0.clone().requires_grad_(), w0.clone().requires_grad_()
+    fused = make_optimizer([a], oc)
+    assert fused.defaults["fused"]
+    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[oc.name]
+    kw = {"momentum": oc.momentum, "nesterov": oc.nesterov and oc.momentum > 0} if oc.name == "sgd" else {}
+    plain = cls([b], lr=oc.lr, weight_decay=oc.weight_decay, foreach=False, **kw)
+    for _ in range(4):
+        g = torch.randn(4, 5, dtype=torch.float64)
+        a.grad, b.grad = g.clone(), g.clone()
+        fused.step()
+        plain.step()
+    torch.testing.assert_close(a, b)
+
+
 def test_weight_decay_shrinks_weights_without_gradient():
     w = torch.ones(4, requires_grad=True)
     opt = make_optimizer([w], OptimizerConfig(name="sgd", lr=0.5, momentum=0.0, weight_decay=0.1))

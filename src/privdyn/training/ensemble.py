@@ -82,9 +82,10 @@ class EnsembleGroup:
         buffers = self.buffers if buffers is None else buffers
         if self.grouped is not None:
             self.grouped.train(train)
+            major = self.grouped.model_major
             out = functional_call(self.grouped, (fold_tensors(self.params, self.shapes), fold_tensors(buffers, self.shapes)),
-                                  (fold_input(x, self.k, shared_input),))
-            return unfold_output(out, self.k)
+                                  (fold_input(x, self.k, shared_input, major),))
+            return unfold_output(out, self.k, major)
         self.base.train(train)
         fn = vmap(self._call, in_dims=(0, 0, None if shared_input else 0),
                   randomness="different" if train else "error")
