@@ -212,6 +212,30 @@ def test_comparison_curves_are_each_runs_own(tiny, tmp_path):
         build_comparison([], tmp_path / "x")
 
 
+def test_comparison_groups_share_a_colour_and_a_legend_entry(tiny, tmp_path):
+    """The seeds of one configuration are drawn in one colour with one legend entry; hover names the run."""
+    index = build_comparison([tiny, tiny, tiny], tmp_path / "cmp", groups=["a", "a", "b"])
+    traces = specs(index.read_text())["plot-cmp-tpr"]["data"]
+    assert [t["name"] for t in traces] == ["a", "a", "b"]
+    assert [t["showlegend"] for t in traces] == [True, False, True]
+    colours = [t["line"]["color"] for t in traces]
+    assert colours[0] == colours[1] != colours[2]
+    assert "tiny-digits (tiny) #2" in traces[1]["hovertemplate"]
+    with pytest.raises(PrivdynError, match="one per run"):
+        build_comparison([tiny, tiny], tmp_path / "x", groups=["a"])
+
+
+def test_comparison_com_is_drawn_by_epoch_when_the_rule_fixes_fpr(tiny, tmp_path):
+    """Under an fpr: rule every sample's FPR_i is pinned, so the CoM path would be a vertical line:
+    the panel shows the CoM's TPR against the epoch instead."""
+    e = pd.read_parquet(RunDir(tiny).analysis_dir("lira_online", RULE) / "epoch.parquet")
+    assert np.ptp(e["com_fpr"]) < 1e-9
+    index = build_comparison([tiny], tmp_path / "cmp")
+    (trace,) = specs(index.read_text())["plot-cmp-com"]["data"]
+    assert np.array_equal(decode(trace["x"]), e["epoch"]) and np.allclose(decode(trace["y"]), e["com_tpr"] * 100)
+    assert "FPR_i fixed by the rule" in index.read_text()
+
+
 def test_run_labels_are_distinct(tiny, tmp_path):
     d = load_run_data(tiny)
     assert run_labels([d]) == ["tiny-digits"]

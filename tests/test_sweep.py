@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from privdyn.errors import PrivdynError
 from privdyn.sweep import compare, expand, load_sweep, parse_spec, run_sweep, select_points
+from privdyn.sweep.spec import configuration_name
 from privdyn.sweep.tables import (METRICS, aggregate, comparison_table, metrics_from_summary,
                                   recall_at_fraction, spearman_columns)
 
@@ -167,6 +168,13 @@ def test_base_path_is_relative_to_the_sweep_file_and_data_root_fills_unset_roots
     (tmp_path / "s.yaml").write_text(yaml.safe_dump({"name": "b", "base": "missing.yaml"}))
     with pytest.raises(PrivdynError, match="missing.yaml does not exist"):
         load_sweep(tmp_path / "s.yaml")
+
+
+@pytest.mark.parametrize("slug,name", [("dataset-digits_seed-0", "dataset-digits"), ("mlp_seed-12", "mlp"),
+                                       ("seed-3", "all"), ("width-8_seed--1", "width-8"), ("width-8", "width-8"),
+                                       ("a-b_seed-0_1f2e3d4c", "a-b_seed-0_1f2e3d4c"), ("myseed-1", "myseed-1")])
+def test_configuration_name_drops_only_the_seed(slug, name):
+    assert configuration_name(slug) == name
 
 
 def test_select_points_by_glob():
@@ -357,6 +365,9 @@ def test_cli_sweep_end_to_end_on_tiny(tiny_sweep):
         assert json.loads((out / "runs" / slug / "summary.json").read_text())["name"] == f"tiny-{slug}"
         assert not (out / "runs" / slug / "report").exists()  # run_reports: false
     assert "report:" in proc.stdout and (out / "report" / "index.html").exists()
+    html = (out / "report" / "index.html").read_text()
+    for slug in table["slug"]:  # the two seeds of a configuration are one legend group
+        assert html.count(f'"legendgroup":"{configuration_name(slug)}"') >= 2
 
 
 def test_second_invocation_trains_nothing(tiny_sweep, monkeypatch):

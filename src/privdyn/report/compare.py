@@ -3,7 +3,8 @@
 ``build_comparison(runs, out)`` writes ``out/index.html``: the metric table of every run, the
 final planes side by side, and the key curves of all runs overlaid (epoch on the x axis), plus
 the same as PNG and PDF figures. Each run is read at its own default attack and rule; a curve a
-run lacks is left out for that run and named in the caption.
+run lacks is left out for that run and named in the caption. Runs may come in groups (the seeds
+of one sweep configuration): a group shares one colour and one legend entry.
 """
 
 from __future__ import annotations
@@ -65,6 +66,17 @@ def _com(d: RunData) -> tuple[np.ndarray, np.ndarray] | None:
     return e["com_fpr"].to_numpy() * 100, e["com_tpr"].to_numpy() * 100
 
 
+def _com_tpr(d: RunData) -> tuple[np.ndarray, np.ndarray] | None:
+    e = d.epoch
+    return (e["epoch"].to_numpy(), e["com_tpr"].to_numpy() * 100) if "com_tpr" in e.columns else None
+
+
+def _fpr_is_fixed(d: RunData) -> bool:
+    """Whether the rule pins every sample's FPR_i (``fpr:`` rules), so the CoM moves only in TPR."""
+    xy = _com(d)
+    return xy is None or np.ptp(xy[0]) < 1e-9
+
+
 def _speed(d: RunData) -> tuple[np.ndarray, np.ndarray] | None:
     if "encoding_speed" not in d.sample.columns:
         return None
@@ -81,21 +93,43 @@ CURVES: tuple[tuple[str, str, str, str, Curve], ...] = (
     ("com", "Centre-of-mass path", "mean FPR_i (%)", "mean TPR_i (%)", _com),
     ("entropy", "Spatial entropy", "epoch", "H (bits)", _column("entropy_bits")),
     ("p-to-high", "P(non-high -> high)", "epoch", "probability", _column("p_to_high")),
-    ("recall", "Early determination: recall of the final vulnerable set", "epoch", "recall", _column("recall")),
-    ("speed", "Encoding speed distribution", "path speed v_i", "share of samples", _speed),
+    ("recall", "Recall of the final vulnerable set", "epoch", "recall", _column("recall")),
+    ("speed", "Encoding speed", "path speed v_i", "share of samples", _speed),
 )
 
+#: The CoM curve when every run's rule pins FPR_i: the path would be a vertical line.
+COM_BY_EPOCH = ("com", "Centre of mass: mean TPR_i (FPR_i fixed by the rule)", "epoch", "mean TPR_i (%)", _com_tpr)
 
-def curve_panel(data: list[RunData], labels: list[str], key: str, title: str, xlabel: str, ylabel: str,
-                get: Curve) -> Panel:
+
+def curves_for(data: list[RunData]) -> tuple[tuple[str, str, str, str, Curve], ...]:
+    """The curves to draw: the CoM path, or the CoM's TPR by epoch when no run's FPR_i can move."""
+    if all(_fpr_is_fixed(d) for d in data):
+        return tuple(COM_BY_EPOCH if c[0] == "com" else c for c in CURVES)
+    return CURVES
+
+
+def group_colours(groups: list[str]) -> dict[str, str]:
+    """One colour per group, in order of first appearance (tab10, or tab20 beyond ten groups)."""
+    names = list(dict.fromkeys(groups))
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    return {g: matplotlib.colors.to_hex(cmap(i % cmap.N)) for i, g in enumerate(names)}
+
+
+def curve_panel(data: list[RunData], labels: list[str], groups: list[str], key: str, title: str, xlabel: str,
+                ylabel: str, get: Curve) -> Panel:
+    """One curve per run; the runs of a group share a colour and a legend entry (hover names the run)."""
     fig = go.Figure()
-    lacking = []
-    for d, label in zip(data, labels, strict=True):
+    lacking, shown = [], set()
+    colours = group_colours(groups)
+    for d, label, group in zip(data, labels, groups, strict=True):
         xy = get(d)
         if xy is None:
             lacking.append(label)
             continue
-        fig.add_trace(go.Scatter(x=xy[0], y=xy[1].astype(F4), mode="lines+markers", name=label, marker=dict(size=4)))
+        fig.add_trace(go.Scatter(x=xy[0], y=xy[1].astype(F4), mode="lines+markers", name=group, legendgroup=group,
+                                 showlegend=group not in shown, line=dict(color=colours[group], width=1.5),
+                                 marker=dict(size=4), hovertemplate=f"{label}<br>%{{x}}, %{{y}}<extra></extra>"))
+        shown.add(group)
     if not fig.data:
         raise Missing("no run has this analysis")
     fig.update_layout(template=TEMPLATE, height=400, margin=dict(l=60, r=20, t=30, b=40), xaxis_title=xlabel,
@@ -156,9 +190,9 @@ def metric_table(data: list[RunData], labels: list[str]) -> Panel:
                  caption="The headline numbers of every run at its last checkpoint (click a header to sort).")
 
 
-def static_curves(data: list[RunData], labels: list[str], out: Path) -> list[figures.Written]:
-    """The overlaid curves as one PNG/PDF grid (three per row)."""
-    avail = [(title, xl, yl, get) for _, title, xl, yl, get in CURVES if any(get(d) is not None for d in data)]
+def static_curves(data: list[RunData], groups: list[str], out: Path) -> list[figures.Written]:
+    """The overlaid curves as one PNG/PDF grid (three per row), one colour and legend entry per group."""
+    avail = [(title, xl, yl, get) for _, title, xl, yl, get in curves_for(data) if any(get(d) is not None for d in data)]
     if not avail:
         return []
     cols = 3
@@ -167,12 +201,16 @@ def static_curves(data: list[RunData], labels: list[str], out: Path) -> list[fig
         fig, axes = plt.subplots(rows, cols, figsize=(7.0, 2.1 * rows), squeeze=False)
         for ax in axes.ravel()[len(avail):]:
             ax.axis("off")
+        colours = group_colours(groups)
         for ax, (title, xl, yl, get) in zip(axes.ravel(), avail, strict=False):
-            for d, label in zip(data, labels, strict=True):
+            shown: set[str] = set()
+            for d, group in zip(data, groups, strict=True):
                 xy = get(d)
                 if xy is not None:
-                    ax.plot(xy[0], xy[1], "-", lw=1, label=label)
-            ax.set(title=title, xlabel=xl, ylabel=yl)
+                    ax.plot(xy[0], xy[1], "-", lw=1, color=colours[group], label="_" if group in shown else group)
+                    shown.add(group)
+            ax.set_title(title, fontsize="medium" if len(title) < 40 else "small")
+            ax.set(xlabel=xl, ylabel=yl)
         handles, names = axes[0, 0].get_legend_handles_labels()
         fig.legend(handles, names, loc="lower center", ncol=min(len(names), 4), frameon=False,
                    bbox_to_anchor=(0.5, -0.02 - 0.02 * (len(names) // 4)))
@@ -180,21 +218,29 @@ def static_curves(data: list[RunData], labels: list[str], out: Path) -> list[fig
         return [figures.save(fig, out, "compare_curves", "The key curves of every run overlaid.")]
 
 
-def build_comparison(runs: list[Path], out: Path, max_points: int = 8000) -> Path:
-    """Write the comparison report of ``runs`` to ``out/index.html`` (with PNG/PDF figures)."""
+def build_comparison(runs: list[Path], out: Path, max_points: int = 8000,
+                     groups: list[str] | None = None) -> Path:
+    """Write the comparison report of ``runs`` to ``out/index.html`` (with PNG/PDF figures).
+
+    ``groups`` names each run's group (e.g. its sweep configuration, seeds apart); by default
+    every run is its own group.
+    """
     if not runs:
         raise PrivdynError("Nothing to compare: pass at least one analysed run directory")
+    if groups is not None and len(groups) != len(runs):
+        raise PrivdynError(f"Got {len(groups)} group names for {len(runs)} runs: give one per run, or none")
     data = [load_run_data(r) for r in runs]
     labels = run_labels(data)
+    groups = labels if groups is None else list(groups)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    curves = [build(f"cmp-{k}", t, lambda k=k, t=t, xl=xl, yl=yl, g=g: curve_panel(data, labels, k, t, xl, yl, g))
-              for k, t, xl, yl, g in CURVES]
+    curves = [build(f"cmp-{k}", t, lambda k=k, t=t, xl=xl, yl=yl, g=g: curve_panel(data, labels, groups, k, t, xl, yl, g))
+              for k, t, xl, yl, g in curves_for(data)]
     body = section("Metrics", "metrics", [metric_table(data, labels)])
     body += section("Planes", "planes", [planes_panel(data, labels, max_points)])
     body += section("Curves", "curves", curves)
     body += ('<h2 id="figures">Figures for papers</h2>'
-             + figure_gallery(static_curves(data, labels, out)))
+             + figure_gallery(static_curves(data, groups, out)))
     nav = [("metrics", "Metrics"), ("planes", "Planes"), ("curves", "Curves"), ("figures", "Paper figures")]
     links = ", ".join(f"{lb} ({d.run.path})" for lb, d in zip(labels, data, strict=True))
     index = out / "index.html"

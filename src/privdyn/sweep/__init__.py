@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from privdyn.sweep.runner import SweepOutcome, is_finished, run_dir_of, run_sweep, select_points
-from privdyn.sweep.spec import Sweep, SweepPoint, SweepSpec, expand, load_sweep, parse_spec
+from privdyn.sweep.spec import Sweep, SweepPoint, SweepSpec, configuration_name, expand, load_sweep, parse_spec
 from privdyn.sweep.tables import collect_rows, comparison_table, write_tables
 
 REPORT_MODULE = "privdyn.report.compare"
@@ -27,12 +27,13 @@ def compare(sweep: Sweep, out: str | Path, log: Callable[[str], None] = print) -
         return {}
     table = comparison_table(rows, sweep.varying)
     paths = write_tables(sweep.spec.name, table, sweep.varying, out)
-    done = [out / r for r, s in zip(table["run_dir"], table["status"]) if s == "done"]
-    if done and importlib.util.find_spec(REPORT_MODULE) is not None:
+    done = table[table["status"] == "done"]
+    if len(done) and importlib.util.find_spec(REPORT_MODULE) is not None:
         from privdyn.report.compare import build_comparison
 
-        paths["report"] = build_comparison(done, out / "report")
-    elif done:
+        paths["report"] = build_comparison([out / r for r in done["run_dir"]], out / "report",
+                                           groups=[configuration_name(Path(r).name) for r in done["run_dir"]])
+    elif len(done):
         log(f"{REPORT_MODULE} is not available: comparison report skipped (tables written)")
     return paths
 

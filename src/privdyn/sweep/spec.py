@@ -265,6 +265,15 @@ def _slugs(combos: list[dict[str, Any]], slug_keys: list[str]) -> list[str]:
     return [f"{s}_{_short_hash(c)}" if counts[s] > 1 else s for s, c in zip(slugs, combos)]
 
 
+#: The seed part that ends a point's slug (absent when a value-hash suffix had to be added).
+SEED_SUFFIX = re.compile(r"(?:^|_)seed-(-?\d+)$")
+
+
+def configuration_name(slug: str) -> str:
+    """A point's slug without its seed: the name shared by the seeds of one configuration."""
+    return SEED_SUFFIX.sub("", slug) or "all"
+
+
 def _resolve_base(base: dict[str, Any] | str, base_dir: Path | None) -> dict[str, Any]:
     if isinstance(base, dict):
         return copy.deepcopy(base)
