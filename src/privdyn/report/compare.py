@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 from plotly.subplots import make_subplots  # noqa: E402
@@ -211,6 +212,8 @@ def static_curves(data: list[RunData], groups: list[str], out: Path) -> list[fig
                     shown.add(group)
             ax.set_title(title, fontsize="medium" if len(title) < 40 else "small")
             ax.set(xlabel=xl, ylabel=yl)
+            if xl == "epoch":
+                ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         handles, names = axes[0, 0].get_legend_handles_labels()
         fig.legend(handles, names, loc="lower center", ncol=min(len(names), 4), frameon=False,
                    bbox_to_anchor=(0.5, -0.02 - 0.02 * (len(names) // 4)))
