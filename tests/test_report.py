@@ -226,14 +226,14 @@ def test_comparison_groups_share_a_colour_and_a_legend_entry(tiny, tmp_path):
 
 
 def test_comparison_com_is_drawn_by_epoch_when_the_rule_fixes_fpr(tiny, tmp_path):
-    """Under an fpr: rule every sample's FPR_i is pinned, so the CoM path would be a vertical line:
-    the panel shows the CoM's TPR against the epoch instead."""
+    """Under an fpr: rule the global threshold pins the mean FPR_i, so the CoM path would be a
+    vertical line: the panel shows the CoM's TPR against the epoch instead."""
     e = pd.read_parquet(RunDir(tiny).analysis_dir("lira_online", RULE) / "epoch.parquet")
     assert np.ptp(e["com_fpr"]) < 1e-9
     index = build_comparison([tiny], tmp_path / "cmp")
     (trace,) = specs(index.read_text())["plot-cmp-com"]["data"]
     assert np.array_equal(decode(trace["x"]), e["epoch"]) and np.allclose(decode(trace["y"]), e["com_tpr"] * 100)
-    assert "FPR_i fixed by the rule" in index.read_text()
+    assert "mean FPR_i fixed by the rule" in index.read_text()
 
 
 def test_run_labels_are_distinct(tiny, tmp_path):

@@ -73,7 +73,8 @@ def _com_tpr(d: RunData) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _fpr_is_fixed(d: RunData) -> bool:
-    """Whether the rule pins every sample's FPR_i (``fpr:`` rules), so the CoM moves only in TPR."""
+    """Whether the CoM's FPR never moves: an ``fpr:`` rule sets a global threshold whose overall
+    FPR, the mean of the FPR_i, is the target at every checkpoint, so the CoM moves only in TPR."""
     xy = _com(d)
     return xy is None or np.ptp(xy[0]) < 1e-9
 
@@ -98,8 +99,9 @@ CURVES: tuple[tuple[str, str, str, str, Curve], ...] = (
     ("speed", "Encoding speed", "path speed v_i", "share of samples", _speed),
 )
 
-#: The CoM curve when every run's rule pins FPR_i: the path would be a vertical line.
-COM_BY_EPOCH = ("com", "Centre of mass: mean TPR_i (FPR_i fixed by the rule)", "epoch", "mean TPR_i (%)", _com_tpr)
+#: The CoM curve when every run's rule pins the mean FPR_i: the path would be a vertical line.
+COM_BY_EPOCH = ("com", "Centre of mass: mean TPR_i (mean FPR_i fixed by the rule)", "epoch", "mean TPR_i (%)",
+                _com_tpr)
 
 
 def curves_for(data: list[RunData]) -> tuple[tuple[str, str, str, str, Curve], ...]:
