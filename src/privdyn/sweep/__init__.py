@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from privdyn.sweep.runner import SweepOutcome, is_finished, run_dir_of, run_sweep, select_points
-from privdyn.sweep.spec import Sweep, SweepPoint, SweepSpec, configuration_name, expand, load_sweep, parse_spec
+from privdyn.sweep.spec import Sweep, SweepPoint, SweepSpec, expand, load_sweep, parse_spec
 from privdyn.sweep.tables import collect_rows, comparison_table, write_tables
 
 REPORT_MODULE = "privdyn.report.compare"
@@ -31,8 +31,9 @@ def compare(sweep: Sweep, out: str | Path, log: Callable[[str], None] = print) -
     if len(done) and importlib.util.find_spec(REPORT_MODULE) is not None:
         from privdyn.report.compare import build_comparison
 
+        configuration = {p.slug: p.configuration for p in sweep.points}
         paths["report"] = build_comparison([out / r for r in done["run_dir"]], out / "report",
-                                           groups=[configuration_name(Path(r).name) for r in done["run_dir"]])
+                                           groups=[configuration[s] for s in done["slug"]])
     elif len(done):
         log(f"{REPORT_MODULE} is not available: comparison report skipped (tables written)")
     return paths

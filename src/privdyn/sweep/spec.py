@@ -129,6 +129,7 @@ class SweepPoint:
     slug: str
     values: dict[str, Any]  # every varying key -> this point's value (plus `seed`)
     config: RunConfig
+    configuration: str      # the slug without the seed: shared by the seeds of one configuration
 
 
 @dataclass(frozen=True)
@@ -250,28 +251,25 @@ def value_slug(v: Any) -> str:
     return text
 
 
-def _slugs(combos: list[dict[str, Any]], slug_keys: list[str]) -> list[str]:
-    keys = [*slug_keys, *(["seed"] if combos and "seed" in combos[0] and "seed" not in slug_keys else [])]
+def _names(combos: list[dict[str, Any]], slug_keys: list[str], with_seed: bool) -> list[str]:
+    """Per combination, ``label-value`` parts of ``slug_keys`` (and the seed) joined by ``_``.
+
+    Without the seed this names a combination's configuration, which its seeds share. Names
+    that different values render alike (e.g. 'a/b' and 'a-b') get a hash of those values.
+    """
+    seeded = with_seed and bool(combos) and "seed" in combos[0] and "seed" not in slug_keys
+    keys = [*slug_keys, *(["seed"] if seeded else [])]
     labels = _labels([k for k in keys if k != LABEL])
 
     def part(k: str, v: Any) -> str:
         return value_slug(v) if k == LABEL else f"{labels[k]}-{value_slug(v)}"
 
-    slugs = ["_".join(part(k, c[k]) for k in keys) or "point" for c in combos]
-    counts: dict[str, int] = {}
-    for s in slugs:
-        counts[s] = counts.get(s, 0) + 1
-    # two points whose values render alike (e.g. 'a/b' and 'a-b') get a hash of their values
-    return [f"{s}_{_short_hash(c)}" if counts[s] > 1 else s for s, c in zip(slugs, combos)]
-
-
-#: The seed part that ends a point's slug (absent when a value-hash suffix had to be added).
-SEED_SUFFIX = re.compile(r"(?:^|_)seed-(-?\d+)$")
-
-
-def configuration_name(slug: str) -> str:
-    """A point's slug without its seed: the name shared by the seeds of one configuration."""
-    return SEED_SUFFIX.sub("", slug) or "all"
+    named = [(c if with_seed else {k: v for k, v in c.items() if k != "seed"},
+              "_".join(part(k, c[k]) for k in keys) or "point") for c in combos]
+    owners: dict[str, set[str]] = {}
+    for values, name in named:
+        owners.setdefault(name, set()).add(_short_hash(values))
+    return [f"{name}_{_short_hash(values)}" if len(owners[name]) > 1 else name for values, name in named]
 
 
 def _resolve_base(base: dict[str, Any] | str, base_dir: Path | None) -> dict[str, Any]:
@@ -292,9 +290,11 @@ def expand(spec: SweepSpec, base_dir: Path | None = None, data_root: str | Path 
     combos = _combinations(spec)
     all_keys = [*spec.grid, *(k for g in spec.zip for k in g)]
     varying = [k for k in all_keys if _distinct([c[k] for c in combos]) > 1]
-    slugs = _slugs(combos, _slug_keys(spec, varying))
+    slug_keys = _slug_keys(spec, varying)
+    slugs = _names(combos, slug_keys, with_seed=True)
+    configurations = _names(combos, slug_keys, with_seed=False)
     points = []
-    for slug, combo in zip(slugs, combos):
+    for slug, configuration, combo in zip(slugs, configurations, combos, strict=True):
         data = copy.deepcopy(base)
         try:
             for k, v in combo.items():
@@ -309,5 +309,5 @@ def expand(spec: SweepSpec, base_dir: Path | None = None, data_root: str | Path 
         cfg = config_from_dict(data, f"sweep {spec.name}, point {slug}")
         values = {k: combo[k] for k in varying}
         values["seed"] = cfg.seed
-        points.append(SweepPoint(slug, values, cfg))
+        points.append(SweepPoint(slug, values, cfg, configuration))
     return Sweep(spec, base, points, varying)
