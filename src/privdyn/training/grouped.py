@@ -26,9 +26,6 @@ from torch import nn
 PASSTHROUGH = (nn.ReLU, nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
                nn.Dropout, nn.Identity)
 
-#: Layers a model-major linear stack may hold (see the module docstring).
-LINEAR_STACK = (nn.Linear, nn.Flatten, nn.ReLU, nn.Dropout, nn.Identity)
-
 
 class GroupedLinear(nn.Module):
     """K linear layers; weight ``[K, out, in]``. Takes model-major ``[K, in, B]`` -> ``[K, out, B]``,
@@ -67,13 +64,16 @@ def _grouped_leaf(m: nn.Module, k: int) -> nn.Module | None:
     return None
 
 
-def is_linear_stack(base: nn.Module) -> bool:
-    """Whether ``base`` is a ``Sequential`` of linear layers, activations and one leading flatten,
-    which can run model-major."""
-    layers = list(base.children()) if isinstance(base, nn.Sequential) else []
-    flattens = [i for i, m in enumerate(layers) if isinstance(m, nn.Flatten)]
-    return (bool(layers) and all(isinstance(m, LINEAR_STACK) for m in layers) and flattens in ([], [0])
-            and all(m.start_dim == 1 and m.end_dim == -1 for m in layers if isinstance(m, nn.Flatten)))
+#: Layers a model-major linear stack may hold, once grouped (see the module docstring).
+LINEAR_STACK = (GroupedLinear, nn.Flatten, nn.ReLU, nn.Dropout, nn.Identity)
+
+
+def is_linear_stack(grouped: nn.Module) -> bool:
+    """Whether a grouped module is a ``Sequential`` of linear layers and element-wise activations
+    with at most a leading flatten: such a stack can run model-major."""
+    layers = list(grouped.children()) if isinstance(grouped, nn.Sequential) else []
+    return (bool(layers) and all(isinstance(m, LINEAR_STACK) for m in layers)
+            and not any(isinstance(m, nn.Flatten) for m in layers[1:]))
 
 
 def grouped_module(base: nn.Module, k: int) -> nn.Module | None:
@@ -83,13 +83,6 @@ def grouped_module(base: nn.Module, k: int) -> nn.Module | None:
     with ``model_major = True`` (its flatten moves into :func:`fold_input`); any other with
     ``model_major = False``."""
     out = copy.deepcopy(base).to("meta")
-    if is_linear_stack(out):
-        for i, m in enumerate(out):
-            out[i] = nn.Identity() if isinstance(m, nn.Flatten) else (
-                GroupedLinear(k, m.in_features, m.out_features, m.bias is not None) if isinstance(m, nn.Linear) else m)
-        out.model_major = True
-        return out
-    out.model_major = False
 
     def convert(parent: nn.Module) -> bool:
         for name, child in parent.named_children():
@@ -103,7 +96,12 @@ def grouped_module(base: nn.Module, k: int) -> nn.Module | None:
         return True
 
     top_ok = isinstance(out, nn.Sequential) or getattr(out, "groupable", False)
-    return out if top_ok and convert(out) else None
+    if not (top_ok and convert(out)):
+        return None
+    out.model_major = is_linear_stack(out)
+    if out.model_major and isinstance(out[0], nn.Flatten):
+        out[0] = nn.Identity()  # fold_input flattens model-major inputs
+    return out
 
 
 def fold_tensors(stacked: dict[str, torch.Tensor], shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
