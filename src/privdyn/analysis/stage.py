@@ -55,6 +55,7 @@ class TrainingMeasures:
     metrics: dict[str, np.ndarray]      # per checkpoint and model: train/test accuracy and loss
     difficulty: dict[str, np.ndarray]   # per sample: the learning-difficulty measures
     has_el2n: bool                      # False for runs trained before el2n was stored
+    k_early: int                        # the checkpoint index early EL2N is read at
 
 
 def training_measures(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: np.ndarray) -> TrainingMeasures:
@@ -63,7 +64,7 @@ def training_measures(cfg: RunConfig, run: RunDir, membership: np.ndarray, epoch
     return TrainingMeasures(
         model_metrics(run, membership),
         difficulty.difficulty_measures(sig["correct"], sig["loss"], sig["el2n"], membership, k_early),
-        sig["el2n"] is not None)
+        sig["el2n"] is not None, k_early)
 
 
 def dynamics_results(cfg: RunConfig, plane: dict[str, np.ndarray], st: np.ndarray,
@@ -76,7 +77,6 @@ def dynamics_results(cfg: RunConfig, plane: dict[str, np.ndarray], st: np.ndarra
     """
     ac = cfg.analysis
     measures = tm.difficulty
-    k_early = difficulty.early_index(epochs, ac.el2n_fraction)
     adv, high_final = plane["adv"], st[-1] == dynamics.HIGH
     speed, net = dynamics.encoding_speed(plane["fpr"], plane["tpr"], epochs)
     counts = dynamics.transition_counts(st)
@@ -111,7 +111,7 @@ def dynamics_results(cfg: RunConfig, plane: dict[str, np.ndarray], st: np.ndarra
         "spearman_to_final": [_num(v) for v in to_final],
         **{f"epoch_recall_{lv:g}": _num(e) for lv, (e, _) in reached.items()},
         **{f"fraction_recall_{lv:g}": _num(f) for lv, (_, f) in reached.items()},
-        "early_el2n_epoch": int(epochs[k_early]),
+        "early_el2n_epoch": int(epochs[tm.k_early]),
         "spearman_difficulty": {
             m: {r.target: {"rho": _num(r.rho), "ci_low": _num(r.ci_low), "ci_high": _num(r.ci_high)}
                 for r in spearman[spearman.measure == m].itertuples()}

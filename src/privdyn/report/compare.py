@@ -67,11 +67,6 @@ def _com(d: RunData) -> tuple[np.ndarray, np.ndarray] | None:
     return e["com_fpr"].to_numpy() * 100, e["com_tpr"].to_numpy() * 100
 
 
-def _com_tpr(d: RunData) -> tuple[np.ndarray, np.ndarray] | None:
-    e = d.epoch
-    return (e["epoch"].to_numpy(), e["com_tpr"].to_numpy() * 100) if "com_tpr" in e.columns else None
-
-
 def _fpr_is_fixed(d: RunData) -> bool:
     """Whether the CoM's FPR never moves: an ``fpr:`` rule sets a global threshold whose overall
     FPR, the mean of the FPR_i, is the target at every checkpoint, so the CoM moves only in TPR."""
@@ -101,7 +96,7 @@ CURVES: tuple[tuple[str, str, str, str, Curve], ...] = (
 
 #: The CoM curve when every run's rule pins the mean FPR_i: the path would be a vertical line.
 COM_BY_EPOCH = ("com", "Centre of mass: mean TPR_i (mean FPR_i fixed by the rule)", "epoch", "mean TPR_i (%)",
-                _com_tpr)
+                _column("com_tpr", 100.0))
 
 
 def curves_for(data: list[RunData]) -> tuple[tuple[str, str, str, str, Curve], ...]:
