@@ -3,6 +3,7 @@
 import itertools
 import json
 import math
+import runpy
 import statistics
 import subprocess
 import sys
@@ -371,6 +372,17 @@ def test_cli_sweep_end_to_end_on_tiny(tiny_sweep):
     for slug in table["slug"]:  # the two seeds of a configuration are one legend group
         configuration = slug.rsplit("_seed-", 1)[0]
         assert html.count(f'"legendgroup":"{configuration}"') >= 2
+
+
+def test_findings_table_script_summarises_a_sweep(tiny_sweep):
+    """docs/findings/sweep_table.py: one row per configuration, mean ± std over its seeds."""
+    out, _ = tiny_sweep
+    script = runpy.run_path(str(Path(__file__).parents[1] / "docs" / "findings" / "sweep_table.py"))
+    lines = script["compact_table"](out).splitlines()
+    assert lines[0].startswith("| dataset.options.difficulty | runs | CoM disp. (pp) |") and len(lines) == 2 + 4
+    agg = pd.read_parquet(out / "comparison_agg.parquet")
+    row = dict(zip(lines[0].strip("| ").split(" | "), lines[2].strip("| ").split(" | "), strict=True))
+    assert row["runs"] == "2" and row["AUC"] == f"{agg.loc[0, 'auc_mean']:.3g} ± {agg.loc[0, 'auc_std']:.2g}"
 
 
 def test_second_invocation_trains_nothing(tiny_sweep, monkeypatch):
