@@ -11,6 +11,7 @@ from scipy.stats import norm
 from privdyn.analysis.model_level import global_auc, tpr_at_fpr
 from privdyn.attacks import ATTACKS, CheckpointData
 from privdyn.attacks.lira import LiraOptions
+from privdyn.attacks.references import reference_plan
 from privdyn.attacks.rmia import RmiaOptions
 from privdyn.errors import PrivdynError
 from privdyn.training.membership import balanced_membership
@@ -41,11 +42,18 @@ def checkpoints(draw):
     return CheckpointData(pool, {"loss": sig((M, Nt, Q), 3.0)}, z)
 
 
-def permuted(data, models=None, samples=None):
+def permuted(data, models=None, samples=None, rule="pair"):
     pm = slice(None) if models is None else models
     ps = slice(None) if samples is None else samples
+    z = data.membership[pm][:, ps]
     return CheckpointData({k: v[pm][:, ps] for k, v in data.pool.items()},
-                          {k: v[pm] for k, v in data.test.items()}, data.membership[pm][:, ps])
+                          {k: v[pm] for k, v in data.test.items()}, z, reference_plan(z, rule))
+
+
+def pair_permutation(rnd, M):
+    """A model permutation that keeps complementary pairs together (the pair design's symmetry)."""
+    pairs = rnd.sample(range(M // 2), M // 2)
+    return np.array([2 * j + b for j in pairs for b in rnd.sample([0, 1], 2)])
 
 
 PROPS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -54,13 +62,19 @@ PROPS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCh
 @PROPS
 @given(checkpoints(), st.randoms(use_true_random=False))
 def test_shapes_finite_and_model_permutation(data, rnd):
-    perm = np.array(rnd.sample(range(data.n_models), data.n_models))
-    other = permuted(data, models=perm)
-    for name in ATTACKS:
-        s = ATTACKS[name].run(data)
-        assert s.shape == data.membership.shape and np.isfinite(s).all()
-        if name in EXACT:
-            np.testing.assert_allclose(ATTACKS[name].run(other), s[perm], rtol=1e-9, atol=1e-9, err_msg=name)
+    """Scores follow the models under any permutation that preserves the reference sets: one that
+    keeps pairs together for ``pair``, any permutation for leave-one-out."""
+    M = data.n_models
+    loo = permuted(data, rule="one")
+    for rule, base, perm in (("pair", data, pair_permutation(rnd, M)),
+                             ("one", loo, np.array(rnd.sample(range(M), M)))):
+        other = permuted(base, models=perm, rule=rule)
+        for name in ATTACKS:
+            s = ATTACKS[name].run(base)
+            assert s.shape == data.membership.shape and np.isfinite(s).all()
+            if name in EXACT:
+                np.testing.assert_allclose(ATTACKS[name].run(other), s[perm], rtol=1e-9, atol=1e-9,
+                                           err_msg=f"{name} ({rule})")
 
 
 @PROPS
@@ -129,17 +143,19 @@ def test_non_finite_test_signal_raises():
         ATTACKS["rmia"].run(CheckpointData(data.pool, test, data.membership))
 
 
-@pytest.mark.parametrize("name,error", [
-    ("lira_online", "at least 4 models"), ("lira_online_fixed", "at least 4 models"),
-    ("lira_offline_cdf", "no OUT reference"), ("lira_offline_pdf", "no OUT reference"),
-    ("rmia_offline", "no OUT reference"), ("attack_r", "no OUT reference"),
-    ("rmia", None), ("loss", None), ("confidence", None), ("entropy", None), ("mentropy", None),
-    ("shokri", None)])
-def test_two_models(name, error):
+@pytest.mark.parametrize("name,error,rule", [
+    ("lira_online", "at least 4 models", "pair"), ("lira_online_fixed", "at least 4 models", "pair"),
+    ("lira_offline_cdf", "no OUT reference", "pair"), ("lira_offline_pdf", "no OUT reference", "pair"),
+    ("lira_offline_cdf", "no OUT reference", "one"), ("rmia_offline", "no OUT reference", "pair"),
+    ("attack_r", "no OUT reference", "one"), ("rmia", "has no reference", "pair"),
+    ("shokri", "at least two folds", "pair"),
+    ("rmia", None, "one"), ("shokri", None, "one"),
+    ("loss", None, "pair"), ("confidence", None, "pair"), ("entropy", None, "pair"), ("mentropy", None, "pair")])
+def test_two_models(name, error, rule):
     rng = np.random.default_rng(0)
     z = balanced_membership(2, 20, 0)
     pool = {s: np.abs(rng.normal(size=(2, 20, 1))) for s in SIGNALS}
-    data = CheckpointData(pool, {"loss": np.abs(rng.normal(size=(2, 6, 1)))}, z)
+    data = CheckpointData(pool, {"loss": np.abs(rng.normal(size=(2, 6, 1)))}, z, reference_plan(z, rule))
     if error is None:
         assert np.isfinite(ATTACKS[name].run(data)).all()
     else:

@@ -122,6 +122,9 @@ class AnalysisConfig(_Strict):
                                  description="EL2N at the checkpoint nearest this fraction of training")
     recall_levels: list[float] = Field(default_factory=lambda: [0.5, 0.7, 0.9],
                                        description="recall levels whose earliest epoch is reported")
+    sensitivity: bool = Field(True, description="recompute the headline dynamics at rules fpr:0.001/0.01/0.1 "
+                              "and score:0 (LiRA online), grids 5/10/20 and bands 0.2/0.4/0.7 from the "
+                              "stored scores: sensitivity.parquet, a summary.json entry and a report table")
 
     @field_validator("recall_levels")
     @classmethod
@@ -165,6 +168,10 @@ class RunConfig(_Strict):
     attacks: list[str] = Field(
         default_factory=lambda: ["lira_online", "lira_online_fixed", "lira_offline_cdf"]
     )
+    references: Literal["pair", "balanced", "one"] = Field(
+        "pair", description="reference models of each target: pair = all but the target and its "
+        "complementary partner (balanced, unbiased; falls back to balanced without pairs), balanced = "
+        "as many IN as OUT references per sample, one = leave-one-out (biased at small M; for comparison)")
     attack_options: AttackOptions = Field(default_factory=AttackOptions)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
 
@@ -258,7 +265,7 @@ class RunConfig(_Strict):
 
 #: Sections whose change invalidates each stage's artifacts.
 TRAIN_SECTIONS = ("seed", "dataset", "model", "training", "checkpoints", "queries")
-SCORE_SECTIONS = (*TRAIN_SECTIONS, "attacks", "attack_options")
+SCORE_SECTIONS = (*TRAIN_SECTIONS, "attacks", "references", "attack_options")
 ANALYZE_SECTIONS = (*SCORE_SECTIONS, "analysis")
 
 _RULE_RE = re.compile(r"^(fpr|score):(.+)$")

@@ -75,7 +75,7 @@ def score(cfg: RunConfig, run: RunDir, attacks: list[str] | None = None, progres
 
 def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | None = None) -> dict:
     from privdyn.analysis.stage import analyze as analyze_one
-    from privdyn.analysis.stage import training_measures, write_summary
+    from privdyn.analysis.stage import sensitivity_stage, training_measures, write_summary
 
     digest = cfg.section_hash(*ANALYZE_SECTIONS)
     if attack is None and rule is None and run.stage_done("analyze", digest):
@@ -87,6 +87,9 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | 
     epochs = run.load_array(run.path / "epochs.npy", "checkpoint epochs", mmap=False)
     measures = training_measures(cfg, run, membership, epochs)  # shared by every attack
     per_attack = {a: analyze_one(cfg, run, a, cfg.analysis.rule, measures) for a in cfg.attacks}
+    if cfg.analysis.sensitivity:
+        for a, entry in sensitivity_stage(cfg, run, measures).items():
+            per_attack[a]["sensitivity"] = entry
     summary = write_summary(cfg, run, per_attack)
     run.mark_stage("analyze", "done", digest)
     return summary

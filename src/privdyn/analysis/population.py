@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass
 
-from privdyn.config import StatesConfig
+import numpy as np
 
 STATE_NAMES = ("safe", "low", "medium", "high")
 
 
-def states(adv: np.ndarray, bands: StatesConfig) -> np.ndarray:
+@dataclass(frozen=True)
+class Bands:
+    """State bands on the advantage A: safe A < low <= low < medium <= medium < high <= high."""
+
+    low: float = 0.1
+    medium: float = 0.3
+    high: float = 0.6
+
+    def label(self) -> str:
+        return f"{self.low:g}/{self.medium:g}/{self.high:g}"
+
+
+def states(adv: np.ndarray, bands: Bands) -> np.ndarray:
     """State index per entry: 0 safe (A < low), 1 low, 2 medium, 3 high (A >= high)."""
     return np.searchsorted(np.array([bands.low, bands.medium, bands.high]), adv, side="right")
 

@@ -13,9 +13,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from privdyn.analysis import model_level, population
-from privdyn.analysis import clusters, difficulty, dynamics, early
+from privdyn.analysis import (
+    clusters,
+    difficulty,
+    dynamics,
+    early,
+    model_level,
+    population,
+    sensitivity,
+)
 from privdyn.analysis.plane import compute_plane
+from privdyn.analysis.population import Bands
 from privdyn.config import RunConfig
 from privdyn.store import atomic
 from privdyn.store.rundir import RunDir
@@ -29,6 +37,12 @@ def model_metrics(run: RunDir, membership: np.ndarray) -> dict[str, np.ndarray]:
         "test_accuracy": model_level.per_model_mean(run.load_array(run.signal_path("correct", "test"), "signals"), None),
         "test_loss": model_level.per_model_mean(run.load_array(run.signal_path("loss", "test"), "signals"), None),
     }
+
+
+def bands_of(cfg: RunConfig) -> Bands:
+    """The configured state bands as the core's :class:`Bands`."""
+    b = cfg.analysis.states
+    return Bands(b.low, b.medium, b.high)
 
 
 def _num(x: float) -> float | None:
@@ -146,7 +160,7 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str, rule: str,
     scores = run.load_array(run.score_path(attack), f"scores of {attack}")
     T, M, N = scores.shape
     plane = compute_plane(scores, membership, rule)
-    st = population.states(plane["adv"], cfg.analysis.states)
+    st = population.states(plane["adv"], bands_of(cfg))
     com = population.centre_of_mass(plane["fpr"], plane["tpr"])
     disp, path = population.com_displacement_and_path(com)
     entropy = population.spatial_entropy(plane["fpr"], plane["tpr"], cfg.grid_size())
@@ -210,6 +224,24 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str, rule: str,
                   **{f"tpr_at_fpr_{a:g}": float(v[-1]) for a, v in tpr_at.items()},
                   **{f"tpr_at_fpr_{a:g}_ci": v[-1].tolist() for a, v in tpr_ci.items()}},
     }
+
+
+def sensitivity_stage(cfg: RunConfig, run: RunDir, measures: TrainingMeasures) -> dict[str, Any]:
+    """``analysis/sensitivity.parquet`` for every attack; returns each attack's summary entry."""
+    membership = run.load_array(run.path / "membership.npy", "membership", mmap=False)
+    epochs = run.load_array(run.path / "epochs.npy", "checkpoint epochs", mmap=False)
+    tables = []
+    for attack in cfg.attacks:
+        variants = sensitivity.variants_for(attack, cfg.training.n_models, cfg.analysis.rule, cfg.grid_size(),
+                                            bands_of(cfg))
+        scores = run.load_array(run.score_path(attack), f"scores of {attack}")
+        table = sensitivity.sensitivity_table(scores, membership, epochs, measures.difficulty["consistency"],
+                                              variants)
+        tables.append(table.assign(attack=attack))
+    table = pd.concat(tables, ignore_index=True)
+    table.insert(0, "attack", table.pop("attack"))
+    atomic.write_parquet(run.path / "analysis" / "sensitivity.parquet", table)
+    return {a: sensitivity.summarise(t) for a, t in table.groupby("attack", sort=False)}
 
 
 def write_summary(cfg: RunConfig, run: RunDir, per_attack: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 s[m, i] = share of the OUT references of (m, i) whose loss on i is >= the target's loss on i,
 losses first averaged over queries. Per sample the OUT losses are sorted once (IN models set to
 +inf so they are never counted); one batched ``searchsorted`` counts, for every target, the OUT
-losses strictly below its own, and the target's own term is removed when it is itself OUT.
+losses strictly below its own; the models that are not the target's references (the target
+itself, and its partner under the default rule) are then taken out of the count.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from privdyn.attacks.base import Attack, CheckpointData, NoOptions, register
-from privdyn.attacks.loo import loo_counts, require_references
+from privdyn.attacks.references import at_excluded, ref_counts, require_references
 
 
 def attack_r(data: CheckpointData, opts: NoOptions) -> np.ndarray:
@@ -19,12 +20,13 @@ def attack_r(data: CheckpointData, opts: NoOptions) -> np.ndarray:
 
     loss = data.pool_signal("loss").mean(axis=-1)
     out = ~data.membership
-    n_ref = loo_counts(out)
-    require_references(n_ref, "OUT")
+    refs = data.refs
+    n_ref = ref_counts(out, refs)
+    require_references(n_ref, "OUT", refs)
     sorted_out = torch.from_numpy(np.ascontiguousarray(np.sort(np.where(out, loss, np.inf), axis=0).T))
     below = torch.searchsorted(sorted_out, torch.from_numpy(np.ascontiguousarray(loss.T)), side="left").numpy().T
-    at_or_above = out.sum(axis=0) - below - out  # drop the target's own loss when it is OUT
-    return at_or_above / n_ref
+    excluded = at_excluded(out, refs) & (at_excluded(loss, refs) >= loss)  # OUT, at or above, not a reference
+    return (out.sum(axis=0) - below - excluded.sum(axis=0)) / n_ref
 
 
 register(Attack("attack_r", attack_r, NoOptions, ("loss",), per_sample=True,

@@ -2,9 +2,10 @@
 
 An attack takes :class:`CheckpointData` (signals of all M models at one checkpoint, the
 membership matrix) and its own validated options, and returns float64 scores ``[M, N]``, higher
-meaning "more likely a member". Reference-model attacks score target m with the other M-1 models
-at the same checkpoint as references (leave-one-out). The registry maps attack names to
-:class:`Attack` entries; the config builds its ``attack_options`` section from it.
+meaning "more likely a member". Reference-model attacks score target m against the models at the
+same checkpoint that ``data.references`` names (by default leave-pair-out, see
+:mod:`privdyn.attacks.references`). The registry maps attack names to :class:`Attack` entries;
+the config builds its ``attack_options`` section from it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from privdyn.attacks.references import References, reference_plan
 from privdyn.errors import PrivdynError
 
 
@@ -31,16 +33,26 @@ class NoOptions(AttackOptionsBase):
 
 @dataclass(frozen=True)
 class CheckpointData:
-    """Signals at one checkpoint: ``pool[name]`` is ``[M, N, Q]``, ``test[name]`` ``[M, N_test, Q]``."""
+    """Signals at one checkpoint: ``pool[name]`` is ``[M, N, Q]``, ``test[name]`` ``[M, N_test, Q]``.
+
+    ``references``: each target's reference models; None = the default rule (``pair``) for this
+    membership. Build it once per run with :func:`reference_plan` and pass it to every checkpoint.
+    """
 
     pool: Mapping[str, np.ndarray]
     test: Mapping[str, np.ndarray]
     membership: np.ndarray
+    references: References | None = None
 
     def __post_init__(self) -> None:
         z = np.asarray(self.membership)
         if z.ndim != 2 or z.dtype != bool:
             raise PrivdynError(f"membership must be a bool [M, N] matrix; got {z.dtype} {z.shape}")
+        if self.references is None:
+            object.__setattr__(self, "references", reference_plan(z))
+        elif self.references.excluded.shape[1:] != z.shape:
+            raise PrivdynError(f"the reference plan covers {self.references.excluded.shape[1:]} (models, "
+                               f"samples) but the membership is {z.shape}; build it from this membership")
         for split, signals, n in (("pool", self.pool, z.shape[1]), ("test", self.test, None)):
             for name, arr in signals.items():
                 if arr.ndim != 3 or arr.shape[0] != z.shape[0] or (n is not None and arr.shape[1] != n):
@@ -56,7 +68,14 @@ class CheckpointData:
 
     def samples(self, block: slice) -> CheckpointData:
         """The same checkpoint restricted to a block of pool samples (views, no copies)."""
-        return CheckpointData({k: v[:, block] for k, v in self.pool.items()}, self.test, self.membership[:, block])
+        return CheckpointData({k: v[:, block] for k, v in self.pool.items()}, self.test, self.membership[:, block],
+                              self.refs.samples(block))
+
+    @property
+    def refs(self) -> References:
+        """The reference plan (never None after construction)."""
+        assert self.references is not None
+        return self.references
 
     def pool_signal(self, name: str) -> np.ndarray:
         """Pool signal ``[M, N, Q]`` as float64, checked to be finite."""

@@ -1,7 +1,8 @@
-"""LiRA (Carlini et al. 2022), online and offline, with leave-one-out epoch-matched references.
+"""LiRA (Carlini et al. 2022), online and offline, with balanced epoch-matched references.
 
 Per target m, sample i and query q, Gaussians are fitted to the signal phi of the IN references
-(models m' != m that trained on i) and of the OUT references. Standard deviations use ddof = 0
+(the target's reference models that trained on i, see :mod:`privdyn.attacks.references`) and of
+the OUT references. Standard deviations use ddof = 0
 and are floored at ``std_floor``; the centre is the mean (or, as an option, the median).
 """
 
@@ -14,7 +15,7 @@ from pydantic import Field
 from scipy.special import log_ndtr
 
 from privdyn.attacks.base import Attack, AttackOptionsBase, CheckpointData, register
-from privdyn.attacks.loo import loo_median, loo_moments
+from privdyn.attacks.references import ref_median, ref_moments
 from privdyn.errors import PrivdynError
 
 _LOG_SQRT_2PI = 0.5 * np.log(2 * np.pi)
@@ -27,12 +28,14 @@ class LiraOptions(AttackOptionsBase):
                             "(the reference code's choice); the spread is the ddof=0 std either way")
 
 
-def _gaussian(phi: np.ndarray, z: np.ndarray, side: str, opts: LiraOptions) -> tuple[np.ndarray, np.ndarray]:
-    """Leave-one-out centre and variance of phi over the IN (``side='in'``) or OUT references."""
+def _gaussian(phi: np.ndarray, data: CheckpointData, side: str,
+              opts: LiraOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and variance of phi over the target's IN (``side='in'``) or OUT references."""
+    z = data.membership
     w = z if side == "in" else ~z
-    mu, var = loo_moments(phi, w, side.upper())
+    mu, var = ref_moments(phi, w, data.refs, side.upper())
     if opts.center == "median":
-        mu = loo_median(phi, w, side.upper())
+        mu = ref_median(phi, w, data.refs, side.upper())
     return mu, var
 
 
@@ -53,9 +56,9 @@ def _phi(data: CheckpointData, online: bool) -> np.ndarray:
 
 def lira_online(data: CheckpointData, opts: LiraOptions) -> np.ndarray:
     """s = sum_q [log N(phi; mu_in, s_in^2) - log N(phi; mu_out, s_out^2)], per-sample variances."""
-    phi, z = _phi(data, True), data.membership
-    mu_in, var_in = _gaussian(phi, z, "in", opts)
-    mu_out, var_out = _gaussian(phi, z, "out", opts)
+    phi = _phi(data, True)
+    mu_in, var_in = _gaussian(phi, data, "in", opts)
+    mu_out, var_out = _gaussian(phi, data, "out", opts)
     f = opts.std_floor
     return (_log_normal_pdf(phi, mu_in, _std(var_in, f)) - _log_normal_pdf(phi, mu_out, _std(var_out, f))).sum(-1)
 
@@ -66,9 +69,9 @@ def lira_online_fixed(data: CheckpointData, opts: LiraOptions) -> np.ndarray:
     The IN variance pools the IN spreads and the OUT variance the OUT spreads (the reference
     code's fixed-variance branch uses the IN spread for both; we do not).
     """
-    phi, z = _phi(data, True), data.membership
-    mu_in, var_in = _gaussian(phi, z, "in", opts)
-    mu_out, var_out = _gaussian(phi, z, "out", opts)
+    phi = _phi(data, True)
+    mu_in, var_in = _gaussian(phi, data, "in", opts)
+    mu_out, var_out = _gaussian(phi, data, "out", opts)
     f = opts.std_floor
     s_in = _std(var_in.mean(axis=1, keepdims=True), f)
     s_out = _std(var_out.mean(axis=1, keepdims=True), f)
@@ -77,15 +80,15 @@ def lira_online_fixed(data: CheckpointData, opts: LiraOptions) -> np.ndarray:
 
 def lira_offline_cdf(data: CheckpointData, opts: LiraOptions) -> np.ndarray:
     """One-sided offline LiRA: s = sum_q log Phi((phi - mu_out) / s_out), OUT references only."""
-    phi, z = _phi(data, False), data.membership
-    mu_out, var_out = _gaussian(phi, z, "out", opts)
+    phi = _phi(data, False)
+    mu_out, var_out = _gaussian(phi, data, "out", opts)
     return log_ndtr((phi - mu_out) / _std(var_out, opts.std_floor)).sum(-1)
 
 
 def lira_offline_pdf(data: CheckpointData, opts: LiraOptions) -> np.ndarray:
     """Two-sided offline LiRA (the reference code's): s = -sum_q log N(phi; mu_out, s_out^2)."""
-    phi, z = _phi(data, False), data.membership
-    mu_out, var_out = _gaussian(phi, z, "out", opts)
+    phi = _phi(data, False)
+    mu_out, var_out = _gaussian(phi, data, "out", opts)
     return -_log_normal_pdf(phi, mu_out, _std(var_out, opts.std_floor)).sum(-1)
 
 

@@ -1,8 +1,8 @@
 """RMIA (Zarifzadeh et al. 2024), online and offline, scored by sorting instead of an N x Z matrix.
 
 Pr(x | theta) = p_y(x) = exp(-loss) of the target; Pr(x) = mean of p_y(x) over the references
-(``rmia``: all M-1 other models; ``rmia_offline``: the OUT references only, corrected linearly to
-Pr(x) = (1+a)/2 * mean_out + (1-a)/2). The likelihood ratio is ratio(x) = Pr(x|theta) / Pr(x),
+(``rmia``: all the target's reference models, IN and OUT; ``rmia_offline``: the OUT references
+only, corrected linearly to Pr(x) = (1+a)/2 * mean_out + (1-a)/2). The likelihood ratio is ratio(x) = Pr(x|theta) / Pr(x),
 averaged over queries. Population samples z come from the test split (non-members of every
 model; their Pr(z) uses the same references and, offline, the same a-correction), optionally
 joined by the pool samples that are OUT for the target. The score is the share of z with
@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from privdyn.attacks.base import Attack, AttackOptionsBase, CheckpointData, register
-from privdyn.attacks.loo import loo_logmeanexp
+from privdyn.attacks.references import ref_logmeanexp
 
 
 class RmiaOptions(AttackOptionsBase):
@@ -50,8 +50,8 @@ def log_ratios(data: CheckpointData, offline: bool, a: float = 1.0) -> tuple[np.
     """log ratio(x) for the pool ``[M, N]`` and log ratio(z) for the test split ``[M, N_test]``."""
     z = data.membership
     log_p, log_pt = -data.pool_signal("loss"), -data.test_signal("loss")
-    log_pr = loo_logmeanexp(log_p, ~z if offline else None, "OUT" if offline else "")
-    log_prt = loo_logmeanexp(log_pt, None)
+    log_pr = ref_logmeanexp(log_p, ~z if offline else None, data.refs, "OUT" if offline else "")
+    log_prt = ref_logmeanexp(log_pt, None, data.refs.for_population(log_pt.shape[1]))
     if offline:
         log_pr, log_prt = _a_correct(log_pr, a), _a_correct(log_prt, a)
     return _log_ratio(log_p, log_pr), _log_ratio(log_pt, log_prt)
@@ -88,7 +88,7 @@ def _score(data: CheckpointData, opts: RmiaOptions, offline: bool, a: float) -> 
 
 
 def rmia(data: CheckpointData, opts: RmiaOptions) -> np.ndarray:
-    """Online RMIA: Pr(x) is the mean over all M-1 references (IN and OUT)."""
+    """Online RMIA: Pr(x) is the mean over all the target's references (IN and OUT)."""
     return _score(data, opts, offline=False, a=1.0)
 
 

@@ -2,10 +2,13 @@
 
 Features per (model, sample): for every query the sorted top-3 probabilities and the loss
 (4 Q features, standardised). Labels: the references' known membership. To keep the classifier
-for target m blind to model m, the models are split into K folds by index (fold = m mod K); the
-classifier for the models of fold k is trained on every model outside fold k (leave-one-fold-out,
-K fits per checkpoint instead of M). Training rows beyond ``max_train_rows`` are subsampled,
-seeded. The score is the classifier's log-odds.
+for target m blind to model m, the models are split into K folds and the classifier for the
+models of fold k is trained on every model outside fold k (leave-one-fold-out, K fits per
+checkpoint instead of M). Under the balanced reference rules (``pair``, ``balanced``) a fold
+holds whole complementary pairs (fold = (m // 2) mod K), so every sample is IN for exactly as many
+training models as it is OUT; without pairs each sample's training rows are cut to the same
+count per side (the ``balanced`` drop order). Under ``one``: fold = m mod K. Training rows beyond
+``max_train_rows`` are subsampled, seeded. The score is the classifier's log-odds.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import numpy as np
 from pydantic import Field
 
 from privdyn.attacks.base import Attack, AttackOptionsBase, CheckpointData, register
+from privdyn.attacks.references import drop_order
+from privdyn.errors import PrivdynError
 
 FEATURES = ("top1", "top2", "top3", "loss")
 #: predict_proba of the MLP is clipped to [EPS, 1 - EPS] before taking log-odds.
@@ -66,16 +71,42 @@ def log_odds(clf, x: np.ndarray, opts: ShokriOptions) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
+def folds(n_models: int, opts: ShokriOptions, rule: str) -> np.ndarray:
+    """The fold of every model: whole pairs per fold, except under the leave-one-out rule."""
+    m = np.arange(n_models)
+    return m % min(opts.folds, n_models) if rule == "one" else (m // 2) % min(opts.folds, max(1, n_models // 2))
+
+
+def balanced_rows(z: np.ndarray, seed: int) -> np.ndarray:
+    """Bool ``[M', N]``: per sample, as many IN rows as OUT rows (the smaller side's count); the
+    larger side drops the models that come first in the seeded drop order."""
+    order = drop_order(z.shape[0], seed)
+    zo = z[order]
+    c = np.minimum(zo.sum(axis=0), (~zo).sum(axis=0))
+    keep_o = np.zeros_like(zo)
+    for side in (zo, ~zo):
+        keep_o |= side & (np.cumsum(side, axis=0) > side.sum(axis=0) - c)  # the last c of the side
+    keep = np.empty_like(z)
+    keep[order] = keep_o
+    return keep
+
+
 def shokri(data: CheckpointData, opts: ShokriOptions) -> np.ndarray:
     from sklearn.exceptions import ConvergenceWarning
 
     x, z = features(data), data.membership
     M, N, F = x.shape
-    fold = np.arange(M) % min(opts.folds, M)
+    fold = folds(M, opts, data.refs.rule)
+    if len(np.unique(fold)) < 2:
+        raise PrivdynError(f"shokri needs at least two folds of reference models; M={M} models under the "
+                           f"{data.refs.rule!r} reference rule leave one: use at least 4 models")
     s = np.empty((M, N))
     for k in np.unique(fold):  # K fits, each vectorised over its rows
         train, target = fold != k, fold == k
-        xt, yt = x[train].reshape(-1, F), z[train].ravel()
+        use = np.ones((int(train.sum()), N), dtype=bool)
+        if data.refs.rule == "balanced":
+            use = balanced_rows(z[train], opts.seed)
+        xt, yt = x[train][use], z[train][use]
         rows = train_rows(len(yt), opts, int(k))
         with warnings.catch_warnings():  # the MLP stops after max_iter epochs by design
             warnings.simplefilter("ignore", ConvergenceWarning)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from privdyn.attacks.base import ATTACKS, CheckpointData
+from privdyn.attacks.references import reference_plan
 from privdyn.config import RunConfig
 from privdyn.errors import PrivdynError
 from privdyn.store import atomic
@@ -31,11 +32,12 @@ def score_attack(cfg: RunConfig, run: RunDir, attack: str, progress: Any = None)
     if stale:
         raise PrivdynError(f"signals {stale} do not have one entry per checkpoint ({T}); the run directory "
                            "is inconsistent: rerun `privdyn train` into a fresh directory")
+    refs = reference_plan(membership, cfg.references, cfg.seed)
     task = progress.add_task(f"score {attack}", total=T) if progress else None
     with atomic.open_memmap_atomic(run.score_path(attack), (T, *membership.shape), np.float64) as out:
         for t in range(T):
             data = CheckpointData({k: np.asarray(v[t]) for k, v in pool.items()},
-                                  {k: np.asarray(v[t]) for k, v in test.items()}, membership)
+                                  {k: np.asarray(v[t]) for k, v in test.items()}, membership, refs)
             try:
                 out[t] = spec.run(data, opts)
             except PrivdynError as e:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from privdyn.analysis.population import states
+from privdyn.analysis.population import Bands, states
 from privdyn.config import RunConfig
 from privdyn.errors import PrivdynError
 from privdyn.store.atomic import load_npz
@@ -82,7 +82,10 @@ def load_run_data(run_dir: str | Path, attack: str | None = None, rule: str | No
     labels = np.load(labels_path, allow_pickle=False) if labels_path.exists() else None
     tables = {stem: pd.read_parquet(adir / f"{stem}.parquet")
               for stem in OPTIONAL_TABLES if (adir / f"{stem}.parquet").exists()}
+    sens = run.path / "analysis" / "sensitivity.parquet"
+    if sens.exists():
+        tables["sensitivity"] = pd.read_parquet(sens, filters=[("attack", "==", attack)])
     return RunData(run=run, config=cfg, attack=attack, rule=rule, summary=summary,
                    epochs=np.asarray(plane["epochs"]), plane=plane,
-                   states=states(plane["adv"], cfg.analysis.states),
+                   states=states(plane["adv"], Bands(**cfg.analysis.states.model_dump())),
                    epoch=pd.read_parquet(adir / "epoch.parquet"), sample=sample, labels=labels, tables=tables)

@@ -27,7 +27,7 @@ from privdyn.report.page import (
     section,
     sortable_table,
 )
-from privdyn.report.panels import Panel, build
+from privdyn.report.panels import Panel, build, require
 from privdyn.store import atomic
 from privdyn.store.rundir import RunDir
 
@@ -117,6 +117,30 @@ def top_table(d: RunData, k: int = TABLE_ROWS) -> Panel:
                          "a dash means the value is undefined (e.g. never high).")
 
 
+#: The sensitivity table's metric columns and their headers.
+SENSITIVITY_COLUMNS = {"com_displacement_pp": "CoM disp. (pp)", "com_path_pp": "CoM path (pp)",
+                       "delta_entropy_bits": "\u0394H (bits)", "peak_p_to_high": "peak P(\u2192high)",
+                       "n_high_final": "n high", "encoding_speed_mean": "speed (mean)",
+                       "epoch_recall_0.7": "epoch recall 0.7", "spearman_consistency": "Spearman(consistency, A)"}
+
+
+def sensitivity_panel(d: RunData) -> Panel:
+    """The headline dynamics at every rule, grid and band set: does a conclusion depend on them?"""
+    t = require(d.table("sensitivity"), ["rule", "grid", "bands", *SENSITIVITY_COLUMNS], "sensitivity.parquet")
+    rows: list[list[Cell]] = []
+    for v in t.to_dict("records"):
+        row: list[Cell] = [(("\u2605 " if v["is_default"] else "") + str(v["rule"]), str(v["rule"])),
+                           (str(v["grid"]), int(v["grid"])), (str(v["bands"]), str(v["bands"]))]
+        row += [(fmt(x), x if np.isfinite(x) else "") for x in (float(v[c]) for c in SENSITIVITY_COLUMNS)]
+        rows.append(row)
+    return Panel("sensitivity", "Sensitivity to the operating point, grid and bands", wide=True,
+                 html=sortable_table(["rule", "grid G", "bands", *SENSITIVITY_COLUMNS.values()], rows),
+                 caption="The headline dynamics recomputed from the stored scores for every rule, grid and band "
+                         "set (\u2605 = this report's own). CoM, speed and the Spearman correlation depend on "
+                         "the rule only, \u0394H also on G, the state-based numbers on the bands. A conclusion "
+                         "that flips sign or order across rows depends on an open choice.")
+
+
 def panels(d: RunData, max_points: int, max_frames: int) -> dict[str, list[Panel]]:
     """Every panel of the page, by section; each either drawn or carrying why it is not."""
     seed = d.config.seed
@@ -143,6 +167,8 @@ def panels(d: RunData, max_points: int, max_frames: int) -> dict[str, list[Panel
                          lambda: interactive.difficulty_deciles(d)),
                        P("spearman", "Spearman correlations", lambda: interactive.spearman_table(d))],
         "early": [P("early", "Early determination", lambda: interactive.early_determination(d))],
+        "sensitivity": [P("sensitivity", "Sensitivity to the operating point, grid and bands",
+                          lambda: sensitivity_panel(d))],
         "table": [top_table(d)],
     }
 
@@ -150,7 +176,7 @@ def panels(d: RunData, max_points: int, max_frames: int) -> dict[str, list[Panel
 SECTIONS = (
     ("plane", "The plane over training"), ("samples", "Samples"), ("population", "Population dynamics"),
     ("model", "Model level"), ("difficulty", "Learning difficulty"), ("early", "Early determination"),
-    ("table", "Top samples"),
+    ("sensitivity", "Sensitivity"), ("table", "Top samples"),
 )
 
 

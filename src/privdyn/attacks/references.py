@@ -1,0 +1,220 @@
+"""Which models are a target's references (DESIGN.md "References"), and statistics over them.
+
+Target model m is scored on sample i against the other models at the same checkpoint. Leave-one-
+out is biased: an IN target then has M/2-1 IN and M/2 OUT references, an OUT target the other
+way round, and a Gaussian fitted to fewer points predicts worse, so members score lower by
+construction. The reference rule fixes the counts:
+
+- ``pair`` (default): every model except the target and its complementary partner (model
+  2j <-> 2j+1 of the pair design): exactly M/2-1 IN and M/2-1 OUT references for every sample.
+  A membership without complementary pairs falls back to ``balanced``.
+- ``balanced``: per sample, both sides keep c_i = min(K_in_i, K_out_i) - 1 references; the side
+  that has more drops the models that come first in a seeded permutation (on a balanced matrix
+  without pairs: the larger side drops one).
+- ``one``: leave-one-out (the target only), for comparison with other tools.
+
+A rule becomes a :class:`References` plan: ``excluded[e, m, i]`` are the models left out for
+target m on sample i (the index M pads). Every statistic is formed from
+totals over all models minus the excluded terms, so nothing loops over targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from privdyn.errors import PrivdynError
+
+ReferenceRule = Literal["pair", "balanced", "one"]
+RULES: tuple[str, ...] = ("pair", "balanced", "one")
+
+
+@dataclass(frozen=True)
+class References:
+    """The reference sets of every target and sample.
+
+    ``excluded`` ``[E, M, N]``: models left out for target m on pool sample i (M = padding).
+    ``population`` ``[E0, M]``: models left out for target m on population samples (the test
+    split), which no model trained on: the target, and its partner under ``pair``.
+    ``rule``: the rule in effect (``pair`` may have fallen back to ``balanced``).
+    """
+
+    excluded: np.ndarray
+    population: np.ndarray
+    rule: str
+
+    @property
+    def n_models(self) -> int:
+        return int(self.excluded.shape[1])
+
+    def samples(self, block: slice) -> References:
+        """The plan restricted to a block of pool samples."""
+        return References(self.excluded[:, :, block], self.population, self.rule)
+
+    def for_population(self, n: int) -> References:
+        """A plan for ``n`` population samples (the same exclusions for every sample)."""
+        return References(np.broadcast_to(self.population[:, :, None], (*self.population.shape, n)),
+                          self.population, self.rule)
+
+
+def has_pairs(membership: np.ndarray) -> bool:
+    """True when models 2j and 2j+1 are complementary for every j (the pair design)."""
+    z = np.asarray(membership, dtype=bool)
+    return z.shape[0] % 2 == 0 and bool((z[0::2] == ~z[1::2]).all())
+
+
+def drop_order(n_models: int, seed: int) -> np.ndarray:
+    """The seeded permutation of the models whose first entries the ``balanced`` rule drops."""
+    return np.random.default_rng([seed, 0xBA1]).permutation(n_models)
+
+
+def reference_plan(membership: np.ndarray, rule: str = "pair", seed: int = 0) -> References:
+    """The :class:`References` plan of ``rule`` for a bool membership matrix ``[M, N]``."""
+    z = np.asarray(membership, dtype=bool)
+    M, N = z.shape
+    own = np.broadcast_to(np.arange(M)[:, None], (M, N))
+    if rule not in RULES:
+        raise PrivdynError(f"unknown reference rule {rule!r}; choose one of {', '.join(RULES)}")
+    if rule == "one":
+        return References(own[None].copy(), np.arange(M)[None], "one")
+    if rule == "pair" and has_pairs(z):
+        return References(np.stack([own, own ^ 1]), np.stack([np.arange(M), np.arange(M) ^ 1]), "pair")
+    return _balanced(z, seed)
+
+
+def _balanced(z: np.ndarray, seed: int) -> References:
+    M, N = z.shape
+    k_in = z.sum(axis=0)
+    c = np.maximum(np.minimum(k_in, M - k_in) - 1, 0)  # references kept per side and sample
+    order = drop_order(M, seed)
+    slots = [np.broadcast_to(np.arange(M)[:, None], (M, N))]
+    for side in (z, ~z):
+        k = side.sum(axis=0)
+        m_on = side  # [M, N]: the target is on this side
+        d = k - m_on - c  # models to drop for target m on sample i (>= 0)
+        D = int(d.max(initial=0))
+        if D == 0:
+            continue
+        # the first D+1 models of this side in drop order, per sample (M pads)
+        in_order = side[order]  # rows in drop order
+        pos = np.argsort(~in_order, axis=0, kind="stable")[: D + 1]
+        first = np.where(np.take_along_axis(in_order, pos, axis=0), order[pos], M)  # [D+1, N]
+        cand = first[None]  # [1, D+1, N]
+        not_target = (cand != np.arange(M)[:, None, None]) & (cand < M)
+        rank = np.cumsum(not_target, axis=1)
+        drop = not_target & (rank <= d[:, None, :])
+        slots.extend(np.where(drop, cand, M).transpose(1, 0, 2))
+    ex = np.sort(np.stack(slots), axis=0)  # padding (M) last
+    used = int((ex < M).sum(axis=0).max())
+    return References(ex[:used], np.arange(M)[None], "balanced")
+
+
+def at_excluded(a: np.ndarray, refs: References) -> np.ndarray:
+    """``a[excluded[e, m, i], i, ...]`` ``[E, M, N, ...]``, zero (or False) at padding."""
+    pad = np.concatenate([a, np.zeros_like(a[:1])], axis=0)
+    return pad[refs.excluded, np.arange(a.shape[1])]
+
+
+def _side(side: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    return np.ones(shape[:2], dtype=bool) if side is None else np.asarray(side, dtype=bool)
+
+
+def ref_counts(side: np.ndarray | None, refs: References) -> np.ndarray:
+    """Number of references on ``side`` for every target and sample, ``[M, N]``."""
+    w = _side(side, refs.excluded.shape[1:])
+    return w.sum(axis=0, keepdims=True) - at_excluded(w, refs).sum(axis=0)
+
+
+def require_references(n: np.ndarray, what: str, refs: References) -> None:
+    """Raise a clear error when some target has no reference of the kind it needs."""
+    if (n < 1).any():
+        m, i = np.argwhere(n < 1)[0]
+        raise PrivdynError(
+            f"target model {m} has no {what + ' ' if what else ''}reference for sample {i} "
+            f"(M={n.shape[0]} models, reference rule {refs.rule}). Each "
+            "target needs at least one reference of that kind on every sample: use more models (at "
+            "least 4 with the balanced design) or an attack that needs fewer references."
+        )
+
+
+def ref_moments(x: np.ndarray, side: np.ndarray | None, refs: References,
+                what: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance (ddof = 0) of ``x`` ``[M, N, Q]`` over each target's references on ``side``.
+
+    Data are centred on the all-model mean first, so the totals-minus-excluded sums stay
+    accurate (absolute error about eps * max squared deviation).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    w = _side(side, x.shape)
+    n = ref_counts(w, refs)
+    require_references(n, what, refs)
+    centre = x.mean(axis=0, keepdims=True)
+    c = x - centre
+    cw = c * w[..., None]
+    s = cw.sum(axis=0, keepdims=True) - at_excluded(cw, refs).sum(axis=0)
+    ss = (c * cw).sum(axis=0, keepdims=True) - at_excluded(c * cw, refs).sum(axis=0)
+    nq = n[..., None].astype(np.float64)
+    mu = s / nq
+    return mu + centre, np.maximum(ss / nq - mu * mu, 0.0)
+
+
+def _sorted_with_excluded_ranks(key: np.ndarray, w: np.ndarray,
+                                refs: References) -> tuple[np.ndarray, np.ndarray]:
+    """``key`` sorted over models, and each target's excluded models' ranks in that order,
+    ascending along the first axis (M for an excluded model that is not on ``side``)."""
+    M = key.shape[0]
+    order = np.argsort(key, axis=0, kind="stable")
+    ranked = np.take_along_axis(key, order, axis=0)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(M)[:, None, None], order.shape), axis=0)
+    on_side = at_excluded(w, refs)[..., None]
+    r = np.where(on_side, at_excluded(rank, refs), M)
+    return ranked, np.sort(r, axis=0)
+
+
+def _skip(j: np.ndarray, excluded_ranks: np.ndarray) -> np.ndarray:
+    """The rank of the j-th kept value when the (ascending) excluded ranks are skipped."""
+    for r in excluded_ranks:
+        j = j + (j >= r)
+    return j
+
+
+def ref_median(x: np.ndarray, side: np.ndarray | None, refs: References, what: str = "") -> np.ndarray:
+    """Median over each target's references on ``side`` (numpy's: the mean of the two middle
+    values for an even count). Values on ``side`` are sorted once per (sample, query) and the
+    excluded models' ranks are skipped."""
+    x = np.asarray(x, dtype=np.float64)
+    w = _side(side, x.shape)
+    n = ref_counts(w, refs)
+    require_references(n, what, refs)
+    ranked, r = _sorted_with_excluded_ranks(np.where(w[..., None], x, np.inf), w, refs)
+    nq = np.broadcast_to(n[..., None], x.shape)
+    lo, hi = _skip((nq - 1) // 2, r), _skip(nq // 2, r)
+    return 0.5 * (np.take_along_axis(ranked, lo, axis=0) + np.take_along_axis(ranked, hi, axis=0))
+
+
+def ref_logmeanexp(x: np.ndarray, side: np.ndarray | None, refs: References, what: str = "") -> np.ndarray:
+    """log of the mean of exp(x) over each target's references on ``side``, computed stably.
+
+    Values are sorted ascending and accumulated with ``logaddexp``; the kept references are the
+    runs of ranks between excluded ones, and each run [a, b) is L[b-1] + log1p(-exp(L[a-1] -
+    L[b-1])). A run holds the largest values of its prefix, so the difference keeps at least a
+    1/M share of it: no catastrophic cancellation even when an excluded value dominates.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    M = x.shape[0]
+    w = _side(side, x.shape)
+    n = ref_counts(w, refs)
+    require_references(n, what, refs)
+    ranked, r = _sorted_with_excluded_ranks(np.where(w[..., None], x, -np.inf), w, refs)
+    cum = np.concatenate([np.full((1, *x.shape[1:]), -np.inf), np.logaddexp.accumulate(ranked, axis=0)])
+    # kept runs of ranks [starts[k], ends[k]); cum[j] is the log-sum of the j smallest values
+    starts = np.minimum(np.concatenate([np.zeros_like(r[:1]), r + 1]), M)
+    ends = np.maximum(np.concatenate([r, np.full_like(r[:1], M)]), starts)
+    hi = np.take_along_axis(cum, ends.reshape(-1, *x.shape[1:]), axis=0).reshape(ends.shape)
+    lo = np.take_along_axis(cum, starts.reshape(-1, *x.shape[1:]), axis=0).reshape(starts.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        run = np.where(hi > lo, hi + np.log1p(-np.exp(lo - hi)), -np.inf)
+    return np.logaddexp.reduce(run, axis=0) - np.log(n[..., None].astype(np.float64))
