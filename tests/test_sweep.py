@@ -432,3 +432,26 @@ def test_shipped_sweeps_are_valid(name, n_points):
     elif name != "tiny":
         assert all(c.training.n_models == 16 and c.dataset.root == str(Path("/data").resolve()) for c in cfgs)
         assert sorted({c.seed for c in cfgs}) == [0, 1, 2]
+
+
+def test_tables_show_the_headline_metrics_at_chosen_rules(tiny_sweep):
+    """`--rule` adds METRIC@RULE columns read from each run's sensitivity table at its own grid and
+    bands; the run's own rule reproduces the summary's numbers, an unknown rule is an exit-2 error."""
+    out, proc = tiny_sweep
+    assert proc.returncode == 0, proc.stderr
+    proc2 = subprocess.run([*CLI, "sweep", str(TINY), "--out", str(out), "--no-progress",
+                            "--rule", "score:0", "--rule", "fpr:0.01"],
+                           check=False, capture_output=True, text=True, timeout=300)
+    assert proc2.returncode == 0, proc2.stderr
+    table = pd.read_parquet(out / "comparison.parquet")
+    assert "n_high_final@score:0" in table.columns and "spearman_consistency@fpr:0.01" in table.columns
+    np.testing.assert_allclose(table["n_high_final@fpr:0.01"], table["n_high_final"])
+    np.testing.assert_allclose(table["com_path_pp@fpr:0.01"], table["com_path_pp"])
+    row = table.iloc[0]
+    sens = pd.read_parquet(out / row["run_dir"] / "analysis" / "sensitivity.parquet")
+    want = sens[(sens.rule == "score:0") & (sens.grid == 4) & (sens.bands == "0.1/0.3/0.6")]
+    assert row["n_high_final@score:0"] == want["n_high_final"].iloc[0]
+    assert "n_high_final@score:0" in (out / "comparison.md").read_text()
+    bad = subprocess.run([*CLI, "sweep", str(TINY), "--out", str(out), "--rule", "fpr:2"],
+                         check=False, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--rule" in bad.stderr and "Traceback" not in bad.stderr

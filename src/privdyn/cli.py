@@ -142,10 +142,20 @@ def sweep(
         "--select", help="Run only the points whose slug matches this glob (repeatable), e.g. '*seed-0'.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the points and exit.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")] = False,
+    rule: Annotated[list[str] | None, typer.Option(
+        "--rule", help="Also tabulate the headline dynamics at this operating-point rule (repeatable), "
+                       "e.g. score:0 or fpr:0.1; read from each run's sensitivity table.")] = None,
 ) -> None:
     """Run every point of a sweep (finished runs are skipped), then write the comparison tables and report."""
     from privdyn.sweep import compare, load_sweep, run_sweep, select_points
 
+    from privdyn.config import parse_rule
+
+    for r in rule or []:
+        try:
+            parse_rule(r)
+        except ValueError as e:
+            raise PrivdynError(f"--rule: {e}") from None
     sw = load_sweep(sweep_file, data_root)
     target = out_dir or Path("runs") / "sweeps" / sw.spec.name
     if dry_run:
@@ -161,7 +171,7 @@ def sweep(
         err.print(line, markup=False, highlight=False, soft_wrap=True)
 
     result = run_sweep(sw, target, select, progress=not no_progress, log=log)
-    paths = compare(sw, target, log=log)
+    paths = compare(sw, target, log=log, rules=rule)
     counts = {s: sum(o.status == s for o in result.outcomes) for s in ("done", "skipped", "failed")}
     out.print(f"sweep {sw.spec.name}: {counts['done']} ran, {counts['skipped']} already finished, "
               f"{counts['failed']} failed; folder {target}")

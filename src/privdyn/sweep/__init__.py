@@ -18,10 +18,14 @@ from privdyn.sweep.tables import collect_rows, comparison_table, write_tables
 REPORT_MODULE = "privdyn.report.compare"
 
 
-def compare(sweep: Sweep, out: str | Path, log: Callable[[str], None] = print) -> dict[str, Path]:
-    """Write OUT/comparison.* over every finished point, then the report when its module exists."""
+def compare(sweep: Sweep, out: str | Path, log: Callable[[str], None] = print,
+            rules: list[str] | None = None) -> dict[str, Path]:
+    """Write OUT/comparison.* over every finished point, then the report when its module exists.
+
+    ``rules``: operating-point rules whose headline metrics get columns, besides the sweep's own.
+    """
     out = Path(out)
-    rows = collect_rows(sweep.points, out)
+    rows = collect_rows(sweep.points, out, list(dict.fromkeys([*sweep.spec.rules, *(rules or [])])))
     if not rows:
         log("no finished or failed point yet: no comparison table written")
         return {}

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from privdyn.config import RunConfig, _set_dotted, config_from_dict
+from privdyn.config import RunConfig, _set_dotted, config_from_dict, parse_rule
 from privdyn.errors import PrivdynError
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
@@ -60,6 +60,15 @@ class SweepSpec(BaseModel):
     seeds: list[int] | None = Field(None, description="each point is run once per seed (sets `seed`)")
     run_reports: bool = Field(True, description="write each run's HTML report (report/index.html); "
                               "false saves its time, and `privdyn report RUN` writes one later")
+    rules: list[str] = Field(default_factory=list, description="extra operating-point rules (e.g. score:0, "
+                             "fpr:0.1) whose headline dynamics get METRIC@RULE columns in the comparison tables")
+
+    @field_validator("rules")
+    @classmethod
+    def _rules(cls, v: list[str]) -> list[str]:
+        for r in v:
+            parse_rule(r)
+        return v
 
     @field_validator("name")
     @classmethod

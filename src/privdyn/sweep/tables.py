@@ -1,7 +1,10 @@
 """The comparison tables of a sweep: one row per run, and mean/std over seeds per configuration.
 
-Metrics come from each run's ``summary.json`` (the default attack at the default rule). A key an
-older analysis did not write becomes NaN, so the tables never depend on every analysis existing.
+Metrics come from each run's ``summary.json`` (the default attack at the default rule). Extra
+operating-point rules (the sweep's ``rules``, or ``--rule``) add the headline dynamics at that
+rule as ``METRIC@RULE`` columns, read from the run's ``analysis/sensitivity.parquet`` at the
+run's own grid and bands. A key an older analysis did not write becomes NaN, so the tables never
+depend on every analysis existing.
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ EARLY_FRACTION = 0.25
 EARLY_COLUMN = "recall_at_25pct"
 METRICS = (*SCALAR_METRICS, *FINAL_METRICS, EARLY_COLUMN)
 SPEARMAN_PREFIX = "spearman_"
+#: Separates a metric from the rule it was measured at in the extra columns, e.g. n_high_final@score:0.
+AT_RULE = "@"
+#: The headline dynamics of the sensitivity table (DESIGN.md "Sensitivity").
+RULE_METRICS = ("com_displacement_pp", "com_path_pp", "delta_entropy_bits", "peak_p_to_high", "n_high_final",
+                "encoding_speed_mean", "epoch_recall_0.7", "spearman_consistency")
 #: Confidence-bound columns: in the CSV and Parquet tables, left out of the Markdown.
 CI_SUFFIXES = ("_lo", "_hi", "_ci_low", "_ci_high")
 
@@ -91,6 +99,26 @@ def metrics_from_summary(summary: dict[str, Any]) -> dict[str, float]:
     return row
 
 
+def rule_columns(run_dir: Path, attack: str | None, rules: list[str]) -> dict[str, float]:
+    """``METRIC@RULE`` for each rule, at the run's own grid and bands; NaN where the run's
+    sensitivity table lacks the rule (e.g. score:0 for a non-LiRA attack) or does not exist."""
+    out = {f"{m}{AT_RULE}{r}": math.nan for r in rules for m in RULE_METRICS}
+    path = run_dir / "analysis" / "sensitivity.parquet"
+    if not rules or attack is None or not path.exists():
+        return out
+    t = pd.read_parquet(path)
+    t = t[t["attack"] == attack]
+    default = t[t["is_default"]]
+    if not len(default):
+        return out
+    t = t[(t["grid"] == default["grid"].iloc[0]) & (t["bands"] == default["bands"].iloc[0])]
+    for r in rules:
+        hit = t[t["rule"] == r]
+        if len(hit):
+            out.update({f"{m}{AT_RULE}{r}": _num(float(hit[m].iloc[0])) for m in RULE_METRICS})
+    return out
+
+
 def _key_column(values: list[Any]) -> list[Any]:
     """Values of one varying key in a Parquet-safe form: scalars of one type kept, else JSON text."""
     types = {type(v) for v in values if v is not None}
@@ -109,8 +137,9 @@ def comparison_table(rows: list[dict[str, Any]], keys: list[str]) -> pd.DataFram
     for m in METRICS:
         if m not in df:
             df[m] = math.nan
-    spear = [c for c in df.columns if c.startswith(SPEARMAN_PREFIX)]
-    order = ["slug", *keys, "seed", "status", *METRICS, *spear, "run_dir", "error"]
+    at_rule = [c for c in df.columns if AT_RULE in c]
+    spear = [c for c in df.columns if c.startswith(SPEARMAN_PREFIX) and c not in at_rule]
+    order = ["slug", *keys, "seed", "status", *METRICS, *at_rule, *spear, "run_dir", "error"]
     for c in ("status", "run_dir", "error"):
         if c not in df:
             df[c] = None
@@ -118,7 +147,7 @@ def comparison_table(rows: list[dict[str, Any]], keys: list[str]) -> pd.DataFram
 
 
 def metric_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if c in METRICS or c.startswith(SPEARMAN_PREFIX)]
+    return [c for c in table.columns if c in METRICS or AT_RULE in c or c.startswith(SPEARMAN_PREFIX)]
 
 
 def aggregate(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -186,8 +215,9 @@ def write_tables(name: str, table: pd.DataFrame, keys: list[str], out: Path) -> 
     return paths
 
 
-def collect_rows(points: list[Any], out: Path) -> list[dict[str, Any]]:
-    """One row per point the manifest records as done or failed, metrics from its summary.json."""
+def collect_rows(points: list[Any], out: Path, rules: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per point the manifest records as done or failed, metrics from its summary.json
+    (and, for each of ``rules``, from its sensitivity table)."""
     manifest = json.loads((out / "manifest.json").read_text())["points"]
     rows = []
     for p in points:
@@ -200,6 +230,8 @@ def collect_rows(points: list[Any], out: Path) -> list[dict[str, Any]]:
                                "error": entry.get("error")}
         summary_path = run_dir / "summary.json"
         if status == "done" and summary_path.exists():
-            row.update(metrics_from_summary(json.loads(summary_path.read_text())))
+            summary = json.loads(summary_path.read_text())
+            row.update(metrics_from_summary(summary))
+            row.update(rule_columns(run_dir, summary.get("default_attack"), rules or []))
         rows.append(row)
     return rows
