@@ -455,3 +455,21 @@ def test_tables_show_the_headline_metrics_at_chosen_rules(tiny_sweep):
     bad = subprocess.run([*CLI, "sweep", str(TINY), "--out", str(out), "--rule", "fpr:2"],
                          check=False, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--rule" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_sensitivity_table_script(tiny_sweep):
+    """docs/findings/sensitivity_table.py: its column at the runs' own rule is the seed mean of the
+    comparison table's metric; other rules, grids and bands get their own columns."""
+    out, proc = tiny_sweep
+    assert proc.returncode == 0, proc.stderr
+    script = runpy.run_path(str(Path(__file__).parents[1] / "docs" / "findings" / "sensitivity_table.py"))
+    table, key = script["run_tables"](out, None)
+    assert key == "dataset.options.difficulty"
+    md = script["metric_table"](table, key, "n_high_final")
+    head, _, *rows = md.splitlines()
+    assert head.split(" | ")[1:4] == ["fpr:0.001", "fpr:0.01 ★", "fpr:0.1"]
+    assert "score:0" in head and "bands 0.2/0.4/0.7" in head
+    agg = pd.read_parquet(out / "comparison.parquet").groupby(key)["n_high_final"].mean()
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[2]) == pytest.approx(agg.loc[float(cells[0])], rel=1e-3)
