@@ -177,9 +177,11 @@ def test_panels_without_their_data_are_skipped_with_a_note(tiny, tmp_path):
 
 
 def test_unanalysed_run_is_a_clear_error(tmp_path):
+    """A run that never trained names the stage that did not finish (not `analyze`, which would
+    itself fail on the missing signals)."""
     rd = RunDir(tmp_path / "empty")
     rd.init(config_from_dict(TINY))
-    with pytest.raises(PrivdynError, match="privdyn analyze"):
+    with pytest.raises(PrivdynError, match="train stage has not finished.*privdyn run"):
         load_run_data(rd.path)
 
 

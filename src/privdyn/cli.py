@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -31,16 +33,22 @@ def _root_set(data_root: Path | None) -> list[str]:
     return [] if data_root is None else [f"dataset.root={json.dumps(str(data_root.expanduser().resolve()))}"]
 
 
-def _open(run_dir: Path, overrides: list[str] | None = None):
+@contextlib.contextmanager
+def _open(run_dir: Path, overrides: list[str] | None = None) -> Iterator[tuple[Any, Any]]:
+    """The run directory and its config, with the run's lock held (``--set`` overrides applied)."""
     from privdyn.config import apply_overrides, config_from_dict
     from privdyn.store.rundir import RunDir
 
     run = RunDir(run_dir)
-    cfg = run.load_config()
-    if overrides:
-        cfg = config_from_dict(apply_overrides(cfg.model_dump(mode="json"), overrides), "--set")
-        run.init(cfg)
-    return run, cfg
+    if not run.is_run():
+        raise PrivdynError(f"{run.path} is not a privdyn run directory (no config.yaml). "
+                           "Create one with `privdyn run CONFIG --out DIR`.")
+    with run.locked():
+        cfg = run.load_config()
+        if overrides:
+            cfg = config_from_dict(apply_overrides(cfg.model_dump(mode="json"), overrides), "--set")
+            run.init(cfg)
+        yield run, cfg
 
 
 @app.command()
@@ -72,9 +80,9 @@ def train(run_dir: RunDirArg, set_: SetOpt = None, data_root: DataRootOpt = None
     """Train the models of a run directory (resumes at the last completed checkpoint)."""
     from privdyn import pipeline
 
-    rd, cfg = _open(run_dir, [*(set_ or []), *_root_set(data_root)])
-    pipeline.train(cfg, rd)
-    out.print(f"trained: {rd.path}")
+    with _open(run_dir, [*(set_ or []), *_root_set(data_root)]) as (rd, cfg):
+        pipeline.train(cfg, rd)
+        out.print(f"trained: {rd.path}")
 
 
 @app.command()
@@ -85,13 +93,13 @@ def score(run_dir: RunDirArg,
     from privdyn import pipeline
     from privdyn.attacks import ATTACKS
 
-    rd, cfg = _open(run_dir, set_)
-    names = [a.strip() for a in attacks.split(",")] if attacks else None
-    unknown = [a for a in names or [] if a not in ATTACKS]
-    if unknown:
-        raise PrivdynError(f"Unknown attack(s) {unknown}; available: {', '.join(sorted(ATTACKS))}")
-    pipeline.score(cfg, rd, names)
-    out.print(f"scored: {', '.join(names or cfg.attacks)}")
+    with _open(run_dir, set_) as (rd, cfg):
+        names = [a.strip() for a in attacks.split(",")] if attacks else None
+        unknown = [a for a in names or [] if a not in ATTACKS]
+        if unknown:
+            raise PrivdynError(f"Unknown attack(s) {unknown}; available: {', '.join(sorted(ATTACKS))}")
+        pipeline.score(cfg, rd, names)
+        out.print(f"scored: {', '.join(names or cfg.attacks)}")
 
 
 @app.command()
@@ -103,16 +111,20 @@ def analyze(run_dir: RunDirArg,
     from privdyn import pipeline
     from privdyn.config import parse_rule
 
-    rd, cfg = _open(run_dir, set_)
-    if rule is not None:
-        try:
-            parse_rule(rule)
-        except ValueError as e:
-            raise PrivdynError(str(e)) from None
-    if attack is not None and not rd.score_path(attack).exists():
-        raise PrivdynError(f"Attack {attack!r} has no scores in {rd.path}: run `privdyn score {rd.path} --attacks {attack}` first")
-    pipeline.analyze(cfg, rd, attack, rule)
-    out.print(f"analysed: {rd.path / 'analysis'}")
+    with _open(run_dir, set_) as (rd, cfg):
+        if rule is not None:
+            try:
+                parse_rule(rule)
+            except ValueError as e:
+                raise PrivdynError(str(e)) from None
+        from privdyn.attacks import ATTACKS
+
+        if attack is not None and attack not in ATTACKS:
+            raise PrivdynError(f"Unknown attack {attack!r}; available: {', '.join(sorted(ATTACKS))}")
+        if attack is not None and not rd.score_path(attack).exists():
+            raise PrivdynError(f"Attack {attack!r} has no scores in {rd.path}: run `privdyn score {rd.path} --attacks {attack}` first")
+        pipeline.analyze(cfg, rd, attack, rule)
+        out.print(f"analysed: {rd.path / 'analysis'}")
 
 
 @app.command()
@@ -120,8 +132,8 @@ def report(run_dir: RunDirArg) -> None:
     """Write report/index.html (offline) with PNG and PDF figures."""
     from privdyn import pipeline
 
-    rd, cfg = _open(run_dir)
-    out.print(f"report: {pipeline.report(cfg, rd)}")
+    with _open(run_dir) as (rd, cfg):
+        out.print(f"report: {pipeline.report(cfg, rd, force=True)}")
 
 
 @app.command()

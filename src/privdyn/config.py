@@ -157,8 +157,13 @@ def _attack_options_model() -> type[BaseModel]:
 AttackOptions = _attack_options_model()
 
 
+#: Run names name folders (runs/NAME): a slug, so a name can never point outside runs/.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
 class RunConfig(_Strict):
-    name: str = "run"
+    name: str = Field("run", description="the run's name: the default run directory is runs/NAME; letters, "
+                      "digits, '.', '_' and '-', starting with a letter or digit")
     seed: int = 0
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -174,6 +179,14 @@ class RunConfig(_Strict):
         "as many IN as OUT references per sample, one = leave-one-out (biased at small M; for comparison)")
     attack_options: AttackOptions = Field(default_factory=AttackOptions)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError(f"{v!r} is not a run name: use letters, digits, '.', '_' or '-' (at most 100, "
+                             "starting with a letter or digit); it names the folder runs/NAME")
+        return v
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
@@ -252,6 +265,17 @@ class RunConfig(_Strict):
 
     def default_attack(self) -> str:
         return self.analysis.default_attack or self.attacks[0]
+
+    def attack_digest(self, attack: str) -> str:
+        """What produced ``scores/ATTACK``: the training setup, the reference rule, the attack's own
+        options and the privdyn version (its inputs' provenance, DESIGN.md)."""
+        from privdyn import __version__
+
+        options = getattr(self.attack_options, attack, None)
+        blob = json.dumps({"train": self.section_hash(*TRAIN_SECTIONS), "references": self.references,
+                           "attack": attack, "options": options.model_dump(mode="json") if options else None,
+                           "version": __version__}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def section_hash(self, *sections: str) -> str:
         """Stable hash of the named top-level sections: what produced an artifact.

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from privdyn.config import ANALYZE_SECTIONS, SCORE_SECTIONS, TRAIN_SECTIONS, RunConfig
 from privdyn.data import load_dataset
+from privdyn.errors import PrivdynError
 from privdyn.store import atomic
 from privdyn.store.rundir import RunDir
 from privdyn.training.membership import balanced_membership
@@ -68,9 +69,22 @@ def score(cfg: RunConfig, run: RunDir, attacks: list[str] | None = None, progres
         run.mark_stage("score", "running", digest)
     with _progress(progress) as p:
         for a in names:
+            # attacks named explicitly are rescored; otherwise a current artifact (e.g. finished
+            # before a kill) is kept
+            if attacks is None and run.artifact_current(f"scores/{a}", cfg.attack_digest(a), run.score_path(a)):
+                continue
             score_attack(cfg, run, a, p)
     if complete:
         run.mark_stage("score", "done", digest)
+
+
+def require_current_scores(cfg: RunConfig, run: RunDir, attack: str) -> None:
+    """Refuse scores that another setup made (other options, references or training)."""
+    if not run.artifact_current(f"scores/{attack}", cfg.attack_digest(attack), run.score_path(attack)):
+        state = "missing" if not run.score_path(attack).exists() else "stale (made with another setup)"
+        raise PrivdynError(f"The scores of {attack} in {run.path} are {state}, so analysing them would "
+                           f"describe another attack. Run `privdyn score {run.path} --attacks {attack}` "
+                           f"or `privdyn run` on this config, which rescores exactly what is stale.")
 
 
 def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | None = None) -> dict:
@@ -80,6 +94,8 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | 
     digest = cfg.section_hash(*ANALYZE_SECTIONS)
     if attack is None and rule is None and run.stage_done("analyze", digest):
         return {}
+    for a in [attack] if attack else cfg.attacks:
+        require_current_scores(cfg, run, a)
     if attack is not None or rule is not None:
         return analyze_one(cfg, run, attack or cfg.default_attack(), rule or cfg.analysis.rule)
     run.mark_stage("analyze", "running", digest)
@@ -95,10 +111,14 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | 
     return summary
 
 
-def report(cfg: RunConfig, run: RunDir) -> Path:
+def report(cfg: RunConfig, run: RunDir, force: bool = False) -> Path:
+    """Write the report, unless it is up to date with the analysis (``force``: always)."""
     from privdyn.report.html import build_report
 
     digest = cfg.section_hash(*ANALYZE_SECTIONS)
+    index = run.report_dir / "index.html"
+    if not force and run.stage_done("report", digest) and index.exists():
+        return index  # nothing it reads has changed
     run.mark_stage("report", "running", digest)
     index = build_report(cfg, run)
     run.mark_stage("report", "done", digest)
@@ -112,8 +132,9 @@ def run_all(cfg: RunConfig, out: str | Path, progress: bool = True,
     ``with_report=False`` stops after the analysis (sweeps whose runs need no HTML report).
     """
     run = RunDir(out)
-    run.init(cfg)
-    train(cfg, run, progress)
-    score(cfg, run, progress=progress)
-    analyze(cfg, run)
-    return run, report(cfg, run) if with_report else None
+    with run.locked():
+        run.init(cfg)
+        train(cfg, run, progress)
+        score(cfg, run, progress=progress)
+        analyze(cfg, run)
+        return run, report(cfg, run) if with_report else None

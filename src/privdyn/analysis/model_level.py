@@ -22,8 +22,9 @@ def tpr_at_fpr(scores: np.ndarray, membership: np.ndarray, alpha: float) -> floa
     return float((scores[membership] > tau).mean())
 
 
-def per_model_mean(signal: np.ndarray, membership: np.ndarray | None) -> np.ndarray:
-    """Per checkpoint and model, the mean of a signal ``[T, M, N, Q]`` under the identity query.
+def per_model_mean(signal: np.ndarray, membership: np.ndarray | None, query: int = 0) -> np.ndarray:
+    """Per checkpoint and model, the mean of a signal ``[T, M, N, Q]`` under query ``query``
+    (pass the identity query's index: accuracy and loss are those of the plain input).
 
     With ``membership`` the mean runs over each model's IN samples (train accuracy or loss);
     without it, over all samples (pass the test split's signal). Streams over checkpoints.
@@ -31,7 +32,7 @@ def per_model_mean(signal: np.ndarray, membership: np.ndarray | None) -> np.ndar
     T, M = signal.shape[:2]
     out = np.empty((T, M))
     for t in range(T):
-        v = np.asarray(signal[t, ..., 0], dtype=np.float64)
+        v = np.asarray(signal[t, ..., query], dtype=np.float64)
         out[t] = v.mean(axis=1) if membership is None else (v * membership).sum(axis=1) / membership.sum(axis=1)
     return out
 

@@ -29,14 +29,20 @@ from privdyn.store import atomic
 from privdyn.store.rundir import RunDir
 
 
-def model_metrics(run: RunDir, membership: np.ndarray) -> dict[str, np.ndarray]:
-    """Per checkpoint and model: train/test accuracy and loss ``[T, M]``."""
-    return {
-        "train_accuracy": model_level.per_model_mean(run.load_array(run.signal_path("correct"), "signals"), membership),
-        "train_loss": model_level.per_model_mean(run.load_array(run.signal_path("loss"), "signals"), membership),
-        "test_accuracy": model_level.per_model_mean(run.load_array(run.signal_path("correct", "test"), "signals"), None),
-        "test_loss": model_level.per_model_mean(run.load_array(run.signal_path("loss", "test"), "signals"), None),
-    }
+def identity_query(cfg: RunConfig) -> int:
+    """Index of the identity query (the first query when identity is not scored)."""
+    return cfg.queries.index("identity") if "identity" in cfg.queries else 0
+
+
+def model_metrics(cfg: RunConfig, run: RunDir, membership: np.ndarray) -> dict[str, np.ndarray]:
+    """Per checkpoint and model: train/test accuracy and loss ``[T, M]``, under the identity query."""
+    q = identity_query(cfg)
+
+    def mean(name: str, split: str, z: np.ndarray | None) -> np.ndarray:
+        return model_level.per_model_mean(run.load_array(run.signal_path(name, split), "signals"), z, q)
+
+    return {"train_accuracy": mean("correct", "pool", membership), "train_loss": mean("loss", "pool", membership),
+            "test_accuracy": mean("correct", "test", None), "test_loss": mean("loss", "test", None)}
 
 
 def bands_of(cfg: RunConfig) -> Bands:
@@ -53,7 +59,7 @@ def _num(x: float) -> float | None:
 def difficulty_signals(cfg: RunConfig, run: RunDir) -> dict[str, np.ndarray | None]:
     """``[T, M, N]`` memmap views of the pool's correct, loss and el2n signals under the identity
     query (the first query when identity is not scored); el2n is None in runs that lack it."""
-    q = cfg.queries.index("identity") if "identity" in cfg.queries else 0
+    q = identity_query(cfg)
     out: dict[str, np.ndarray | None] = {
         name: run.load_array(run.signal_path(name), f"signal {name}")[..., q] for name in ("correct", "loss")}
     el2n = run.signal_path("el2n")
@@ -76,7 +82,7 @@ def training_measures(cfg: RunConfig, run: RunDir, membership: np.ndarray, epoch
     sig = difficulty_signals(cfg, run)
     k_early = difficulty.early_index(epochs, cfg.analysis.el2n_fraction)
     return TrainingMeasures(
-        model_metrics(run, membership),
+        model_metrics(cfg, run, membership),
         difficulty.difficulty_measures(sig["correct"], sig["loss"], sig["el2n"], membership, k_early),
         sig["el2n"] is not None, k_early)
 
@@ -104,7 +110,8 @@ def dynamics_results(cfg: RunConfig, plane: dict[str, np.ndarray], st: np.ndarra
     vulnerable = early.final_vulnerable(adv[-1], high_final)
     recall = early.recall_curve(adv, vulnerable)
     to_final = early.spearman_to_final(adv)
-    reached = early.earliest_epochs(recall, epochs, ac.recall_levels)
+    # 0.7 always: epoch_recall_0.7 is part of summary.json's public surface
+    reached = early.earliest_epochs(recall, epochs, sorted({*ac.recall_levels, 0.7}))
     sp = dynamics.speed_summary(speed, high_final)
     peak = dynamics.peak(to_high)
     summary = {

@@ -44,3 +44,4 @@ def score_attack(cfg: RunConfig, run: RunDir, attack: str, progress: Any = None)
                 raise PrivdynError(f"{attack} at epoch {int(epochs[t])}: {e}") from None
             if progress:
                 progress.advance(task)
+    run.record_artifact(f"scores/{attack}", cfg.attack_digest(attack))

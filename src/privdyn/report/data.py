@@ -69,6 +69,8 @@ def load_run_data(run_dir: str | Path, attack: str | None = None, rule: str | No
     needed = [adir / "plane.npz", adir / "epoch.parquet", adir / "sample.parquet", run.summary_path]
     missing = [p for p in needed if not p.exists()]
     if missing:
+        if run.next_stage() in ("train", "score"):
+            raise run.missing(f"the analysis of {attack} at {rule}")
         raise PrivdynError(f"{run.path} is not analysed for {attack} at {rule} ({missing[0].name} is missing): "
                            f"run `privdyn analyze {run.path}` first")
     plane = load_npz(adir / "plane.npz")

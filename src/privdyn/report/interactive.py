@@ -450,7 +450,7 @@ def clusters(d: RunData) -> Panel:
     fig.update_layout(template=TEMPLATE, height=420, margin=dict(l=60, r=20, t=30, b=40), xaxis_title="epoch",
                       yaxis_title="advantage A_i")
     caption = "k-means clusters of the per-sample trajectories A_i(t): mean and interquartile band of each."
-    if "silhouette" in d.summary:
+    if d.summary.get("silhouette") is not None:  # None: one cluster, no silhouette defined
         caption += f" Silhouette {d.summary['silhouette']:.3f}."
     return Panel("clusters", "Trajectory clusters", caption, figure=fig)
 

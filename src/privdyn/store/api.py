@@ -62,16 +62,26 @@ class Run:
         return self._dir.load_array(self._dir.signal_path(name, split), f"signal {name!r}")
 
     def scores(self, attack: str) -> np.ndarray:
-        """float64 ``[T, M, N]`` attack scores (memory-mapped)."""
+        """float64 ``[T, M, N]`` attack scores (memory-mapped); refused when stale (made with
+        other attack options, references or training than the run's config)."""
+        path = self._dir.score_path(attack)
+        if path.exists() and not self._dir.artifact_current(f"scores/{attack}", self.config.attack_digest(attack), path):
+            raise PrivdynError(f"The scores of {attack} in {self.path} are stale: the run's config changed since "
+                               f"they were made. Rescore with `privdyn score {self.path} --attacks {attack}`.")
         return self._dir.load_array(self._dir.score_path(attack), f"scores of attack {attack!r} "
                                     f"(score it with `privdyn score {self.path} --attacks {attack}`)")
 
-    def plane(self, attack: str | None = None, rule: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(FPR, TPR), each ``[T, N]``, computed from the scores for any rule."""
+    def plane(self, attack: str | None = None, rule: str = "fpr:0.01") -> tuple[np.ndarray, np.ndarray]:
+        """(FPR, TPR), each ``[T, N]``, computed from the scores for any rule (DESIGN.md's default
+        ``fpr:0.01``, whatever the run's own rule)."""
         from privdyn.analysis.plane import compute_plane
+        from privdyn.config import parse_rule
 
-        p = compute_plane(self.scores(attack or self.config.default_attack()), self.membership,
-                          rule or self.config.analysis.rule)
+        try:
+            parse_rule(rule)
+        except ValueError as e:
+            raise PrivdynError(str(e)) from None
+        p = compute_plane(self.scores(attack or self.config.default_attack()), self.membership, rule)
         return p["fpr"], p["tpr"]
 
     def summary(self) -> dict:
@@ -84,7 +94,13 @@ class Run:
     def tables(self, attack: str | None = None, rule: str | None = None) -> Tables:
         """The Parquet tables of an attack and rule: per sample-epoch, per sample, per epoch, the
         state transitions, the trajectory clusters and the difficulty correlations and deciles."""
+        from privdyn.config import parse_rule
+
         attack, rule = attack or self.config.default_attack(), rule or self.config.analysis.rule
+        try:
+            parse_rule(rule)
+        except ValueError as e:
+            raise PrivdynError(str(e)) from None
         d = self._dir.analysis_dir(attack, rule)
         names = [f.name for f in fields(Tables)]
         missing = [n for n in names if not (d / f"{n}.parquet").exists()]

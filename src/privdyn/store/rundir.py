@@ -15,9 +15,13 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,11 @@ from privdyn.errors import PrivdynError
 from privdyn.store import atomic
 
 STAGES = ("train", "score", "analyze", "report")
+#: Files that mark a directory as a privdyn run directory.
+MARKERS = ("manifest.json", "config.yaml")
+LOCK_NAME = ".lock"
+#: Run directories this process holds the lock of (the lock is re-entrant within a process).
+_HELD: set[Path] = set()
 
 
 def rule_slug(rule: str) -> str:
@@ -81,14 +90,87 @@ class RunDir:
     def group_dir(self, group: int) -> Path:
         return self.path / "train" / f"group_{group:03d}"
 
+    # ownership -------------------------------------------------------------------------
+    def is_run(self) -> bool:
+        return any((self.path / m).exists() for m in MARKERS)
+
+    def check_writable(self) -> None:
+        """Refuse a directory that exists, holds files and is not a privdyn run: writing there
+        would overwrite a user's files."""
+        if not self.path.exists():
+            return
+        if not self.path.is_dir():
+            raise PrivdynError(f"{self.path} is a file, not a directory: choose another --out directory.")
+        if not self.is_run() and any(p.name != LOCK_NAME for p in self.path.iterdir()):
+            raise PrivdynError(
+                f"{self.path} already holds files and is not a privdyn run directory (no manifest.json "
+                "or config.yaml), so privdyn will not write into it: its files could be overwritten. "
+                "Choose a new or empty --out directory.")
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the run directory's exclusive lock (``RUN/.lock``, released when the process ends).
+
+        A second process gets a clear error instead of two writers overwriting each other. Temp
+        files of writes that a kill interrupted are removed once the lock is held.
+        """
+        self.check_writable()
+        key = self.path.resolve()
+        if key in _HELD:
+            yield
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = self.path / LOCK_NAME
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = lock.read_text().strip() or "another process"
+            raise PrivdynError(
+                f"{self.path} is in use by privdyn ({holder}). Two processes in one run directory would "
+                "overwrite each other's artifacts: wait for that one to finish (or stop it), or choose "
+                "another --out directory.") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"process {os.getpid()} on {platform.node()}".encode())
+            _HELD.add(key)
+            for tmp in self.path.rglob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+            yield
+        finally:
+            _HELD.discard(key)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
     # manifest ----------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
         if not self.manifest_path.exists():
             return {"stages": {}}
-        return json.loads(self.manifest_path.read_text())
+        try:
+            m = json.loads(self.manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            m = None
+        if not isinstance(m, dict) or not isinstance(m.get("stages", {}), dict):
+            raise PrivdynError(
+                f"{self.manifest_path} is corrupt (not a JSON manifest), so privdyn cannot tell which "
+                "artifacts are current. Move the run directory aside and rerun into a new one.")
+        m.setdefault("stages", {})
+        return m
 
     def _write_manifest(self, m: dict[str, Any]) -> None:
         atomic.write_json(self.manifest_path, m)
+
+    def artifact_current(self, key: str, digest: str, path: Path) -> bool:
+        """True when artifact ``key`` exists at ``path`` and was recorded as made from ``digest``."""
+        entry = self.manifest().get("artifacts", {}).get(key, {})
+        return entry.get("digest") == digest and path.exists()
+
+    def record_artifact(self, key: str, digest: str, **extra: Any) -> None:
+        """Record that artifact ``key`` was finished from inputs ``digest`` (after its atomic write)."""
+        m = self.manifest()
+        m.setdefault("artifacts", {})[key] = {"digest": digest, "finished": time.time(), **extra}
+        self._write_manifest(m)
 
     def stage_done(self, stage: str, digest: str) -> bool:
         st = self.manifest()["stages"].get(stage, {})
@@ -121,10 +203,13 @@ class RunDir:
         """
         from privdyn.config import TRAIN_SECTIONS
 
+        self.check_writable()
         self.path.mkdir(parents=True, exist_ok=True)
         m = self.manifest()
         train_hash = cfg.section_hash(*TRAIN_SECTIONS)
-        if m.get("train_hash") not in (None, train_hash):
+        if m.get("train_hash") not in (None, train_hash) and not self.has_training_artifacts():
+            m["stages"] = {}  # a start that failed before training made anything: nothing to protect
+        elif m.get("train_hash") not in (None, train_hash):
             raise PrivdynError(
                 f"Run directory {self.path} was made with a different training setup "
                 f"(seed, dataset, model, training, checkpoints or queries). Reusing it would mix "
@@ -135,6 +220,10 @@ class RunDir:
         m.setdefault("stages", {})
         self._write_manifest(m)
 
+    def has_training_artifacts(self) -> bool:
+        """True once training has written anything (the membership matrix, groups or signals)."""
+        return any((self.path / p).exists() for p in ("membership.npy", "train", "signals", "epochs.npy"))
+
     def load_config(self) -> RunConfig:
         from privdyn.config import load_config
 
@@ -144,8 +233,20 @@ class RunDir:
         return load_config(self.config_path)
 
     # arrays ------------------------------------------------------------------------------
+    def next_stage(self) -> str:
+        """The first stage that is not done: what to run next."""
+        stages = self.manifest()["stages"]
+        return next((s for s in STAGES if stages.get(s, {}).get("state") != "done"), "report")
+
+    def missing(self, what: str) -> PrivdynError:
+        """The error for a missing artifact, naming the stage to run next."""
+        stage = self.next_stage()
+        return PrivdynError(f"{what} is missing from {self.path}: its {stage} stage has not finished. Run "
+                            f"`privdyn run CONFIG --out {self.path}` (or `privdyn {stage} {self.path}`), which "
+                            "resumes where it stopped.")
+
     def load_array(self, path: Path, what: str, mmap: bool = True) -> np.ndarray:
         if not path.exists():
-            raise PrivdynError(f"{path} is missing: {what}. Run the stage that makes it "
-                               f"(`privdyn train|score|analyze {self.path}`).")
+            raise self.missing(f"{path.relative_to(self.path) if path.is_relative_to(self.path) else path} "
+                               f"({what})")
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
