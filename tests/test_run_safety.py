@@ -200,3 +200,36 @@ def test_a_no_op_run_does_not_rebuild_the_report(done_run, tmp_path):
     assert index.stat().st_mtime_ns == stamp
     assert cli("report", run).returncode == 0 and index.stat().st_mtime_ns != stamp  # asked for: rebuilt
     assert json.loads((run / "manifest.json").read_text())["stages"]["report"]["state"] == "done"
+
+
+# ----- bad input: exit 2 and one paragraph, never a traceback -----------------------------------
+@pytest.mark.parametrize("override,message", [
+    ("training.epochs=[1,2", "not valid YAML"),
+    ("dataset.options.difficulty=abc", "dataset.options.difficulty"),
+    ("dataset.options.classes=1", "dataset.options.classes"),
+    ("dataset.options.difficulty=-5", "dataset.options.difficulty"),
+    ("dataset.options.colour=red", "dataset.options.colour"),
+    ("dataset.n_pool=2", "dataset.n_pool"),
+    ("dataset.n_pool=100000000000", "far beyond"),
+])
+def test_bad_input_is_an_exit_2_paragraph(override, message, tmp_path, tiny_config_source):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(small(tiny_config_source)))
+    proc = cli("run", cfg, "--out", tmp_path / "r", "--no-progress", "--set", override)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_non_finite_features_and_bad_labels_are_refused_at_load_time():
+    from privdyn.data.base import Dataset
+    from privdyn.data.registry import check_data
+
+    x = np.zeros((4, 3), np.float32)
+    y = np.array([0, 1, 0, 1])
+    check_data(Dataset("d", "tabular", x, y, x, y, 2))
+    xn = x.copy()
+    xn[2, 1] = np.nan
+    with pytest.raises(PrivdynError, match="NaN or infinite feature values .first in sample 2"):
+        check_data(Dataset("d", "tabular", xn, y, x, y, 2))
+    with pytest.raises(PrivdynError, match="labels span 0..5"):
+        check_data(Dataset("d", "tabular", x, np.array([0, 5, 1, 1]), x, y, 2))

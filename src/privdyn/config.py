@@ -26,7 +26,8 @@ class _Strict(BaseModel):
 
 class DatasetConfig(_Strict):
     name: str = "mnist1d"
-    n_pool: int | None = Field(None, ge=2, description="pool size; None = the whole training split")
+    n_pool: int | None = Field(None, ge=4, description="pool size (at least 4: every model trains on half of "
+                               "it, in batches of at least 2); None = the whole training split")
     n_test: int | None = Field(None, ge=1, description="test size; None = the whole test split")
     root: str | None = Field(None, description="data root for datasets read from files")
     options: dict[str, Any] = Field(default_factory=dict, description="dataset-specific options")
@@ -326,7 +327,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise PrivdynError(f"--set {item!r}: expected key=value, e.g. --set training.epochs=10")
         key, raw = item.split("=", 1)
-        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            problem = str(err).splitlines()[0]
+            raise PrivdynError(f"--set {item!r}: the value is not valid YAML ({problem}). Quote lists and "
+                               "mappings whole, e.g. --set 'attacks=[lira_online,rmia]'.") from None
+        _set_dotted(data, key.strip(), value)
     return data
 
 

@@ -2,9 +2,43 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from privdyn.data.base import Dataset, standardise
+from privdyn.errors import PrivdynError
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Mnist1dOptions(_Options):
+    seed: int = Field(42, description="the generator's seed (mnist1d's own default)")
+
+
+class DigitsOptions(_Options):
+    """digits has no options."""
+
+
+class SyntheticOptions(_Options):
+    dim: int = Field(16, ge=1, le=100_000, description="feature dimension")
+    classes: int = Field(4, ge=2, le=10_000, description="number of classes")
+    difficulty: float = Field(0.5, ge=0, le=1, description="within-class spread relative to the class distance")
+    label_noise: float = Field(0.05, ge=0, lt=1, description="share of pool labels flipped")
+
+
+def parse_options(model: type[BaseModel], options: dict[str, Any], dataset: str) -> Any:
+    """Validate ``dataset.options`` like every other config field (unknown keys are errors)."""
+    try:
+        return model.model_validate(options)
+    except ValidationError as err:
+        problems = "; ".join(f"dataset.options.{'.'.join(map(str, e['loc'])) or '(all)'}: "
+                             f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())
+        raise PrivdynError(f"Invalid options for dataset {dataset!r}: {problems}. Accepted options: "
+                           f"{', '.join(model.model_fields) or 'none'}.") from None
 
 
 def load_mnist1d(n_pool: int | None, n_test: int | None, seed: int, options: dict) -> Dataset:
@@ -18,7 +52,7 @@ def load_mnist1d(n_pool: int | None, n_test: int | None, seed: int, options: dic
     # for a few more samples than needed and split here: the pool and test sizes are then exact.
     args.num_samples = n_pool + n_test + 10
     args.train_split = 1.0
-    args.seed = int(options.get("seed", 42))
+    args.seed = parse_options(Mnist1dOptions, options, "mnist1d").seed
     d = make_dataset(args)
     x, y = np.asarray(d["x"], np.float32), np.asarray(d["y"], np.int64)
     x_pool, x_test = standardise(x[:n_pool], x[n_pool:n_pool + n_test], None)
@@ -33,8 +67,7 @@ def load_digits(n_pool: int | None, n_test: int | None, seed: int, options: dict
     """scikit-learn's bundled 8x8 digits, split into a pool and a test split (seeded)."""
     from sklearn.datasets import load_digits as sk_load
 
-    from privdyn.errors import PrivdynError
-
+    parse_options(DigitsOptions, options, "digits")
     x, y = sk_load(return_X_y=True)
     x = (x.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
     perm = np.random.default_rng(seed).permutation(len(y))
@@ -56,10 +89,8 @@ def load_synthetic(n_pool: int | None, n_test: int | None, seed: int, options: d
     """
     n_pool = n_pool or 2000
     n_test = n_test or 1000
-    dim = int(options.get("dim", 16))
-    k = int(options.get("classes", 4))
-    difficulty = float(options.get("difficulty", 0.5))
-    label_noise = float(options.get("label_noise", 0.05))
+    o = parse_options(SyntheticOptions, options, "synthetic")
+    dim, k, difficulty, label_noise = o.dim, o.classes, o.difficulty, o.label_noise
     rng = np.random.default_rng(seed + 7919)
     means = rng.normal(size=(k, dim))
     means /= np.linalg.norm(means, axis=1, keepdims=True)

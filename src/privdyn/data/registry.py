@@ -66,6 +66,33 @@ _files("texas100", "Texas-100 hospital stays, 6,169 binary features (npz or CSV)
        tabular.TEXAS100)
 
 
+#: Samples beyond which a pool or test size is refused before anything is allocated.
+MAX_SAMPLES = 100_000_000
+
+
+def _check_memory(name: str, n_pool: int | None, n_test: int | None) -> None:
+    big = [f"{k}={v:,}" for k, v in (("dataset.n_pool", n_pool), ("dataset.n_test", n_test))
+           if v is not None and v > MAX_SAMPLES]
+    if big:
+        raise PrivdynError(f"Dataset {name!r}: {', '.join(big)} is more than {MAX_SAMPLES:,} samples, far beyond "
+                           "what one run's signals can hold in memory: choose a smaller size.")
+
+
+def check_data(ds: Dataset) -> None:
+    """Refuse data a model cannot learn from: non-finite features, labels outside 0..K-1."""
+    for split, x, y in (("pool", ds.x_pool, ds.y_pool), ("test", ds.x_test, ds.y_test)):
+        bad = ~np.isfinite(x)
+        if bad.any():
+            i = int(np.argwhere(bad)[0][0])
+            raise PrivdynError(f"Dataset {ds.name!r}: the {split} split has {int(bad.sum())} NaN or infinite "
+                               f"feature values (first in sample {i}). Clean or impute the input file; a model "
+                               "trained on them would only report that training diverged.")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= ds.num_classes):
+            raise PrivdynError(f"Dataset {ds.name!r}: {split} labels span {int(y.min())}..{int(y.max())} but the "
+                               f"dataset declares {ds.num_classes} classes (labels must be 0..{ds.num_classes - 1}). "
+                               "Relabel the file with consecutive class indices.")
+
+
 def load_dataset(name: str, n_pool: int | None = None, n_test: int | None = None, seed: int = 0,
                  options: dict | None = None, root: str | None = None) -> Dataset:
     """Load a registered dataset, take seeded subsets, and make the pool even (balanced design).
@@ -77,7 +104,13 @@ def load_dataset(name: str, n_pool: int | None = None, n_test: int | None = None
                            "(`privdyn datasets` lists them with where they are looked for).")
     entry = DATASETS[name]
     extra = {"root": data_root(root)} if entry.needs_files else {}
-    ds = entry.loader(n_pool, n_test, seed, dict(options or {}), **extra)
+    _check_memory(name, n_pool, n_test)
+    try:
+        ds = entry.loader(n_pool, n_test, seed, dict(options or {}), **extra)
+    except MemoryError:
+        raise PrivdynError(f"Dataset {name!r} with dataset.n_pool={n_pool} and dataset.n_test={n_test} does "
+                           "not fit in this machine's memory: choose smaller sizes.") from None
+    check_data(ds)
     x_pool, y_pool, x_test, y_test = select_splits(ds.x_pool, ds.y_pool, ds.x_test, ds.y_test, n_pool, n_test, seed)
     if len(y_pool) % 2:
         x_pool, y_pool = x_pool[:-1], y_pool[:-1]
