@@ -233,3 +233,46 @@ def test_non_finite_features_and_bad_labels_are_refused_at_load_time():
         check_data(Dataset("d", "tabular", xn, y, x, y, 2))
     with pytest.raises(PrivdynError, match="labels span 0..5"):
         check_data(Dataset("d", "tabular", x, np.array([0, 5, 1, 1]), x, y, 2))
+
+
+# ----- a full disk ------------------------------------------------------------------------------
+def test_disk_full_is_an_exit_2_paragraph_and_the_run_resumes(done_run, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from privdyn import cli as cli_module
+    from privdyn.store import atomic
+
+    run = copy_run(done_run, tmp_path / "r")
+    RunDir(run).mark_stage("analyze", "running", "x")  # make the analysis rerun
+    real = atomic.write_parquet
+
+    def full(path, df):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(atomic, "write_parquet", full)
+    monkeypatch.setattr(sys, "argv", ["privdyn", "analyze", str(run)])
+    with pytest.raises(SystemExit) as ex:
+        cli_module.main()
+    assert ex.value.code == 2
+    msg = capsys.readouterr().err
+    assert "the disk is full" in msg and "run the same command again" in msg
+    monkeypatch.setattr(atomic, "write_parquet", real)
+    cli_module.main()  # returns normally on success
+    assert json.loads((run / "manifest.json").read_text())["stages"]["analyze"]["state"] == "done"
+
+
+def test_wrapped_disk_full_errors_are_recognised_and_memmaps_reserve_their_blocks(tmp_path):
+    import errno
+
+    from privdyn.store.atomic import is_disk_full, open_memmap_atomic
+
+    assert is_disk_full(OSError(errno.ENOSPC, "x"))
+    assert is_disk_full(RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed "
+                                     "writing file data/0: file write failed: No space left on device"))
+    assert not is_disk_full(RuntimeError("CUDA out of memory"))
+    with open_memmap_atomic(tmp_path / "a.npy", (64, 1024), np.float64) as arr:
+        tmp = next(tmp_path.glob(".a.npy.*.tmp"))
+        st = tmp.stat()
+        assert st.st_blocks * 512 >= st.st_size  # allocated up front, not sparse
+        arr[:] = 1.0
+    assert np.load(tmp_path / "a.npy").sum() == 64 * 1024

@@ -224,6 +224,15 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as e:
+        from privdyn.store.atomic import is_disk_full
+
+        if is_disk_full(e):
+            err.print("[bold red]error:[/]", end=" ")
+            err.print(f"the disk is full ({e}). Nothing half-written was kept: every file privdyn writes "
+                      "appears only once complete. Free some space (or move the run directory to a larger "
+                      "disk) and run the same command again; it resumes where it stopped.",
+                      markup=False, highlight=False, soft_wrap=True)
+            sys.exit(2)
         # Usage errors (unknown option, missing argument) come from the click that typer
         # bundles or depends on, depending on its version: recognise them by their interface.
         if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):

@@ -7,6 +7,7 @@ a later stage would read as whole.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -80,9 +81,31 @@ def open_memmap_atomic(path: str | Path, shape: tuple[int, ...], dtype: Any) -> 
     """A writable ``.npy`` memmap that appears at ``path`` only once fully written."""
     with atomic_path(path) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        reserve(tmp)
         yield arr
         arr.flush()
         del arr
+
+
+def reserve(path: str | Path) -> None:
+    """Allocate a file's blocks now, so that a full disk is an ``OSError`` (ENOSPC) here and not
+    a SIGBUS ("Bus error") when a memory-mapped write later touches a page with no space behind it."""
+    with open(path, "rb+") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size and hasattr(os, "posix_fallocate"):
+            try:
+                os.posix_fallocate(fh.fileno(), 0, size)
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # filesystems without fallocate
+                    raise
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """True for a full disk or quota, also when torch or pyarrow wrap the OS error in their own."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e)
+    return "No space left on device" in text or "Disk quota exceeded" in text
 
 
 def write_parquet(path: str | Path, df: Any) -> None:
