@@ -12,7 +12,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
             tmp.write_bytes(b"half a file")
             raise RuntimeError("killed mid-write")
     assert np.array_equal(np.load(target), np.arange(5))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".a.npy.crc", "a.npy"]  # the file and its checksum
 
 
 def test_memmap_appears_only_when_complete(tmp_path):

@@ -137,6 +137,24 @@ def report(run_dir: RunDirArg) -> None:
 
 
 @app.command()
+def verify(run_dir: RunDirArg) -> None:
+    """Check every file of a run directory against its checksum (truncation, bit flips)."""
+    from privdyn.store.integrity import verify_tree
+    from privdyn.store.rundir import RunDir
+
+    rd = RunDir(run_dir)
+    if not rd.is_run():
+        raise PrivdynError(f"{rd.path} is not a privdyn run directory (no config.yaml).")
+    with rd.locked():
+        ok, bad = verify_tree(rd.path)
+    out.print(f"{len(ok)} files intact in {rd.path}")
+    for path, problem in bad:
+        err.print(f"[bold red]damaged:[/] {path.relative_to(rd.path)}: {problem}", highlight=False, soft_wrap=True)
+    if bad:
+        raise SystemExit(1)
+
+
+@app.command()
 def compare(runs: Annotated[list[Path], typer.Argument(help="Analysed run directories.")],
             out_dir: Annotated[Path, typer.Option("--out", help="Folder for the comparison report.")]) -> None:
     """Compare runs side by side: DIR/index.html (offline) with the metric table and overlaid curves."""

@@ -39,12 +39,19 @@ def train(cfg: RunConfig, run: RunDir, progress: bool = True) -> None:
 
     digest = cfg.section_hash(*TRAIN_SECTIONS)
     if run.stage_done("train", digest):
-        return
+        damaged = [p for p in run.signal_files() if not run.intact(p)]
+        if not damaged:
+            return
+        # the per-group files are gone once the signals are assembled: retrain (seeded, so the
+        # intact artifacts come out the same and what was computed from them stays current)
+        console.print(f"damaged: {', '.join(str(p.relative_to(run.path)) for p in damaged)}; retraining")
+        for p in [*damaged, run.path / "epochs.npy"]:
+            p.unlink(missing_ok=True)
     run.mark_stage("train", "running", digest)
     ds = load_dataset(cfg.dataset.name, cfg.dataset.n_pool, cfg.dataset.n_test, cfg.seed, cfg.dataset.options,
                       root=cfg.dataset.root)
     mpath = run.path / "membership.npy"
-    if mpath.exists():
+    if run.intact(mpath):
         membership = np.load(mpath, allow_pickle=False)
     else:
         membership = balanced_membership(cfg.training.n_models, ds.n_pool, cfg.seed)
@@ -56,10 +63,11 @@ def train(cfg: RunConfig, run: RunDir, progress: bool = True) -> None:
 
 
 def score(cfg: RunConfig, run: RunDir, attacks: list[str] | None = None, progress: bool = True) -> None:
-    from privdyn.attacks.stage import score_attack
+    from privdyn.attacks.stage import score_attack, score_digest
 
     digest = cfg.section_hash(*SCORE_SECTIONS)
-    if attacks is None and run.stage_done("score", digest):
+    current = [a for a in cfg.attacks if run.artifact_current(f"scores/{a}", score_digest(cfg, run, a), run.score_path(a))]
+    if attacks is None and run.stage_done("score", digest) and current == cfg.attacks:
         return
     names = attacks or cfg.attacks
     # Only a pass that covers every configured attack completes the stage; scoring a subset
@@ -71,7 +79,7 @@ def score(cfg: RunConfig, run: RunDir, attacks: list[str] | None = None, progres
         for a in names:
             # attacks named explicitly are rescored; otherwise a current artifact (e.g. finished
             # before a kill) is kept
-            if attacks is None and run.artifact_current(f"scores/{a}", cfg.attack_digest(a), run.score_path(a)):
+            if attacks is None and a in current:
                 continue
             score_attack(cfg, run, a, p)
     if complete:
@@ -79,12 +87,23 @@ def score(cfg: RunConfig, run: RunDir, attacks: list[str] | None = None, progres
 
 
 def require_current_scores(cfg: RunConfig, run: RunDir, attack: str) -> None:
-    """Refuse scores that another setup made (other options, references or training)."""
-    if not run.artifact_current(f"scores/{attack}", cfg.attack_digest(attack), run.score_path(attack)):
+    """Refuse scores that another setup made (other options, references, training or signals)."""
+    from privdyn.attacks.stage import score_digest
+
+    if not run.artifact_current(f"scores/{attack}", score_digest(cfg, run, attack), run.score_path(attack)):
         state = "missing" if not run.score_path(attack).exists() else "stale (made with another setup)"
         raise PrivdynError(f"The scores of {attack} in {run.path} are {state}, so analysing them would "
                            f"describe another attack. Run `privdyn score {run.path} --attacks {attack}` "
                            f"or `privdyn run` on this config, which rescores exactly what is stale.")
+
+
+def analysis_files(cfg: RunConfig, run: RunDir) -> list[Path]:
+    """What the analyze stage makes (at the config's rule), to check before skipping it."""
+    files = [run.summary_path] + ([run.path / "analysis" / "sensitivity.parquet"] if cfg.analysis.sensitivity else [])
+    for a in cfg.attacks:
+        d = run.analysis_dir(a, cfg.analysis.rule)
+        files += [d / "plane.npz", *(d / f"{t}.parquet" for t in ("sample_epoch", "sample", "epoch"))]
+    return files
 
 
 def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | None = None) -> dict:
@@ -92,7 +111,7 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | 
     from privdyn.analysis.stage import sensitivity_stage, training_measures, write_summary
 
     digest = cfg.section_hash(*ANALYZE_SECTIONS)
-    if attack is None and rule is None and run.stage_done("analyze", digest):
+    if attack is None and rule is None and run.stage_done("analyze", digest) and run.intact(*analysis_files(cfg, run)):
         return {}
     for a in [attack] if attack else cfg.attacks:
         require_current_scores(cfg, run, a)
@@ -117,7 +136,7 @@ def report(cfg: RunConfig, run: RunDir, force: bool = False) -> Path:
 
     digest = cfg.section_hash(*ANALYZE_SECTIONS)
     index = run.report_dir / "index.html"
-    if not force and run.stage_done("report", digest) and index.exists():
+    if not force and run.stage_done("report", digest) and run.intact(index):
         return index  # nothing it reads has changed
     run.mark_stage("report", "running", digest)
     index = build_report(cfg, run)

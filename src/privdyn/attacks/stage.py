@@ -18,6 +18,14 @@ from privdyn.store import atomic
 from privdyn.store.rundir import RunDir
 
 
+def score_digest(cfg: RunConfig, run: RunDir, attack: str) -> str:
+    """What ``scores/ATTACK`` is made from: the attack's setup and its input signals' contents."""
+    spec = ATTACKS[attack]
+    inputs = [run.path / "membership.npy", run.path / "epochs.npy", *(run.signal_path(s) for s in spec.needs),
+              *(run.signal_path(s, "test") for s in spec.needs_test)]
+    return f"{cfg.attack_digest(attack)}-{run.content_digest(*inputs)}"
+
+
 def score_attack(cfg: RunConfig, run: RunDir, attack: str, progress: Any = None) -> None:
     """Write ``scores/ATTACK.npy`` (float64 ``[T, M, N]``), one checkpoint in memory at a time."""
     spec = ATTACKS[attack]
@@ -44,4 +52,4 @@ def score_attack(cfg: RunConfig, run: RunDir, attack: str, progress: Any = None)
                 raise PrivdynError(f"{attack} at epoch {int(epochs[t])}: {e}") from None
             if progress:
                 progress.advance(task)
-    run.record_artifact(f"scores/{attack}", cfg.attack_digest(attack))
+    run.record_artifact(f"scores/{attack}", score_digest(cfg, run, attack))

@@ -18,7 +18,7 @@ import pandas as pd
 from privdyn.analysis.population import Bands, states
 from privdyn.config import RunConfig
 from privdyn.errors import PrivdynError
-from privdyn.store.atomic import load_npz
+from privdyn.store.atomic import load_npz, read_json, read_parquet
 from privdyn.store.rundir import RunDir
 
 #: Optional Parquet tables a panel may need, by file stem under ``analysis/ATTACK/RULE/``.
@@ -74,20 +74,20 @@ def load_run_data(run_dir: str | Path, attack: str | None = None, rule: str | No
         raise PrivdynError(f"{run.path} is not analysed for {attack} at {rule} ({missing[0].name} is missing): "
                            f"run `privdyn analyze {run.path}` first")
     plane = load_npz(adir / "plane.npz")
-    summary = json.loads(run.summary_path.read_text())
+    summary = read_json(run.summary_path)
     if summary.get("default_attack") != attack:
         summary = {**summary, **summary.get("attacks", {}).get(attack, {})}
-    sample = pd.read_parquet(adir / "sample.parquet")
+    sample = read_parquet(adir / "sample.parquet")
     if "sample" in sample.columns:
         sample = sample.sort_values("sample", kind="stable").reset_index(drop=True)
     labels_path = run.path / "labels.npy"
     labels = np.load(labels_path, allow_pickle=False) if labels_path.exists() else None
-    tables = {stem: pd.read_parquet(adir / f"{stem}.parquet")
+    tables = {stem: read_parquet(adir / f"{stem}.parquet")
               for stem in OPTIONAL_TABLES if (adir / f"{stem}.parquet").exists()}
     sens = run.path / "analysis" / "sensitivity.parquet"
     if sens.exists():
-        tables["sensitivity"] = pd.read_parquet(sens, filters=[("attack", "==", attack)])
+        tables["sensitivity"] = read_parquet(sens, filters=[("attack", "==", attack)])
     return RunData(run=run, config=cfg, attack=attack, rule=rule, summary=summary,
                    epochs=np.asarray(plane["epochs"]), plane=plane,
                    states=states(plane["adv"], Bands(**cfg.analysis.states.model_dump())),
-                   epoch=pd.read_parquet(adir / "epoch.parquet"), sample=sample, labels=labels, tables=tables)
+                   epoch=read_parquet(adir / "epoch.parquet"), sample=sample, labels=labels, tables=tables)

@@ -11,6 +11,7 @@ import pandas as pd
 
 from privdyn.config import RunConfig
 from privdyn.errors import PrivdynError
+from privdyn.store import atomic
 from privdyn.store.rundir import RunDir
 
 
@@ -62,14 +63,18 @@ class Run:
         return self._dir.load_array(self._dir.signal_path(name, split), f"signal {name!r}")
 
     def scores(self, attack: str) -> np.ndarray:
-        """float64 ``[T, M, N]`` attack scores (memory-mapped); refused when stale (made with
-        other attack options, references or training than the run's config)."""
+        """float64 ``[T, M, N]`` attack scores (memory-mapped); refused when damaged or stale (made
+        with other attack options, references, training or signals than the run's)."""
+        from privdyn.attacks.stage import score_digest
+
         path = self._dir.score_path(attack)
-        if path.exists() and not self._dir.artifact_current(f"scores/{attack}", self.config.attack_digest(attack), path):
-            raise PrivdynError(f"The scores of {attack} in {self.path} are stale: the run's config changed since "
-                               f"they were made. Rescore with `privdyn score {self.path} --attacks {attack}`.")
-        return self._dir.load_array(self._dir.score_path(attack), f"scores of attack {attack!r} "
-                                    f"(score it with `privdyn score {self.path} --attacks {attack}`)")
+        scores = self._dir.load_array(path, f"scores of attack {attack!r} (score it with "
+                                      f"`privdyn score {self.path} --attacks {attack}`)")  # verifies the file
+        if not self._dir.artifact_current(f"scores/{attack}", score_digest(self.config, self._dir, attack), path):
+            raise PrivdynError(f"The scores of {attack} in {self.path} are stale: the run's config or signals "
+                               f"changed since they were made. Rescore with `privdyn score {self.path} --attacks "
+                               f"{attack}`.")
+        return scores
 
     def plane(self, attack: str | None = None, rule: str = "fpr:0.01") -> tuple[np.ndarray, np.ndarray]:
         """(FPR, TPR), each ``[T, N]``, computed from the scores for any rule (DESIGN.md's default
@@ -89,7 +94,7 @@ class Run:
 
         if not self._dir.summary_path.exists():
             raise PrivdynError(f"{self.path} has no summary.json yet: run `privdyn analyze {self.path}`")
-        return json.loads(self._dir.summary_path.read_text())
+        return atomic.read_json(self._dir.summary_path)
 
     def tables(self, attack: str | None = None, rule: str | None = None) -> Tables:
         """The Parquet tables of an attack and rule: per sample-epoch, per sample, per epoch, the
@@ -107,7 +112,7 @@ class Run:
         if missing:
             raise PrivdynError(f"No analysis tables {missing} in {d} (not analysed yet, or by an older "
                                f"privdyn): run `privdyn analyze {self.path} --attack {attack} --rule {rule}`")
-        return Tables(*(pd.read_parquet(d / f"{n}.parquet") for n in names))
+        return Tables(*(atomic.read_parquet(d / f"{n}.parquet") for n in names))
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"

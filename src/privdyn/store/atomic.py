@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from privdyn.store import integrity
+
 
 def _default_file_mode() -> int:
     mask = os.umask(0)
@@ -40,6 +42,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        integrity.write_checksum(tmp_path, path)  # first: a kill before the rename leaves a mismatch
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -72,6 +75,7 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    integrity.verify(path)
     with np.load(path, allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
 
@@ -106,6 +110,24 @@ def is_disk_full(e: BaseException) -> bool:
         return True
     text = str(e)
     return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+def read_parquet(path: str | Path, **kwargs: Any) -> Any:
+    """A Parquet table written by :func:`write_parquet`, verified against its checksum."""
+    import pandas as pd
+
+    integrity.verify(path)
+    return pd.read_parquet(path, **kwargs)
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file written by :func:`write_json`, verified against its checksum."""
+    integrity.verify(path)
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise integrity.CorruptArtifact(f"{path} is not valid JSON although its checksum matches: it was "
+                                        "written incompletely by an older privdyn. Delete it and rerun.") from None
 
 
 def write_parquet(path: str | Path, df: Any) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -29,7 +30,7 @@ import numpy as np
 
 from privdyn.config import RunConfig, dump_config
 from privdyn.errors import PrivdynError
-from privdyn.store import atomic
+from privdyn.store import atomic, integrity
 
 STAGES = ("train", "score", "analyze", "report")
 #: Files that mark a directory as a privdyn run directory.
@@ -148,8 +149,9 @@ class RunDir:
         if not self.manifest_path.exists():
             return {"stages": {}}
         try:
+            integrity.verify(self.manifest_path)
             m = json.loads(self.manifest_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, integrity.CorruptArtifact):
             m = None
         if not isinstance(m, dict) or not isinstance(m.get("stages", {}), dict):
             raise PrivdynError(
@@ -162,9 +164,33 @@ class RunDir:
         atomic.write_json(self.manifest_path, m)
 
     def artifact_current(self, key: str, digest: str, path: Path) -> bool:
-        """True when artifact ``key`` exists at ``path`` and was recorded as made from ``digest``."""
+        """True when artifact ``key`` exists at ``path``, intact, recorded as made from ``digest``."""
         entry = self.manifest().get("artifacts", {}).get(key, {})
-        return entry.get("digest") == digest and path.exists()
+        return entry.get("digest") == digest and path.exists() and self.intact(path)
+
+    @staticmethod
+    def content_digest(*paths: Path) -> str:
+        """A digest of the named files' contents, from their checksums (cheap: no data is read)."""
+        h = hashlib.sha256()
+        for p in paths:
+            side = integrity.sum_path(p)
+            h.update(str(p.name).encode() + (side.read_bytes() if side.exists() else b"missing"))
+        return h.hexdigest()[:16]
+
+    def signal_files(self) -> list[Path]:
+        """Every artifact the train stage makes."""
+        return [self.path / n for n in ("membership.npy", "epochs.npy", "labels.npy")] + sorted(
+            (self.path / "signals").rglob("*.npy"))
+
+    @staticmethod
+    def intact(*paths: Path) -> bool:
+        """True when every path exists and matches its checksum."""
+        try:
+            for p in paths:
+                integrity.verify(p)
+        except (FileNotFoundError, integrity.CorruptArtifact):
+            return False
+        return True
 
     def record_artifact(self, key: str, digest: str, **extra: Any) -> None:
         """Record that artifact ``key`` was finished from inputs ``digest`` (after its atomic write)."""
@@ -249,4 +275,5 @@ class RunDir:
         if not path.exists():
             raise self.missing(f"{path.relative_to(self.path) if path.is_relative_to(self.path) else path} "
                                f"({what})")
+        integrity.verify(path)
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)

@@ -106,7 +106,7 @@ def rule_columns(run_dir: Path, attack: str | None, rules: list[str]) -> dict[st
     path = run_dir / "analysis" / "sensitivity.parquet"
     if not rules or attack is None or not path.exists():
         return out
-    t = pd.read_parquet(path)
+    t = atomic.read_parquet(path)
     t = t[t["attack"] == attack]
     default = t[t["is_default"]]
     if not len(default):
@@ -230,7 +230,7 @@ def collect_rows(points: list[Any], out: Path, rules: list[str] | None = None) -
                                "error": entry.get("error")}
         summary_path = run_dir / "summary.json"
         if status == "done" and summary_path.exists():
-            summary = json.loads(summary_path.read_text())
+            summary = atomic.read_json(summary_path)
             row.update(metrics_from_summary(summary))
             row.update(rule_columns(run_dir, summary.get("default_attack"), rules or []))
         rows.append(row)

@@ -24,7 +24,7 @@ from privdyn.config import RunConfig
 from privdyn.data import Dataset
 from privdyn.errors import PrivdynError
 from privdyn.models import build_model
-from privdyn.store import atomic
+from privdyn.store import atomic, integrity
 from privdyn.store.rundir import RunDir
 from privdyn.training.ensemble import EnsembleGroup
 from privdyn.training.schedules import lr_schedule
@@ -166,6 +166,7 @@ def assemble_signals(cfg: RunConfig, run: RunDir, groups: list[GroupTask], n_poo
             dtype = bool if name == "correct" else np.float32
             with atomic.open_memmap_atomic(run.signal_path(name, split), (T, M, n, Q), dtype) as arr:
                 for g, t, path in files:
+                    integrity.verify(path)
                     with np.load(path, allow_pickle=False) as f:
                         arr[t, list(g.model_ids)] = f[prefix + name]
     writers: Counter[str] = Counter()
