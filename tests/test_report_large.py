@@ -26,7 +26,7 @@ N, T, M = 50_000, 50, 16
 def fake_run(path, n=N, t=T, m=M, seed=0) -> RunDir:
     cfg = config_from_dict({"name": "large", "seed": seed, "dataset": {"name": "synthetic", "n_pool": n},
                             "training": {"n_models": m, "epochs": t}, "attacks": ["lira_online"],
-                            "analysis": {"grid": 8, "n_clusters": 3}})
+                            "analysis": {"grid": 8, "n_clusters": 3, "sensitivity": False}})
     rd = RunDir(path)
     rd.init(cfg)
     rng = np.random.default_rng(seed)

@@ -168,7 +168,7 @@ def panels(d: RunData, max_points: int, max_frames: int) -> dict[str, list[Panel
                        P("spearman", "Spearman correlations", lambda: interactive.spearman_table(d))],
         "early": [P("early", "Early determination", lambda: interactive.early_determination(d))],
         "sensitivity": [P("sensitivity", "Sensitivity to the operating point, grid and bands",
-                          lambda: sensitivity_panel(d))],
+                          lambda: sensitivity_panel(d))] if d.config.analysis.sensitivity else [],
         "table": [top_table(d)],
     }
 
@@ -192,10 +192,11 @@ def render(d: RunData, out: Path, max_points: int = 4000, max_frames: int = 60) 
         head += ('<p class="note">' + f"{len(skipped)} panel(s) not shown because the analysis did not produce "
                  "their data: " + ", ".join(p.title for p in skipped) + ". Each place says what is missing.</p>")
     body = f'<h2 id="summary">Run summary</h2>{head}'
-    body += "".join(section(title, key, by_section[key]) for key, title in SECTIONS)
+    shown = [(key, title) for key, title in SECTIONS if by_section[key]]  # e.g. no sensitivity when off
+    body += "".join(section(title, key, by_section[key]) for key, title in shown)
     body += ('<h2 id="figures">Figures for papers</h2><p class="caption">Written beside this page as PNG and PDF '
              f"(matplotlib).</p>{figure_gallery(static)}")
-    nav = [("summary", "Summary"), *((k, t) for k, t in SECTIONS), ("figures", "Paper figures")]
+    nav = [("summary", "Summary"), *shown, ("figures", "Paper figures")]
     return document(f"privdyn report: {d.name}",
                     f"Membership-inference privacy dynamics of {d.n_samples:,} samples over {len(d.epochs)} "
                     f"checkpoints ({d.attack} at {d.rule}).", nav, body)
