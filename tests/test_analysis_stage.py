@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 import privdyn
 from privdyn import pipeline
 from privdyn.analysis.difficulty import MEASURES
+from privdyn.attacks.stage import score_digest
 from privdyn.cli import app
 from privdyn.config import config_from_dict
 from privdyn.errors import PrivdynError
@@ -64,6 +65,8 @@ def _write_run(path, arrays, perm=None, el2n=True, **analysis):
         atomic.save_npy(run.signal_path(name), arrays[name][:, :, perm, None])
     for name in ("correct", "loss"):
         atomic.save_npy(run.signal_path(name, "test"), arrays[f"test_{name}"][..., None])
+    # scores made outside the score stage: record their provenance, as an import would
+    run.record_artifact(f"scores/{ATTACK}", score_digest(cfg, run, ATTACK))
     return cfg, run
 
 

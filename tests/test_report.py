@@ -23,6 +23,7 @@ from privdyn.report.gallery import pool_inputs, sparkline
 from privdyn.report.html import TABLE_ROWS, build_report, key_metrics
 from privdyn.report.interactive import histogram
 from privdyn.report.panels import Missing
+from privdyn.store import atomic
 from privdyn.store.rundir import RunDir
 
 TINY = {
@@ -148,7 +149,7 @@ def test_gallery_shows_the_reloaded_images_and_refuses_a_mismatch(tiny, tmp_path
     copy = tmp_path / "copy"
     shutil.copytree(tiny, copy)
     labels = np.load(copy / "labels.npy")
-    np.save(copy / "labels.npy", (labels + 1) % 10)
+    atomic.save_npy(copy / "labels.npy", (labels + 1) % 10)
     with pytest.raises(Missing, match="other labels"):
         pool_inputs(load_run_data(copy))
 
@@ -161,9 +162,9 @@ def test_panels_without_their_data_are_skipped_with_a_note(tiny, tmp_path):
         (adir / f"{stem}.parquet").unlink()
     sample = pd.read_parquet(adir / "sample.parquet")
     keep = ["sample", "final_fpr", "final_tpr", "final_advantage", "final_auc", "final_state", "max_advantage"]
-    sample[keep].to_parquet(adir / "sample.parquet")
+    atomic.write_parquet(adir / "sample.parquet", sample[keep])  # an older analysis: intact, fewer columns
     epoch = pd.read_parquet(adir / "epoch.parquet")
-    epoch.drop(columns=["recall", "spearman_to_final", "p_to_high"]).to_parquet(adir / "epoch.parquet")
+    atomic.write_parquet(adir / "epoch.parquet", epoch.drop(columns=["recall", "spearman_to_final", "p_to_high"]))
     rd = RunDir(copy)
     html = build_report(rd.load_config(), rd).read_text()
     assert "Not shown: the analysis did not write transitions.parquet" in html
@@ -204,7 +205,7 @@ def test_comparison_curves_are_each_runs_own(tiny, tmp_path):
     adir = RunDir(other).analysis_dir("lira_online", RULE)
     e = pd.read_parquet(adir / "epoch.parquet")
     e["tpr_at_fpr_0.01"] = e["tpr_at_fpr_0.01"] / 2
-    e.to_parquet(adir / "epoch.parquet")
+    atomic.write_parquet(adir / "epoch.parquet", e)
     index = build_comparison([tiny, other], tmp_path / "cmp")
     fig = specs(index.read_text())["plot-cmp-tpr"]
     a, b = (decode(tr["y"]) for tr in fig["data"])

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privdyn.errors import PrivdynError
+from privdyn.store import atomic
 from privdyn.sweep import compare, expand, load_sweep, parse_spec, run_sweep, select_points
 from privdyn.sweep.tables import (METRICS, aggregate, comparison_table, metrics_from_summary,
                                   recall_at_fraction, spearman_columns)
@@ -303,7 +304,7 @@ def test_failing_point_does_not_stop_the_others_and_interrupted_runs_resume(tmp_
     before = scores.stat().st_mtime_ns
     m = json.loads((good / "manifest.json").read_text())
     m["stages"]["analyze"]["state"] = "running"
-    (good / "manifest.json").write_text(json.dumps(m))
+    atomic.write_json(good / "manifest.json", m)
     again = run_sweep(sw, out, progress=False, log=lambda s: None)
     assert [o.status for o in again.outcomes] == ["skipped", "failed", "done"]
     assert scores.stat().st_mtime_ns == before
@@ -320,10 +321,9 @@ def test_is_finished_needs_every_stage_done_for_this_config(tmp_path):
          "analyze": cfg.section_hash(*ANALYZE_SECTIONS), "report": cfg.section_hash(*ANALYZE_SECTIONS)}
 
     def write(stages, summary=True):
-        (tmp_path / "manifest.json").write_text(json.dumps(
-            {"stages": {k: {"state": "done", "hash": h[k]} for k in stages}}))
+        atomic.write_json(tmp_path / "manifest.json", {"stages": {k: {"state": "done", "hash": h[k]} for k in stages}})
         if summary:
-            (tmp_path / "summary.json").write_text("{}")
+            atomic.write_text(tmp_path / "summary.json", "{}")
         elif (tmp_path / "summary.json").exists():
             (tmp_path / "summary.json").unlink()
 

@@ -151,7 +151,10 @@ class RunDir:
         try:
             integrity.verify(self.manifest_path)
             m = json.loads(self.manifest_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, integrity.CorruptArtifact):
+        except integrity.CorruptArtifact as e:
+            raise PrivdynError(f"{e} The manifest says which artifacts are current, so without it privdyn "
+                               "cannot trust this run: move the run directory aside and rerun into a new one.") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
             m = None
         if not isinstance(m, dict) or not isinstance(m.get("stages", {}), dict):
             raise PrivdynError(

@@ -33,10 +33,14 @@ def run_dir_of(out: Path, point: SweepPoint) -> Path:
 
 def is_finished(cfg: RunConfig, path: Path, with_report: bool = True) -> bool:
     """True when every stage of the run at ``path`` is done for exactly this config."""
-    if not (path / "summary.json").exists():
-        return False
     run = RunDir(path)
+    if not run.intact(path / "summary.json"):
+        return False
     analyze_hash = cfg.section_hash(*ANALYZE_SECTIONS)
+    try:
+        run.manifest()
+    except PrivdynError:
+        return False  # a damaged manifest: the point reruns and reports the problem
     return (run.stage_done("train", cfg.section_hash(*TRAIN_SECTIONS))
             and run.stage_done("score", cfg.section_hash(*SCORE_SECTIONS))
             and run.stage_done("analyze", analyze_hash)
