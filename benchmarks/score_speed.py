@@ -51,13 +51,16 @@ def checkpoint(m: int, n: int, n_test: int, q: int, t: int, seed: int = 0):
 clock = time.process_time
 
 
-def time_vectorised(attacks: list[str], m: int, n: int, n_test: int, q: int, t: int) -> dict[str, list[float]]:
-    """CPU seconds of every attack at each of t checkpoints."""
-    from privdyn.attacks import ATTACKS
+def time_vectorised(attacks: list[str], m: int, n: int, n_test: int, q: int, t: int,
+                    rule: str = "pair") -> dict[str, list[float]]:
+    """CPU seconds of every attack at each of t checkpoints, under reference rule ``rule``."""
+    from privdyn.attacks import ATTACKS, CheckpointData
+    from privdyn.attacks.references import reference_plan
 
     times: dict[str, list[float]] = {a: [] for a in attacks}
     for k in range(t):
-        data = checkpoint(m, n, n_test, q, k)
+        base = checkpoint(m, n, n_test, q, k)
+        data = CheckpointData(base.pool, base.test, base.membership, reference_plan(base.membership, rule))
         for a in attacks:
             t0 = clock()
             ATTACKS[a].run(data)
@@ -130,6 +133,14 @@ def main() -> None:
     for a in attacks:
         print(f"| {a} | {vec[a]:.2f} | {vec[a] / T:.3f} |")
     print(f"| **all {len(attacks)} attacks** | **{sum(vec.values()):.2f}** | {sum(vec.values()) / T:.3f} |")
+
+    one = {a: sum(v) for a, v in time_vectorised(attacks, M, N, args.n_test, Q, T, rule="one").items()}
+    print("\n## reference rules in the same run: default `pair` (leave-pair-out) against `one` "
+          "(leave-one-out; CPU seconds, all T checkpoints)\n")
+    print("| attack | one | pair | pair / one |")
+    print("|---|---:|---:|---:|")
+    for a in attacks:
+        print(f"| {a} | {one[a]:.2f} | {vec[a]:.2f} | {vec[a] / max(one[a], 1e-9):.2f} |")
 
     cells_total = M * N * T
     print(f"\n## loop baseline: one target and one sample at a time; timed on random cells and "

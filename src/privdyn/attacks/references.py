@@ -113,6 +113,8 @@ def _balanced(z: np.ndarray, seed: int) -> References:
 
 def at_excluded(a: np.ndarray, refs: References) -> np.ndarray:
     """``a[excluded[e, m, i], i, ...]`` ``[E, M, N, ...]``, zero (or False) at padding."""
+    if refs.rule in ("pair", "one"):  # the same models for every sample: whole-row gathers
+        return a[refs.population]
     pad = np.concatenate([a, np.zeros_like(a[:1])], axis=0)
     return pad[refs.excluded, np.arange(a.shape[1])]
 
@@ -195,26 +197,40 @@ def ref_median(x: np.ndarray, side: np.ndarray | None, refs: References, what: s
     return 0.5 * (np.take_along_axis(ranked, lo, axis=0) + np.take_along_axis(ranked, hi, axis=0))
 
 
+#: Below this share of the all-model total, the kept sum is recomputed exactly (see ref_logmeanexp).
+CANCELLATION_SHARE = 1e-4
+
+
 def ref_logmeanexp(x: np.ndarray, side: np.ndarray | None, refs: References, what: str = "") -> np.ndarray:
     """log of the mean of exp(x) over each target's references on ``side``, computed stably.
 
-    Values are sorted ascending and accumulated with ``logaddexp``; the kept references are the
-    runs of ranks between excluded ones, and each run [a, b) is L[b-1] + log1p(-exp(L[a-1] -
-    L[b-1])). A run holds the largest values of its prefix, so the difference keeps at least a
-    1/M share of it: no catastrophic cancellation even when an excluded value dominates.
+    Shifted by the largest value on ``side``, the kept sum is the total minus the excluded terms.
+    Where the excluded terms carry almost all of the total (kept share < ``CANCELLATION_SHARE``,
+    e.g. an excluded model whose p_y dwarfs every reference's), that difference would cancel, so
+    those few entries are recomputed directly over their kept models, shifted by their own maximum.
     """
     x = np.asarray(x, dtype=np.float64)
-    M = x.shape[0]
     w = _side(side, x.shape)
     n = ref_counts(w, refs)
     require_references(n, what, refs)
-    ranked, r = _sorted_with_excluded_ranks(np.where(w[..., None], x, -np.inf), w, refs)
-    cum = np.concatenate([np.full((1, *x.shape[1:]), -np.inf), np.logaddexp.accumulate(ranked, axis=0)])
-    # kept runs of ranks [starts[k], ends[k]); cum[j] is the log-sum of the j smallest values
-    starts = np.minimum(np.concatenate([np.zeros_like(r[:1]), r + 1]), M)
-    ends = np.maximum(np.concatenate([r, np.full_like(r[:1], M)]), starts)
-    hi = np.take_along_axis(cum, ends.reshape(-1, *x.shape[1:]), axis=0).reshape(ends.shape)
-    lo = np.take_along_axis(cum, starts.reshape(-1, *x.shape[1:]), axis=0).reshape(starts.shape)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        run = np.where(hi > lo, hi + np.log1p(-np.exp(lo - hi)), -np.inf)
-    return np.logaddexp.reduce(run, axis=0) - np.log(n[..., None].astype(np.float64))
+    wq = np.broadcast_to(w[..., None], x.shape)
+    xm = np.where(wq, x, -np.inf)
+    top = xm.max(axis=0, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        e = np.exp(xm - np.where(np.isfinite(top), top, 0.0))
+    total = e.sum(axis=0, keepdims=True)
+    kept = total - at_excluded(e, refs).sum(axis=0)
+    bad = ~(kept > CANCELLATION_SHARE * total)
+    with np.errstate(divide="ignore"):
+        out = np.log(np.maximum(kept, 0.0)) + top
+    if bad.any():
+        m, i, q = np.nonzero(bad)
+        keep = np.broadcast_to(w[:, i], (x.shape[0], len(i))).copy()  # [M, F]
+        ex = refs.excluded[:, m, i]  # [E, F]
+        cols = np.broadcast_to(np.arange(len(i)), ex.shape)
+        valid = ex < x.shape[0]
+        keep[ex[valid], cols[valid]] = False
+        vals = np.where(keep, x[:, i, q], -np.inf)
+        peak = vals.max(axis=0)
+        out[m, i, q] = peak + np.log(np.exp(vals - peak).sum(axis=0))
+    return out - np.log(n[..., None].astype(np.float64))
