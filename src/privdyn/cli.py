@@ -177,9 +177,8 @@ def sweep(
                        "e.g. score:0 or fpr:0.1; read from each run's sensitivity table.")] = None,
 ) -> None:
     """Run every point of a sweep (finished runs are skipped), then write the comparison tables and report."""
-    from privdyn.sweep import compare, load_sweep, run_sweep, select_points
-
     from privdyn.config import parse_rule
+    from privdyn.sweep import compare, load_sweep, run_sweep, select_points
 
     for r in rule or []:
         try:

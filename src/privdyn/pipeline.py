@@ -12,7 +12,14 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from privdyn.config import ANALYZE_SECTIONS, SCORE_SECTIONS, TRAIN_SECTIONS, RunConfig
 from privdyn.data import load_dataset
@@ -108,7 +115,11 @@ def analysis_files(cfg: RunConfig, run: RunDir) -> list[Path]:
 
 def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | None = None) -> dict:
     from privdyn.analysis.stage import analyze as analyze_one
-    from privdyn.analysis.stage import sensitivity_stage, training_measures, write_summary
+    from privdyn.analysis.stage import (
+        sensitivity_stage,
+        training_measures,
+        write_summary,
+    )
 
     digest = cfg.section_hash(*ANALYZE_SECTIONS)
     if attack is None and rule is None and run.stage_done("analyze", digest) and run.intact(*analysis_files(cfg, run)):

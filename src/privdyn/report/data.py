@@ -7,7 +7,6 @@ at what is present and are skipped, with a note on the page, when their inputs a
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -90,7 +90,6 @@ class Run:
         return p["fpr"], p["tpr"]
 
     def summary(self) -> dict:
-        import json
 
         if not self._dir.summary_path.exists():
             raise PrivdynError(f"{self.path} has no summary.json yet: run `privdyn analyze {self.path}`")
