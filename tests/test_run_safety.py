@@ -318,3 +318,46 @@ def test_damaged_artifacts_are_detected_and_recomputed(damage, target, done_run,
     pipeline.run_all(RunDir(run).load_config(), run, progress=False)
     assert path.read_bytes() == original  # recomputed, identical (deterministic stages)
     assert cli("verify", run).returncode == 0
+
+
+# ----- fault injection: SIGKILL inside each stage ------------------------------------------------
+def _stage_state(run, stage):
+    try:
+        return json.loads((run / "manifest.json").read_text())["stages"].get(stage, {}).get("state")
+    except (OSError, ValueError):
+        return None
+
+
+def comparable(summary):
+    """summary.json without what legitimately differs between two runs (nothing, today)."""
+    return {k: v for k, v in summary.items() if k not in ("timings",)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["train", "score", "analyze", "report"])
+def test_sigkill_inside_a_stage_then_rerun_gives_the_uninterrupted_result(stage, done_run, tmp_path,
+                                                                         tiny_config_source):
+    """Kill `privdyn run` while STAGE is running, run it again: the result is the one of the run
+    that was never interrupted, and no temp file is left."""
+    import os
+    import signal
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(small(tiny_config_source)))
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([*CLI, "run", str(cfg), "--out", str(run), "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while _stage_state(run, stage) != "running" and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    again = cli("run", cfg, "--out", run, "--no-progress")
+    assert again.returncode == 0, again.stderr
+    for name in ("lira_online", "lira_offline_cdf"):
+        assert (run / "scores" / f"{name}.npy").read_bytes() == (done_run / "scores" / f"{name}.npy").read_bytes()
+    assert comparable(json.loads((run / "summary.json").read_text())) == comparable(
+        json.loads((done_run / "summary.json").read_text()))
+    assert not list(run.rglob("*.tmp")) and cli("verify", run).returncode == 0
