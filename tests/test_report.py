@@ -308,7 +308,7 @@ PROBE = """(async () => {
   await Plotly.animate(plane, [first], plane.layout.sliders[0].steps[0].args[1]);
   const ms = performance.now() - t0;
   const title = plane.querySelector('.gtitle').textContent;
-  const table = document.querySelector('table.sortable');
+  const table = document.querySelector('#top-table table.sortable');
   table.querySelectorAll('thead th')[1].click();
   const ids = Array.from(table.tBodies[0].rows).map(r => Number(r.cells[1].textContent));
   return {title: title, ids: ids, ms: ms, frames: plane._transitionData._frames.length};
