@@ -21,13 +21,11 @@ totals over all models minus the excluded terms, so nothing loops over targets.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from privdyn.errors import PrivdynError
 
-ReferenceRule = Literal["pair", "balanced", "one"]
 RULES: tuple[str, ...] = ("pair", "balanced", "one")
 
 
@@ -44,10 +42,6 @@ class References:
     excluded: np.ndarray
     population: np.ndarray
     rule: str
-
-    @property
-    def n_models(self) -> int:
-        return int(self.excluded.shape[1])
 
     def samples(self, block: slice) -> References:
         """The plan restricted to a block of pool samples."""
