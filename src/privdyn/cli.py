@@ -109,14 +109,11 @@ def analyze(run_dir: RunDirArg,
             set_: SetOpt = None) -> None:
     """Place samples on the plane and measure the dynamics; writes Parquet tables and summary.json."""
     from privdyn import pipeline
-    from privdyn.config import parse_rule
+    from privdyn.config import check_rule
 
     with _open(run_dir, set_) as (rd, cfg):
         if rule is not None:
-            try:
-                parse_rule(rule)
-            except ValueError as e:
-                raise PrivdynError(str(e)) from None
+            check_rule(rule)
         from privdyn.attacks import ATTACKS
 
         if attack is not None and attack not in ATTACKS:
@@ -177,14 +174,11 @@ def sweep(
                        "e.g. score:0 or fpr:0.1; read from each run's sensitivity table.")] = None,
 ) -> None:
     """Run every point of a sweep (finished runs are skipped), then write the comparison tables and report."""
-    from privdyn.config import parse_rule
+    from privdyn.config import check_rule
     from privdyn.sweep import compare, load_sweep, run_sweep, select_points
 
     for r in rule or []:
-        try:
-            parse_rule(r)
-        except ValueError as e:
-            raise PrivdynError(f"--rule: {e}") from None
+        check_rule(r, "--rule: ")
     sw = load_sweep(sweep_file, data_root)
     target = out_dir or Path("runs") / "sweeps" / sw.spec.name
     if dry_run:

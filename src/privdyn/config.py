@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from privdyn.errors import PrivdynError
 
@@ -309,6 +316,15 @@ def parse_rule(rule: str) -> tuple[str, float]:
     if kind == "fpr" and not 0 < x < 1:
         raise ValueError(f"rule {rule!r}: alpha must lie in (0, 1)")
     return kind, x
+
+
+def check_rule(rule: str, where: str = "") -> str:
+    """``rule`` when it parses; otherwise a :class:`PrivdynError` (a user error, exit 2)."""
+    try:
+        parse_rule(rule)
+    except ValueError as e:
+        raise PrivdynError(f"{where}{e}") from None
+    return rule
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

@@ -70,10 +70,10 @@ def train(cfg: RunConfig, run: RunDir, progress: bool = True) -> None:
 
 
 def score(cfg: RunConfig, run: RunDir, attacks: list[str] | None = None, progress: bool = True) -> None:
-    from privdyn.attacks.stage import score_attack, score_digest
+    from privdyn.attacks.stage import score_attack, scores_current
 
     digest = cfg.section_hash(*SCORE_SECTIONS)
-    current = [a for a in cfg.attacks if run.artifact_current(f"scores/{a}", score_digest(cfg, run, a), run.score_path(a))]
+    current = [a for a in cfg.attacks if scores_current(cfg, run, a)]
     if attacks is None and run.stage_done("score", digest) and current == cfg.attacks:
         return
     names = attacks or cfg.attacks
@@ -95,9 +95,9 @@ def score(cfg: RunConfig, run: RunDir, attacks: list[str] | None = None, progres
 
 def require_current_scores(cfg: RunConfig, run: RunDir, attack: str) -> None:
     """Refuse scores that another setup made (other options, references, training or signals)."""
-    from privdyn.attacks.stage import score_digest
+    from privdyn.attacks.stage import scores_current
 
-    if not run.artifact_current(f"scores/{attack}", score_digest(cfg, run, attack), run.score_path(attack)):
+    if not scores_current(cfg, run, attack):
         state = "missing" if not run.score_path(attack).exists() else "stale (made with another setup)"
         raise PrivdynError(f"The scores of {attack} in {run.path} are {state}, so analysing them would "
                            f"describe another attack. Run `privdyn score {run.path} --attacks {attack}` "
@@ -134,7 +134,7 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | 
     measures = training_measures(cfg, run, membership, epochs)  # shared by every attack
     per_attack = {a: analyze_one(cfg, run, a, cfg.analysis.rule, measures) for a in cfg.attacks}
     if cfg.analysis.sensitivity:
-        for a, entry in sensitivity_stage(cfg, run, measures).items():
+        for a, entry in sensitivity_stage(cfg, run, membership, epochs, measures).items():
             per_attack[a]["sensitivity"] = entry
     summary = write_summary(cfg, run, per_attack)
     run.mark_stage("analyze", "done", digest)

@@ -233,10 +233,9 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str, rule: str,
     }
 
 
-def sensitivity_stage(cfg: RunConfig, run: RunDir, measures: TrainingMeasures) -> dict[str, Any]:
+def sensitivity_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: np.ndarray,
+                      measures: TrainingMeasures) -> dict[str, Any]:
     """``analysis/sensitivity.parquet`` for every attack; returns each attack's summary entry."""
-    membership = run.load_array(run.path / "membership.npy", "membership", mmap=False)
-    epochs = run.load_array(run.path / "epochs.npy", "checkpoint epochs", mmap=False)
     tables = []
     for attack in cfg.attacks:
         variants = sensitivity.variants_for(attack, cfg.training.n_models, cfg.analysis.rule, cfg.grid_size(),

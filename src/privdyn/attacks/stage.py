@@ -26,6 +26,11 @@ def score_digest(cfg: RunConfig, run: RunDir, attack: str) -> str:
     return f"{cfg.attack_digest(attack)}-{run.content_digest(*inputs)}"
 
 
+def scores_current(cfg: RunConfig, run: RunDir, attack: str) -> bool:
+    """True when ``scores/ATTACK`` exists, is intact and was made from today's setup and signals."""
+    return run.artifact_current(f"scores/{attack}", score_digest(cfg, run, attack), run.score_path(attack))
+
+
 def score_attack(cfg: RunConfig, run: RunDir, attack: str, progress: Any = None) -> None:
     """Write ``scores/ATTACK.npy`` (float64 ``[T, M, N]``), one checkpoint in memory at a time."""
     spec = ATTACKS[attack]

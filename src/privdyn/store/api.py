@@ -65,12 +65,12 @@ class Run:
     def scores(self, attack: str) -> np.ndarray:
         """float64 ``[T, M, N]`` attack scores (memory-mapped); refused when damaged or stale (made
         with other attack options, references, training or signals than the run's)."""
-        from privdyn.attacks.stage import score_digest
+        from privdyn.attacks.stage import scores_current
 
         path = self._dir.score_path(attack)
         scores = self._dir.load_array(path, f"scores of attack {attack!r} (score it with "
                                       f"`privdyn score {self.path} --attacks {attack}`)")  # verifies the file
-        if not self._dir.artifact_current(f"scores/{attack}", score_digest(self.config, self._dir, attack), path):
+        if not scores_current(self.config, self._dir, attack):
             raise PrivdynError(f"The scores of {attack} in {self.path} are stale: the run's config or signals "
                                f"changed since they were made. Rescore with `privdyn score {self.path} --attacks "
                                f"{attack}`.")
@@ -80,13 +80,9 @@ class Run:
         """(FPR, TPR), each ``[T, N]``, computed from the scores for any rule (DESIGN.md's default
         ``fpr:0.01``, whatever the run's own rule)."""
         from privdyn.analysis.plane import compute_plane
-        from privdyn.config import parse_rule
+        from privdyn.config import check_rule
 
-        try:
-            parse_rule(rule)
-        except ValueError as e:
-            raise PrivdynError(str(e)) from None
-        p = compute_plane(self.scores(attack or self.config.default_attack()), self.membership, rule)
+        p = compute_plane(self.scores(attack or self.config.default_attack()), self.membership, check_rule(rule))
         return p["fpr"], p["tpr"]
 
     def summary(self) -> dict:
@@ -98,13 +94,9 @@ class Run:
     def tables(self, attack: str | None = None, rule: str | None = None) -> Tables:
         """The Parquet tables of an attack and rule: per sample-epoch, per sample, per epoch, the
         state transitions, the trajectory clusters and the difficulty correlations and deciles."""
-        from privdyn.config import parse_rule
+        from privdyn.config import check_rule
 
-        attack, rule = attack or self.config.default_attack(), rule or self.config.analysis.rule
-        try:
-            parse_rule(rule)
-        except ValueError as e:
-            raise PrivdynError(str(e)) from None
+        attack, rule = attack or self.config.default_attack(), check_rule(rule or self.config.analysis.rule)
         d = self._dir.analysis_dir(attack, rule)
         names = [f.name for f in fields(Tables)]
         missing = [n for n in names if not (d / f"{n}.parquet").exists()]

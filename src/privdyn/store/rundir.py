@@ -169,7 +169,7 @@ class RunDir:
     def artifact_current(self, key: str, digest: str, path: Path) -> bool:
         """True when artifact ``key`` exists at ``path``, intact, recorded as made from ``digest``."""
         entry = self.manifest().get("artifacts", {}).get(key, {})
-        return entry.get("digest") == digest and path.exists() and self.intact(path)
+        return entry.get("digest") == digest and self.intact(path)
 
     @staticmethod
     def content_digest(*paths: Path) -> str:
