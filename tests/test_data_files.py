@@ -290,7 +290,7 @@ def test_cifar100_fine_and_coarse_labels(tmp_path):
     assert ds.num_classes == 100 and np.array_equal(ds.y_pool, parts["train"][1])
     dc = load_dataset("cifar100", root=str(tmp_path), options={"labels": "coarse"})
     assert dc.num_classes == 20 and np.array_equal(dc.y_test, parts["test"][2])
-    with pytest.raises(PrivdynError, match="'fine' \\(100\\) or 'coarse'"):
+    with pytest.raises(PrivdynError, match="dataset.options.labels: Input should be 'fine' or 'coarse'"):
         load_dataset("cifar100", root=str(tmp_path), options={"labels": "both"})
 
 

@@ -2,43 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from privdyn.data.base import Dataset, standardise
+from privdyn.data.options import Options, parse_options
 from privdyn.errors import PrivdynError
 
 
-class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Mnist1dOptions(_Options):
+class Mnist1dOptions(Options):
     seed: int = Field(42, description="the generator's seed (mnist1d's own default)")
 
 
-class DigitsOptions(_Options):
+class DigitsOptions(Options):
     """digits has no options."""
 
 
-class SyntheticOptions(_Options):
+class SyntheticOptions(Options):
     dim: int = Field(16, ge=1, le=100_000, description="feature dimension")
     classes: int = Field(4, ge=2, le=10_000, description="number of classes")
     difficulty: float = Field(0.5, ge=0, le=1, description="within-class spread relative to the class distance")
     label_noise: float = Field(0.05, ge=0, lt=1, description="share of pool labels flipped")
-
-
-def parse_options(model: type[BaseModel], options: dict[str, Any], dataset: str) -> Any:
-    """Validate ``dataset.options`` like every other config field (unknown keys are errors)."""
-    try:
-        return model.model_validate(options)
-    except ValidationError as err:
-        problems = "; ".join(f"dataset.options.{'.'.join(map(str, e['loc'])) or '(all)'}: "
-                             f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())
-        raise PrivdynError(f"Invalid options for dataset {dataset!r}: {problems}. Accepted options: "
-                           f"{', '.join(model.model_fields) or 'none'}.") from None
 
 
 def load_mnist1d(n_pool: int | None, n_test: int | None, seed: int, options: dict) -> Dataset:

@@ -67,9 +67,7 @@ def load_cifar10(n_pool: int | None, n_test: int | None, seed: int, options: dic
 
 def load_cifar100(n_pool: int | None, n_test: int | None, seed: int, options: dict, root: Path) -> Dataset:
     """CIFAR-100 with its 100 fine labels, or the 20 coarse ones with ``dataset.options.labels: coarse``."""
-    mode = options.get("labels", "fine")
-    if mode not in ("fine", "coarse"):
-        raise PrivdynError(f"dataset.options.labels={mode!r}; CIFAR-100 has 'fine' (100) or 'coarse' (20) labels")
+    mode = options.get("labels", "fine")  # validated by data.options.Cifar100Options
     key, k = (f"{mode}_labels", 100 if mode == "fine" else 20)
     folder = CIFAR100.find(root, options)
     x_pool, y_pool = read_batches(folder, ("train",), key, k)

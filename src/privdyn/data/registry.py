@@ -10,6 +10,15 @@ import numpy as np
 
 from privdyn.data import builtin, cifar, idx, imagefolder, tabular
 from privdyn.data.base import Dataset
+from privdyn.data.options import (
+    Cifar100Options,
+    ImageFolderOptions,
+    NpzOptions,
+    Options,
+    PathOptions,
+    TabularOptions,
+    parse_options,
+)
 from privdyn.data.prepare import select_splits
 from privdyn.data.roots import Location, data_root
 from privdyn.errors import PrivdynError
@@ -25,6 +34,7 @@ class DatasetEntry:
     needs_files: bool = False
     where: str = "built in (no download)"
     location: Location | None = None
+    options: type[Options] = Options
 
     def status(self, root: str | Path | None = None) -> str:
         """Whether its files are found under the data root (`privdyn datasets`)."""
@@ -38,32 +48,37 @@ def register(entry: DatasetEntry) -> None:
     DATASETS[entry.name] = entry
 
 
-register(DatasetEntry("mnist1d", "MNIST-1D, generated procedurally by the mnist1d package", builtin.load_mnist1d))
-register(DatasetEntry("digits", "scikit-learn's 8x8 handwritten digits (1,797 images)", builtin.load_digits))
-register(DatasetEntry("synthetic", "Gaussian mixture with a difficulty knob, for tests", builtin.load_synthetic))
+register(DatasetEntry("mnist1d", "MNIST-1D, generated procedurally by the mnist1d package", builtin.load_mnist1d,
+                      options=builtin.Mnist1dOptions))
+register(DatasetEntry("digits", "scikit-learn's 8x8 handwritten digits (1,797 images)", builtin.load_digits,
+                      options=builtin.DigitsOptions))
+register(DatasetEntry("synthetic", "Gaussian mixture with a difficulty knob, for tests", builtin.load_synthetic,
+                      options=builtin.SyntheticOptions))
 
 
-def _files(name: str, description: str, loader: Callable[..., Dataset], location: Location) -> None:
+def _files(name: str, description: str, loader: Callable[..., Dataset], location: Location,
+           options: type[Options] = PathOptions) -> None:
     where = " or ".join(f"ROOT/{r}" for r in location.relative) or "dataset.options.path"
     if location.system:
         where += " or " + " or ".join(location.system)
-    register(DatasetEntry(name, description, loader, True, where, location))
+    register(DatasetEntry(name, description, loader, True, where, location, options))
 
 
 _files("mnist", "MNIST handwritten digits (IDX files)", idx.load_mnist, idx.MNIST)
 _files("fashion_mnist", "Fashion-MNIST clothing images (IDX files)", idx.load_fashion_mnist, idx.FASHION_MNIST)
 _files("cifar10", "CIFAR-10 (python batches)", cifar.load_cifar10, cifar.CIFAR10)
-_files("cifar100", "CIFAR-100 (python batches; options.labels: fine|coarse)", cifar.load_cifar100, cifar.CIFAR100)
+_files("cifar100", "CIFAR-100 (python batches; options.labels: fine|coarse)", cifar.load_cifar100, cifar.CIFAR100,
+       Cifar100Options)
 _files("imagefolder", "images in SPLIT/CLASS/IMAGE folders (CINIC-10 layout)", imagefolder.load_imagefolder,
-       imagefolder.location({}))
+       imagefolder.location({}), ImageFolderOptions)
 _files("npz", "your arrays: x_train, y_train, x_test, y_test in dataset.options.path", tabular.load_npz,
-       tabular.NPZ)
+       tabular.NPZ, NpzOptions)
 _files("location30", "Location-30 check-ins, 446 binary features (npz or CSV)", tabular.load_location30,
-       tabular.LOCATION30)
+       tabular.LOCATION30, TabularOptions)
 _files("purchase100", "Purchase-100 shopping histories, 600 binary features (npz or CSV)",
-       tabular.load_purchase100, tabular.PURCHASE100)
+       tabular.load_purchase100, tabular.PURCHASE100, TabularOptions)
 _files("texas100", "Texas-100 hospital stays, 6,169 binary features (npz or CSV)", tabular.load_texas100,
-       tabular.TEXAS100)
+       tabular.TEXAS100, TabularOptions)
 
 
 #: Samples beyond which a pool or test size is refused before anything is allocated.
@@ -103,6 +118,7 @@ def load_dataset(name: str, n_pool: int | None = None, n_test: int | None = None
         raise PrivdynError(f"Unknown dataset {name!r}. Available: {', '.join(sorted(DATASETS))} "
                            "(`privdyn datasets` lists them with where they are looked for).")
     entry = DATASETS[name]
+    parse_options(entry.options, dict(options or {}), name)
     extra = {"root": data_root(root)} if entry.needs_files else {}
     _check_memory(name, n_pool, n_test)
     try:

@@ -24,7 +24,7 @@ import numpy as np
 
 from privdyn.errors import PrivdynError
 
-_DTYPES = frozenset("b1 i1 u1 i2 u2 i4 u4 i8 u8 f2 f4 f8".split())
+_DTYPES = frozenset(["b1", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8"])
 
 
 class _Refused(pickle.UnpicklingError):

@@ -14,7 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from privdyn.data.base import Dataset
-from privdyn.data.prepare import class_indices, features_dataset, image_dataset, seeded_split
+from privdyn.data.prepare import (
+    class_indices,
+    features_dataset,
+    image_dataset,
+    seeded_split,
+)
 from privdyn.data.roots import Location, missing_file
 from privdyn.errors import PrivdynError
 
@@ -54,6 +59,13 @@ def read_csv(path: Path) -> Arrays:
     if values.ndim != 2 or values.shape[1] < 2 or values.dtype.kind not in "iuf":
         raise PrivdynError(f"{path} must hold numbers: a label column, then at least one feature column "
                            f"(got {values.shape} of {values.dtype}).")
+    short = np.flatnonzero(table.isna().any(axis=1).to_numpy())
+    if len(short):
+        row = int(short[0])
+        filled = int(table.iloc[row].notna().sum())
+        raise PrivdynError(f"{path}: line {row + 1 + (header == 0)} has {filled} of {values.shape[1]} fields (a short "
+                           f"row or an empty value; {len(short)} such rows). Every row needs the label and all "
+                           "features: fix or drop those rows.")
     return values[:, 1:], values[:, 0], None, None
 
 
