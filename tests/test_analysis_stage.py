@@ -12,11 +12,12 @@ from typer.testing import CliRunner
 import privdyn
 from privdyn import pipeline
 from privdyn.analysis.difficulty import MEASURES
-from privdyn.attacks.stage import score_digest
+from privdyn.store import provenance
 from privdyn.cli import app
 from privdyn.config import config_from_dict
 from privdyn.errors import PrivdynError
 from privdyn.store import atomic
+from privdyn.store.arrays import save_array
 from privdyn.store.rundir import RunDir
 from privdyn.training.membership import balanced_membership
 
@@ -60,13 +61,13 @@ def _write_run(path, arrays, perm=None, el2n=True, **analysis):
     run.init(cfg)
     atomic.save_npy(path / "membership.npy", arrays["membership"][:, perm])
     atomic.save_npy(path / "epochs.npy", np.arange(T - len(arrays["scores"]) + 1, T + 1))
-    atomic.save_npy(run.score_path(ATTACK), arrays["scores"][:, :, perm])
+    save_array(run.score_path(ATTACK), arrays["scores"][:, :, perm])
     for name in ("correct", "loss", "el2n") if el2n else ("correct", "loss"):
-        atomic.save_npy(run.signal_path(name), arrays[name][:, :, perm, None])
+        save_array(run.signal_path(name), arrays[name][:, :, perm, None])
     for name in ("correct", "loss"):
-        atomic.save_npy(run.signal_path(name, "test"), arrays[f"test_{name}"][..., None])
+        save_array(run.signal_path(name, "test"), arrays[f"test_{name}"][..., None])
     # scores made outside the score stage: record their provenance, as an import would
-    run.record_artifact(f"scores/{ATTACK}", score_digest(cfg, run, ATTACK))
+    provenance.record(run, provenance.score_digest(cfg, run, ATTACK), run.score_path(ATTACK))
     return cfg, run
 
 

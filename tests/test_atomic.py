@@ -15,14 +15,6 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".a.npy.crc", "a.npy"]  # the file and its checksum
 
 
-def test_memmap_appears_only_when_complete(tmp_path):
-    target = tmp_path / "big.npy"
-    with atomic.open_memmap_atomic(target, (3, 4), np.float32) as arr:
-        arr[:] = 7
-        assert not target.exists()
-    assert np.load(target).sum() == 84
-
-
 def test_npz_round_trip_without_pickle(tmp_path):
     atomic.save_npz(tmp_path / "x.npz", a=np.ones(3), b=np.zeros((2, 2), bool))
     out = atomic.load_npz(tmp_path / "x.npz")

@@ -14,6 +14,7 @@ from privdyn.cli import app
 from privdyn.config import config_from_dict
 from privdyn.errors import PrivdynError
 from privdyn.store import atomic
+from privdyn.store.arrays import open_array, save_array
 from privdyn.store.rundir import RunDir
 from privdyn.training.membership import balanced_membership
 
@@ -30,23 +31,23 @@ def fake_run(path, attacks, options=None, signals=("phi", "loss")):
     atomic.save_npy(path / "membership.npy", z)
     atomic.save_npy(path / "epochs.npy", np.array([1, 2, 5]))
     for s in signals:
-        atomic.save_npy(run.signal_path(s), np.abs(rng.normal(size=(T, M, N, 2))).astype(np.float32))
-    atomic.save_npy(run.signal_path("loss", "test"), np.abs(rng.normal(size=(T, M, Nt, 2))).astype(np.float32))
+        save_array(run.signal_path(s), np.abs(rng.normal(size=(T, M, N, 2))).astype(np.float32))
+    save_array(run.signal_path("loss", "test"), np.abs(rng.normal(size=(T, M, Nt, 2))).astype(np.float32))
     return cfg, run, z
 
 
 def test_score_stage_reads_only_declared_signals_and_uses_config_options(tmp_path):
     cfg, run, z = fake_run(tmp_path, ["lira_online", "rmia"], {"rmia": {"gamma": 2.0}})
     pipeline.score(cfg, run, progress=False)
-    phi = np.load(run.signal_path("phi"))
-    loss, loss_t = np.load(run.signal_path("loss")), np.load(run.signal_path("loss", "test"))
+    phi = np.asarray(open_array(run.signal_path("phi")))
+    loss, loss_t = np.asarray(open_array(run.signal_path("loss"))), np.asarray(open_array(run.signal_path("loss", "test")))
     for name, opts, pool, test in (("lira_online", None, {"phi": phi}, {}),
                                    ("rmia", RmiaOptions(gamma=2.0), {"loss": loss}, {"loss": loss_t})):
-        got = np.load(run.score_path(name))
-        assert got.shape == (3, 6, 40) and got.dtype == np.float64
+        got = np.asarray(open_array(run.score_path(name)))
+        assert got.shape == (3, 6, 40) and got.dtype == np.float32  # computed in float64, stored as float32
         for t in range(3):
             data = CheckpointData({k: v[t] for k, v in pool.items()}, {k: v[t] for k, v in test.items()}, z)
-            np.testing.assert_array_equal(got[t], ATTACKS[name].run(data, opts))
+            np.testing.assert_array_equal(got[t], ATTACKS[name].run(data, opts).astype(np.float32))
 
 
 def test_missing_signal_names_the_attack(tmp_path):
@@ -57,9 +58,9 @@ def test_missing_signal_names_the_attack(tmp_path):
 
 def test_non_finite_signal_names_the_epoch(tmp_path):
     cfg, run, _ = fake_run(tmp_path, ["loss"])
-    loss = np.load(run.signal_path("loss"))
+    loss = np.asarray(open_array(run.signal_path("loss")))
     loss[2, 1, 3, 0] = np.nan
-    atomic.save_npy(run.signal_path("loss"), loss)
+    save_array(run.signal_path("loss"), loss)
     with pytest.raises(PrivdynError, match="loss at epoch 5: pool signal 'loss' has 1 NaN"):
         pipeline.score(cfg, run, progress=False)
 
@@ -85,10 +86,10 @@ def test_every_attack_through_pipeline_and_cli(tiny_config_dict, tmp_path):
     assert {"balanced_accuracy", "tpr_at_fpr_0.01_ci_low", "tpr_at_fpr_0.01_ci_high"} <= set(epoch.columns)
 
     runner = CliRunner()
-    before = np.load(out / "scores" / "attack_r.npy")
+    before = np.asarray(open_array(out / "scores" / "attack_r.zarr"))
     res = runner.invoke(app, ["score", str(out), "--attacks", "rmia,attack_r"])
     assert res.exit_code == 0, res.output
-    np.testing.assert_array_equal(np.load(out / "scores" / "attack_r.npy"), before)
+    np.testing.assert_array_equal(np.asarray(open_array(out / "scores" / "attack_r.zarr")), before)
     res = runner.invoke(app, ["analyze", str(out), "--attack", "rmia", "--rule", "fpr:0.1"])
     assert res.exit_code == 0, res.output
     assert (out / "analysis" / "rmia" / "fpr_0.1" / "epoch.parquet").exists()

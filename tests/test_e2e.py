@@ -61,9 +61,9 @@ def test_summary_keys_and_signals_consistent(tiny_run):
 def test_rerun_is_idempotent_and_changed_training_is_refused(tiny_run, tmp_path):
     out, _ = tiny_run
     cfg = privdyn.open_run(out).config
-    before = (out / "scores" / "lira_online.npy").stat().st_mtime_ns
+    before = (out / "scores" / "lira_online.zarr").stat().st_mtime_ns
     run_all(cfg, out, progress=False)
-    assert (out / "scores" / "lira_online.npy").stat().st_mtime_ns == before
+    assert (out / "scores" / "lira_online.zarr").stat().st_mtime_ns == before
     changed = cfg.model_copy(update={"seed": 99})
     from privdyn.errors import PrivdynError
 

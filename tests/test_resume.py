@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from privdyn.store.arrays import open_array
 from privdyn import pipeline
 from privdyn.config import TRAIN_SECTIONS, config_from_dict
 from privdyn.store.rundir import RunDir
@@ -40,7 +41,7 @@ def privdyn(*args: str) -> subprocess.Popen:
 
 def arrays(run_dir) -> dict[str, np.ndarray]:
     run = RunDir(run_dir)
-    return {f"{split}/{s}": np.load(run.signal_path(s, split)) for s in SIGNALS for split in ("pool", "test")}
+    return {f"{split}/{s}": np.asarray(open_array(run.signal_path(s, split))) for s in SIGNALS for split in ("pool", "test")}
 
 
 @pytest.mark.slow
@@ -136,7 +137,7 @@ def train(path, data, progress=None):
 
 
 def signals(run: RunDir) -> dict[str, np.ndarray]:
-    return {s: np.load(run.signal_path(s)) for s in SIGNALS}
+    return {s: np.asarray(open_array(run.signal_path(s))) for s in SIGNALS}
 
 
 DP = tricky(model={"norm": "group", "dropout": 0.0}, training={"dp": {"enabled": True}, "optimizer": {"name": "sgd"}})

@@ -2,6 +2,7 @@
 review's bugs. Each test reproduces what went wrong before and checks what happens now."""
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import privdyn
 from privdyn import pipeline
 from privdyn.config import config_from_dict
 from privdyn.errors import PrivdynError
+from privdyn.store.arrays import open_array
 from privdyn.store.rundir import RunDir
 
 CLI = [sys.executable, "-m", "privdyn.cli"]
@@ -44,9 +46,17 @@ def done_run(tmp_path_factory, tiny_config_source):
     return out
 
 
-def copy_run(src, dst):
-    import shutil
+def values(run, rel):
+    """The content of a checkpoint array of a run, as bytes."""
+    return np.asarray(open_array(run / rel)).tobytes()
 
+
+def written_at(run, rel):
+    """When a checkpoint array was (re)written: a rewrite makes a new folder with new metadata."""
+    return (run / rel / "zarr.json").stat().st_mtime_ns
+
+
+def copy_run(src, dst):
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".lock"))
     return dst
 
@@ -54,7 +64,7 @@ def copy_run(src, dst):
 # ----- stale artifacts ------------------------------------------------------------------------
 def test_changed_attack_options_are_never_analysed_on_stale_scores(done_run, tmp_path):
     run = copy_run(done_run, tmp_path / "r")
-    before = (run / "scores" / "lira_online.npy").read_bytes()
+    before = values(run, "scores/lira_online.zarr")
     proc = cli("analyze", run, "--set", "attack_options.lira_online.center=median")
     assert proc.returncode == 2 and "stale" in proc.stderr and "Traceback" not in proc.stderr
     with pytest.raises(PrivdynError, match="stale"):
@@ -62,7 +72,7 @@ def test_changed_attack_options_are_never_analysed_on_stale_scores(done_run, tmp
     cfg = RunDir(run).load_config()
     assert cfg.attack_options.lira_online.center == "median"
     pipeline.run_all(cfg, run, progress=False, with_report=False)
-    assert (run / "scores" / "lira_online.npy").read_bytes() != before  # rescored with the median
+    assert values(run, "scores/lira_online.zarr") != before  # rescored with the median
     assert privdyn.open_run(run).scores("lira_online").shape[0] == 3
 
 
@@ -73,8 +83,8 @@ def test_score_subset_records_provenance_and_only_stale_attacks_are_rescored(don
     # a kill after lira_online finished and before lira_offline_cdf did: only the latter reruns
     rd = RunDir(run)
     rd.mark_stage("score", "running", "killed")
-    (run / "scores" / "lira_offline_cdf.npy").unlink()
-    stamp = (run / "scores" / "lira_online.npy").stat().st_mtime_ns
+    shutil.rmtree(run / "scores" / "lira_offline_cdf.zarr")
+    stamp = written_at(run, "scores/lira_online.zarr")
     scored = []
     from privdyn.attacks import stage
 
@@ -82,7 +92,7 @@ def test_score_subset_records_provenance_and_only_stale_attacks_are_rescored(don
     monkeypatch.setattr(stage, "score_attack", lambda cfg, r, a, p=None: scored.append(a) or real(cfg, r, a, p))
     pipeline.run_all(rd.load_config(), run, progress=False, with_report=False)
     assert scored == ["lira_offline_cdf"]
-    assert (run / "scores" / "lira_online.npy").stat().st_mtime_ns == stamp
+    assert written_at(run, "scores/lira_online.zarr") == stamp
 
 
 # ----- paths and directories ------------------------------------------------------------------
@@ -127,8 +137,11 @@ def test_temp_files_of_killed_writes_are_removed_on_the_next_start(done_run, tmp
     run = copy_run(done_run, tmp_path / "r")
     junk = run / "scores" / ".shokri.npy.abc123.tmp"
     junk.write_bytes(b"x" * 1000)
+    half = run / "scores" / ".shokri.zarr.def456.tmp"  # a killed array write leaves a folder
+    (half / "c" / "0").mkdir(parents=True)
+    (half / "c" / "0" / "0").write_bytes(b"x" * 1000)
     pipeline.run_all(RunDir(run).load_config(), run, progress=False)
-    assert not junk.exists()
+    assert not junk.exists() and not half.exists()
 
 
 def test_corrupt_manifest_is_a_clear_error(done_run, tmp_path):
@@ -244,7 +257,7 @@ def test_disk_full_is_an_exit_2_paragraph_and_the_run_resumes(done_run, tmp_path
     from privdyn.store import atomic
 
     run = copy_run(done_run, tmp_path / "r")
-    RunDir(run).mark_stage("analyze", "running", "x")  # make the analysis rerun
+    shutil.rmtree(run / "analysis" / "lira_online")  # make that analysis rerun
     real = atomic.write_parquet
 
     def full(path, df):
@@ -262,21 +275,15 @@ def test_disk_full_is_an_exit_2_paragraph_and_the_run_resumes(done_run, tmp_path
     assert json.loads((run / "manifest.json").read_text())["stages"]["analyze"]["state"] == "done"
 
 
-def test_wrapped_disk_full_errors_are_recognised_and_memmaps_reserve_their_blocks(tmp_path):
+def test_wrapped_disk_full_errors_are_recognised():
     import errno
 
-    from privdyn.store.atomic import is_disk_full, open_memmap_atomic
+    from privdyn.store.atomic import is_disk_full
 
     assert is_disk_full(OSError(errno.ENOSPC, "x"))
     assert is_disk_full(RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed "
                                      "writing file data/0: file write failed: No space left on device"))
     assert not is_disk_full(RuntimeError("CUDA out of memory"))
-    with open_memmap_atomic(tmp_path / "a.npy", (64, 1024), np.float64) as arr:
-        tmp = next(tmp_path.glob(".a.npy.*.tmp"))
-        st = tmp.stat()
-        assert st.st_blocks * 512 >= st.st_size  # allocated up front, not sparse
-        arr[:] = 1.0
-    assert np.load(tmp_path / "a.npy").sum() == 64 * 1024
 
 
 # ----- corruption -------------------------------------------------------------------------------
@@ -286,25 +293,35 @@ def flip_byte(path, at):
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "empty"])
-@pytest.mark.parametrize("target", ["scores/lira_online.npy", "analysis/lira_online/fpr_0.01/plane.npz",
-                                    "summary.json", "signals/phi.npy"])
+DAMAGED = {  # what to damage -> the artifact that must be named
+    "scores/lira_online.zarr/c/1/0/0": "lira_online.zarr",
+    "signals/phi.zarr/c/2/0/0/0": "phi.zarr",
+    "analysis/lira_online/fpr_0.01/plane.npz": "plane.npz",
+    "summary.json": "summary.json",
+}
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "delete"])
+@pytest.mark.parametrize("target", list(DAMAGED))
 def test_damaged_artifacts_are_detected_and_recomputed(damage, target, done_run, tmp_path):
-    """Truncated, bit-flipped or emptied files are refused by the API and by `privdyn verify`
-    with the file named; `privdyn run` recomputes them and reproduces the undamaged numbers."""
+    """Truncated, bit-flipped, emptied or deleted files (a chunk of an array, or a whole file) are
+    refused by the API and by `privdyn verify` with the artifact named; `privdyn run` recomputes
+    them and reproduces the undamaged numbers."""
     run = copy_run(done_run, tmp_path / "r")
-    path = run / target
+    path, artifact = run / target, DAMAGED[target]
     original = path.read_bytes()
     if damage == "truncate":
         path.write_bytes(original[: len(original) // 2])
     elif damage == "flip":
-        flip_byte(path, len(original) - 5)  # inside the data, past any header
-    else:
+        flip_byte(path, len(original) - 9)  # inside the data, past any header
+    elif damage == "empty":
         path.write_bytes(b"")
+    else:
+        path.unlink()
     proc = cli("verify", run)
-    assert proc.returncode == 1 and target.split("/")[-1] in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 1 and artifact in proc.stderr and "Traceback" not in proc.stderr
     r = privdyn.open_run(run)
-    with pytest.raises(PrivdynError, match=path.name):
+    with pytest.raises(PrivdynError, match=artifact):
         if target.startswith("scores"):
             np.asarray(r.scores("lira_online"))
         elif target.startswith("signals"):
@@ -352,6 +369,89 @@ def test_sigkill_inside_a_stage_then_rerun_gives_the_uninterrupted_result(stage,
     again = cli("run", cfg, "--out", run, "--no-progress")
     assert again.returncode == 0, again.stderr
     for name in ("lira_online", "lira_offline_cdf"):
-        assert (run / "scores" / f"{name}.npy").read_bytes() == (done_run / "scores" / f"{name}.npy").read_bytes()
+        assert values(run, f"scores/{name}.zarr") == values(done_run, f"scores/{name}.zarr")
     assert json.loads((run / "summary.json").read_text()) == json.loads((done_run / "summary.json").read_text())
     assert not list(run.rglob("*.tmp")) and cli("verify", run).returncode == 0
+
+
+# ----- per-artifact provenance ------------------------------------------------------------------
+def test_the_manifest_records_every_artifact_with_its_inputs_and_content(done_run):
+    arts = json.loads((done_run / "manifest.json").read_text())["artifacts"]
+    signals = {k for k in arts if k.startswith("signals/")}
+    assert "signals/phi.zarr" in signals and "signals/test/loss.zarr" in signals and len(signals) == 18
+    expected = {"membership.npy", "epochs.npy", "labels.npy", "scores/lira_online.zarr", "scores/lira_offline_cdf.zarr",
+                "analysis/lira_online/fpr_0.01", "analysis/lira_offline_cdf/fpr_0.01", "summary.json", "report"}
+    assert expected <= set(arts)
+    assert all({"digest", "content", "finished"} <= set(arts[k]) for k in expected | signals)
+
+
+def test_a_killed_analysis_redoes_only_the_unfinished_attack(done_run, tmp_path, monkeypatch):
+    run = copy_run(done_run, tmp_path / "r")
+    rd = RunDir(run)
+    rd.mark_stage("analyze", "running", "killed")
+    shutil.rmtree(run / "analysis" / "lira_offline_cdf")  # it had not finished
+    stamp = (run / "analysis" / "lira_online" / "fpr_0.01" / "epoch.parquet").stat().st_mtime_ns
+    from privdyn.analysis import stage
+
+    done, real = [], stage.analyze
+    monkeypatch.setattr(stage, "analyze", lambda cfg, r, a, rule, m=None: done.append(a) or real(cfg, r, a, rule, m))
+    pipeline.run_all(rd.load_config(), run, progress=False)
+    assert done == ["lira_offline_cdf"]
+    assert (run / "analysis" / "lira_online" / "fpr_0.01" / "epoch.parquet").stat().st_mtime_ns == stamp
+    assert json.loads((run / "summary.json").read_text()) == json.loads((done_run / "summary.json").read_text())
+
+
+def test_a_changed_analysis_option_reanalyses_without_rescoring_and_the_api_refuses_stale_tables(done_run, tmp_path):
+    run = copy_run(done_run, tmp_path / "r")
+    stamp = written_at(run, "scores/lira_online.zarr")
+    cfg = RunDir(run).load_config().model_copy(deep=True)
+    cfg.analysis.n_bootstrap = 20
+    RunDir(run).init(cfg)  # the config changes, the artifacts do not (yet)
+    with pytest.raises(PrivdynError, match="stale"):
+        privdyn.open_run(run).tables("lira_online")
+    pipeline.run_all(cfg, run, progress=False)
+    assert written_at(run, "scores/lira_online.zarr") == stamp
+    assert len(privdyn.open_run(run).tables("lira_online").sample) == 200
+
+
+def test_the_report_is_rebuilt_only_when_an_input_or_a_figure_changed(done_run, tmp_path, monkeypatch):
+    run = copy_run(done_run, tmp_path / "r")
+    from privdyn.report import html
+
+    built, real = [], html.build_report
+    monkeypatch.setattr(html, "build_report", lambda cfg, r: built.append(1) or real(cfg, r))
+    cfg = RunDir(run).load_config()
+    pipeline.run_all(cfg, run, progress=False)
+    assert built == []  # nothing changed
+    figure = next((run / "report").glob("*.png"))
+    figure.write_bytes(figure.read_bytes()[:100])
+    pipeline.run_all(cfg, run, progress=False)
+    assert built == [1] and cli("verify", run).returncode == 0
+
+
+@pytest.mark.parametrize("name,options,message", [
+    ("npz", {"path": "x.npz", "kind": "table"}, "dataset.options.kind"),
+    ("npz", {"path": "x.npz", "layuot": "nchw"}, "dataset.options.layuot"),
+    ("npz", {"path": "x.npz", "num_classes": 1}, "dataset.options.num_classes"),
+    ("location30", {"test_fraction": 1.5}, "dataset.options.test_fraction"),
+    ("location30", {"normalise": "zscore"}, "dataset.options.normalise"),
+    ("cifar100", {"labels": "medium"}, "dataset.options.labels"),
+    ("imagefolder", {"channels": 2}, "dataset.options.channels"),
+    ("mnist", {"pth": "/data"}, "dataset.options.pth"),
+])
+def test_file_dataset_options_are_validated_before_any_file_is_read(name, options, message, tmp_path):
+    from privdyn.data import load_dataset
+
+    with pytest.raises(PrivdynError, match=message) as e:
+        load_dataset(name, 10, 10, 0, options, root=str(tmp_path))  # the root is empty: options come first
+    assert "Accepted options" in str(e.value)
+
+
+def test_a_csv_row_with_too_few_fields_is_named(tmp_path):
+    from privdyn.data import load_dataset
+
+    rows = ["label,a,b,c"] + [f"{i % 2},1,0,1" for i in range(20)]
+    rows[7] = "1,0,1"  # a field short
+    (tmp_path / "location30.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(PrivdynError, match=r"line 8 has 3 of 4 fields"):
+        load_dataset("location30", 10, 4, 0, {}, root=str(tmp_path))

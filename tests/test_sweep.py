@@ -300,7 +300,7 @@ def test_failing_point_does_not_stop_the_others_and_interrupted_runs_resume(tmp_
 
     # an interrupted run (stage left 'running') is resumed, its trained arrays reused
     good = out / "runs" / "dataset-synthetic_width-8"
-    scores = good / "scores" / "lira_online.npy"
+    scores = good / "scores" / "lira_online.zarr" / "zarr.json"
     before = scores.stat().st_mtime_ns
     m = json.loads((good / "manifest.json").read_text())
     m["stages"]["analyze"]["state"] = "running"
@@ -388,7 +388,7 @@ def test_findings_table_script_summarises_a_sweep(tiny_sweep):
 def test_second_invocation_trains_nothing(tiny_sweep, monkeypatch):
     out, proc = tiny_sweep
     assert proc.returncode == 0, proc.stderr
-    files = sorted((out / "runs").glob("*/scores/*.npy")) + sorted((out / "runs").glob("*/summary.json"))
+    files = sorted((out / "runs").glob("*/scores/*.zarr/zarr.json")) + sorted((out / "runs").glob("*/summary.json"))
     before = {f: f.stat().st_mtime_ns for f in files}
 
     def no_training(*a, **k):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from privdyn.store.arrays import open_array
 from privdyn import pipeline
 from privdyn.config import config_from_dict
 from privdyn.data import load_dataset
@@ -40,7 +41,7 @@ def train(tmp_path, data, name="run"):
     run = RunDir(tmp_path / name)
     run.init(cfg)
     pipeline.train(cfg, run, progress=False)
-    return run, {s: np.load(run.signal_path(s)) for s in SIGNALS}
+    return run, {s: np.asarray(open_array(run.signal_path(s))) for s in SIGNALS}
 
 
 @pytest.mark.parametrize("model", [
@@ -77,7 +78,7 @@ def test_several_queries_end_to_end(tmp_path):
     run, sig = train(tmp_path, data)
     T, M, N, Q = sig["phi"].shape
     assert (T, M, Q) == (3, 4, 4) and N == 96
-    assert np.load(run.signal_path("loss", "test")).shape == (3, 4, 40, 4)
+    assert np.asarray(open_array(run.signal_path("loss", "test"))).shape == (3, 4, 40, 4)
     # rebuild model 2 from its saved weights; query q's signal = identity on the transformed batch
     ds = load_dataset("digits", 96, 40, cfg.seed)
     sd, _ = load_weights(weights_path(run.path, 3, 2))
@@ -101,7 +102,7 @@ def test_several_queries_end_to_end(tmp_path):
     assert not np.allclose(sig["phi"][..., 0], sig["phi"][..., 1])
     # the attacks take Q > 1 (LiRA sums over queries)
     pipeline.score(cfg, run, progress=False)
-    assert np.isfinite(np.load(run.score_path("lira_online"))).all()
+    assert np.isfinite(np.asarray(open_array(run.score_path("lira_online")))).all()
 
 
 def test_saved_weights_rebuild_the_models(tmp_path):

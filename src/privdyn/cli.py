@@ -135,16 +135,15 @@ def report(run_dir: RunDirArg) -> None:
 
 @app.command()
 def verify(run_dir: RunDirArg) -> None:
-    """Check every file of a run directory against its checksum (truncation, bit flips)."""
-    from privdyn.store.integrity import verify_tree
+    """Check every artifact of a run directory against its checksums (truncation, bit flips)."""
     from privdyn.store.rundir import RunDir
 
     rd = RunDir(run_dir)
     if not rd.is_run():
         raise PrivdynError(f"{rd.path} is not a privdyn run directory (no config.yaml).")
     with rd.locked():
-        ok, bad = verify_tree(rd.path)
-    out.print(f"{len(ok)} files intact in {rd.path}")
+        ok, bad = rd.verify_all()
+    out.print(f"{len(ok)} artifacts intact in {rd.path}")
     for path, problem in bad:
         err.print(f"[bold red]damaged:[/] {path.relative_to(rd.path)}: {problem}", highlight=False, soft_wrap=True)
     if bad:

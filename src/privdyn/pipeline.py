@@ -1,7 +1,9 @@
-"""Stage orchestration: train -> score -> analyze -> report, each skipped when already done.
+"""Stage orchestration: train -> score -> analyze -> report, recomputing exactly what is stale.
 
-A stage is done when the manifest records it finished with the hash of the config sections it
-depends on; a changed section makes that stage and every later one rerun.
+Every artifact is recorded in the manifest with the digest of what it was made from
+(``store.provenance``); a stage makes the artifacts that are missing, damaged or stale and keeps
+the current ones, so an interrupted stage resumes without redoing finished work. The manifest
+also keeps a state per stage, for people and for ``privdyn`` to say what to run next.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from rich.progress import (
 from privdyn.config import ANALYZE_SECTIONS, SCORE_SECTIONS, TRAIN_SECTIONS, RunConfig
 from privdyn.data import load_dataset
 from privdyn.errors import PrivdynError
-from privdyn.store import atomic
+from privdyn.store import atomic, provenance
 from privdyn.store.rundir import RunDir
 from privdyn.training.membership import balanced_membership
 
@@ -45,32 +47,35 @@ def train(cfg: RunConfig, run: RunDir, progress: bool = True) -> None:
     from privdyn.training.engine import run_train_stage
 
     digest = cfg.section_hash(*TRAIN_SECTIONS)
+    mpath = run.path / "membership.npy"
     if run.stage_done("train", digest):
-        damaged = [p for p in run.signal_files() if not run.intact(p)]
-        if not damaged:
+        stale = [p for p in run.signal_files() if not provenance.is_current(
+            run, p, provenance.membership_digest(cfg) if p == mpath else provenance.signal_digest(cfg, run))]
+        if not stale:
             return
         # the per-group files are gone once the signals are assembled: retrain (seeded, so the
         # intact artifacts come out the same and what was computed from them stays current)
-        console.print(f"damaged: {', '.join(str(p.relative_to(run.path)) for p in damaged)}; retraining")
-        for p in [*damaged, run.path / "epochs.npy"]:
-            p.unlink(missing_ok=True)
+        console.print(f"damaged or stale: {', '.join(run.key(p) for p in stale)}; retraining")
+        run.discard(*stale, run.path / "epochs.npy")
     run.mark_stage("train", "running", digest)
     ds = load_dataset(cfg.dataset.name, cfg.dataset.n_pool, cfg.dataset.n_test, cfg.seed, cfg.dataset.options,
                       root=cfg.dataset.root)
-    mpath = run.path / "membership.npy"
-    if run.intact(mpath):
+    if provenance.is_current(run, mpath, provenance.membership_digest(cfg)):
         membership = np.load(mpath, allow_pickle=False)
     else:
         membership = balanced_membership(cfg.training.n_models, ds.n_pool, cfg.seed)
         atomic.save_npy(mpath, membership)
+        provenance.record(run, provenance.membership_digest(cfg), mpath)
     atomic.save_npy(run.path / "labels.npy", ds.y_pool)
     with _progress(progress) as p:
         stats = run_train_stage(cfg, run, ds, membership, p)
-    run.mark_stage("train", "done", digest, n_pool=ds.n_pool, n_test=int(len(ds.y_test)), **stats)
+    provenance.record(run, provenance.signal_digest(cfg, run), *run.signal_files()[1:])
+    run.mark_stage("train", "done", digest, n_pool=ds.n_pool, n_test=len(ds.y_test), **stats)
 
 
 def score(cfg: RunConfig, run: RunDir, attacks: list[str] | None = None, progress: bool = True) -> None:
-    from privdyn.attacks.stage import score_attack, scores_current
+    from privdyn.attacks.stage import score_attack
+    from privdyn.store.provenance import scores_current
 
     digest = cfg.section_hash(*SCORE_SECTIONS)
     current = [a for a in cfg.attacks if scores_current(cfg, run, a)]
@@ -95,25 +100,17 @@ def score(cfg: RunConfig, run: RunDir, attacks: list[str] | None = None, progres
 
 def require_current_scores(cfg: RunConfig, run: RunDir, attack: str) -> None:
     """Refuse scores that another setup made (other options, references, training or signals)."""
-    from privdyn.attacks.stage import scores_current
-
-    if not scores_current(cfg, run, attack):
+    if not provenance.scores_current(cfg, run, attack):
         state = "missing" if not run.score_path(attack).exists() else "stale (made with another setup)"
         raise PrivdynError(f"The scores of {attack} in {run.path} are {state}, so analysing them would "
                            f"describe another attack. Run `privdyn score {run.path} --attacks {attack}` "
                            f"or `privdyn run` on this config, which rescores exactly what is stale.")
 
 
-def analysis_files(cfg: RunConfig, run: RunDir) -> list[Path]:
-    """What the analyze stage makes (at the config's rule), to check before skipping it."""
-    files = [run.summary_path] + ([run.path / "analysis" / "sensitivity.parquet"] if cfg.analysis.sensitivity else [])
-    for a in cfg.attacks:
-        d = run.analysis_dir(a, cfg.analysis.rule)
-        files += [d / "plane.npz", *(d / f"{t}.parquet" for t in ("sample_epoch", "sample", "epoch"))]
-    return files
-
-
 def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | None = None) -> dict:
+    """Analyse every configured attack at the config's rule (or one ``attack`` and ``rule``),
+    then write ``summary.json``. An attack whose analysis is current is not redone."""
+    from privdyn.analysis.sensitivity import summarise_by_attack
     from privdyn.analysis.stage import analyze as analyze_one
     from privdyn.analysis.stage import (
         sensitivity_stage,
@@ -121,36 +118,78 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | 
         write_summary,
     )
 
-    digest = cfg.section_hash(*ANALYZE_SECTIONS)
-    if attack is None and rule is None and run.stage_done("analyze", digest) and run.intact(*analysis_files(cfg, run)):
-        return {}
     for a in [attack] if attack else cfg.attacks:
         require_current_scores(cfg, run, a)
     if attack is not None or rule is not None:
-        return analyze_one(cfg, run, attack or cfg.default_attack(), rule or cfg.analysis.rule)
+        a, r = attack or cfg.default_attack(), rule or cfg.analysis.rule
+        entry = analyze_one(cfg, run, a, r)
+        _record_analysis(cfg, run, a, r, entry)
+        return entry
+    rule = cfg.analysis.rule
+    todo = [a for a in cfg.attacks
+            if not provenance.is_current(run, run.analysis_dir(a, rule), provenance.analysis_digest(cfg, run, a, rule))]
+    sens_path = run.path / "analysis" / "sensitivity.parquet"
+    sens_todo = cfg.analysis.sensitivity and not provenance.is_current(
+        run, sens_path, provenance.sensitivity_digest(cfg, run))
+    entries = [run.analysis_dir(a, rule) / ENTRY for a in cfg.attacks] + ([sens_path] if cfg.analysis.sensitivity else [])
+    digest = cfg.section_hash(*ANALYZE_SECTIONS)
+    if not todo and not sens_todo and provenance.is_current(
+            run, run.summary_path, provenance.summary_digest(cfg, run, entries)):
+        _mark_done(run, "analyze", digest)  # e.g. killed after its last write
+        return {}
     run.mark_stage("analyze", "running", digest)
-    membership = run.load_array(run.path / "membership.npy", "membership", mmap=False)
-    epochs = run.load_array(run.path / "epochs.npy", "checkpoint epochs", mmap=False)
-    measures = training_measures(cfg, run, membership, epochs)  # shared by every attack
-    per_attack = {a: analyze_one(cfg, run, a, cfg.analysis.rule, measures) for a in cfg.attacks}
-    if cfg.analysis.sensitivity:
-        for a, entry in sensitivity_stage(cfg, run, membership, epochs, measures).items():
-            per_attack[a]["sensitivity"] = entry
+    membership = run.load_array(run.path / "membership.npy", "membership")
+    epochs = run.load_array(run.path / "epochs.npy", "checkpoint epochs")
+    measures = training_measures(cfg, run, membership, epochs) if todo or sens_todo else None  # shared
+    per_attack = {}
+    for a in cfg.attacks:
+        if a in todo:
+            per_attack[a] = analyze_one(cfg, run, a, rule, measures)
+            _record_analysis(cfg, run, a, rule, per_attack[a])
+        else:
+            per_attack[a] = atomic.read_json(run.analysis_dir(a, rule) / ENTRY)
+    if sens_todo:
+        assert measures is not None
+        sens = sensitivity_stage(cfg, run, membership, epochs, measures)
+        provenance.record(run, provenance.sensitivity_digest(cfg, run), sens_path)
+    elif cfg.analysis.sensitivity:
+        sens = summarise_by_attack(atomic.read_parquet(sens_path))
+    for a, entry in (sens.items() if cfg.analysis.sensitivity else ()):
+        per_attack[a]["sensitivity"] = entry
     summary = write_summary(cfg, run, per_attack)
+    provenance.record(run, provenance.summary_digest(cfg, run, entries), run.summary_path)
     run.mark_stage("analyze", "done", digest)
     return summary
 
 
+def _mark_done(run: RunDir, stage: str, digest: str) -> None:
+    if not run.stage_done(stage, digest):
+        run.mark_stage(stage, "done", digest)
+
+
+#: Each analysis folder's summary entries, kept so that a current analysis is not redone.
+ENTRY = "entry.json"
+
+
+def _record_analysis(cfg: RunConfig, run: RunDir, attack: str, rule: str, entry: dict) -> None:
+    folder = run.analysis_dir(attack, rule)
+    atomic.write_json(folder / ENTRY, entry)
+    provenance.record(run, provenance.analysis_digest(cfg, run, attack, rule), folder)
+
+
 def report(cfg: RunConfig, run: RunDir, force: bool = False) -> Path:
-    """Write the report, unless it is up to date with the analysis (``force``: always)."""
+    """Write the report, unless it is current with the analysis (``force``: always)."""
     from privdyn.report.html import build_report
 
-    digest = cfg.section_hash(*ANALYZE_SECTIONS)
     index = run.report_dir / "index.html"
-    if not force and run.stage_done("report", digest) and run.intact(index):
+    inputs = [run.summary_path, *(run.analysis_dir(a, cfg.analysis.rule) for a in cfg.attacks)]
+    digest = cfg.section_hash(*ANALYZE_SECTIONS)
+    if not force and provenance.is_current(run, run.report_dir, provenance.report_digest(cfg, run, inputs)):
+        _mark_done(run, "report", digest)
         return index  # nothing it reads has changed
     run.mark_stage("report", "running", digest)
     index = build_report(cfg, run)
+    provenance.record(run, provenance.report_digest(cfg, run, inputs), run.report_dir)
     run.mark_stage("report", "done", digest)
     return index
 

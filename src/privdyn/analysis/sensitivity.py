@@ -102,6 +102,11 @@ def sensitivity_table(scores: np.ndarray, membership: np.ndarray, epochs: np.nda
     return pd.DataFrame(rows)
 
 
+def summarise_by_attack(table: pd.DataFrame) -> dict[str, dict[str, dict[str, float | None]]]:
+    """:func:`summarise` for each attack of a table with an ``attack`` column."""
+    return {str(a): summarise(t) for a, t in table.groupby("attack", sort=False)}
+
+
 def summarise(table: pd.DataFrame) -> dict[str, dict[str, float | None]]:
     """Per headline metric: the run's default value and the range over all variants."""
 

@@ -39,7 +39,7 @@ def model_metrics(cfg: RunConfig, run: RunDir, membership: np.ndarray) -> dict[s
     q = identity_query(cfg)
 
     def mean(name: str, split: str, z: np.ndarray | None) -> np.ndarray:
-        return model_level.per_model_mean(run.load_array(run.signal_path(name, split), "signals"), z, q)
+        return model_level.per_model_mean(run.checkpoints(run.signal_path(name, split), f"signal {name}"), z, q)
 
     return {"train_accuracy": mean("correct", "pool", membership), "train_loss": mean("loss", "pool", membership),
             "test_accuracy": mean("correct", "test", None), "test_loss": mean("loss", "test", None)}
@@ -57,13 +57,13 @@ def _num(x: float) -> float | None:
 
 
 def difficulty_signals(cfg: RunConfig, run: RunDir) -> dict[str, np.ndarray | None]:
-    """``[T, M, N]`` memmap views of the pool's correct, loss and el2n signals under the identity
+    """``[T, M, N]`` arrays of the pool's correct, loss and el2n signals under the identity
     query (the first query when identity is not scored); el2n is None in runs that lack it."""
     q = identity_query(cfg)
     out: dict[str, np.ndarray | None] = {
-        name: run.load_array(run.signal_path(name), f"signal {name}")[..., q] for name in ("correct", "loss")}
+        name: run.checkpoints(run.signal_path(name), f"signal {name}").at_query(q) for name in ("correct", "loss")}
     el2n = run.signal_path("el2n")
-    out["el2n"] = run.load_array(el2n, "signal el2n")[..., q] if el2n.exists() else None
+    out["el2n"] = run.checkpoints(el2n, "signal el2n").at_query(q) if el2n.exists() else None
     return out
 
 
@@ -162,9 +162,9 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str, rule: str,
 
     ``measures`` (from :func:`training_measures`) is computed here when not given.
     """
-    membership = run.load_array(run.path / "membership.npy", "membership", mmap=False)
-    epochs = run.load_array(run.path / "epochs.npy", "checkpoint epochs", mmap=False)
-    scores = run.load_array(run.score_path(attack), f"scores of {attack}")
+    membership = run.load_array(run.path / "membership.npy", "membership")
+    epochs = run.load_array(run.path / "epochs.npy", "checkpoint epochs")
+    scores = run.load_scores(attack)
     T, M, N = scores.shape
     plane = compute_plane(scores, membership, rule)
     st = population.states(plane["adv"], bands_of(cfg))
@@ -183,7 +183,7 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str, rule: str,
     tpr_ci = {a: np.column_stack([ml[f"tpr_at_fpr_{a:g}_ci_low"], ml[f"tpr_at_fpr_{a:g}_ci_high"]]) for a in alphas}
 
     out_dir = run.analysis_dir(attack, rule)
-    atomic.save_npz(out_dir / "plane.npz", **plane, epochs=epochs)
+    atomic.save_npz(out_dir / "plane.npz", compress=True, **plane, epochs=epochs)
     sample_epoch = pd.DataFrame({
         "sample": np.tile(np.arange(N), T), "epoch": np.repeat(epochs, N),
         "fpr": plane["fpr"].ravel(), "tpr": plane["tpr"].ravel(), "advantage": plane["adv"].ravel(),
@@ -240,14 +240,14 @@ def sensitivity_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epoch
     for attack in cfg.attacks:
         variants = sensitivity.variants_for(attack, cfg.training.n_models, cfg.analysis.rule, cfg.grid_size(),
                                             bands_of(cfg))
-        scores = run.load_array(run.score_path(attack), f"scores of {attack}")
+        scores = run.load_scores(attack)
         table = sensitivity.sensitivity_table(scores, membership, epochs, measures.difficulty["consistency"],
                                               variants)
         tables.append(table.assign(attack=attack))
     table = pd.concat(tables, ignore_index=True)
     table.insert(0, "attack", table.pop("attack"))
     atomic.write_parquet(run.path / "analysis" / "sensitivity.parquet", table)
-    return {a: sensitivity.summarise(t) for a, t in table.groupby("attack", sort=False)}
+    return sensitivity.summarise_by_attack(table)
 
 
 def write_summary(cfg: RunConfig, run: RunDir, per_attack: dict[str, dict[str, Any]]) -> dict[str, Any]:

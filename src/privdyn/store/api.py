@@ -29,7 +29,7 @@ class Tables:
 
 
 class Run:
-    """A run directory opened for reading. Arrays are memory-mapped, never unpickled."""
+    """A run directory opened for reading. Arrays are verified on read, never unpickled."""
 
     def __init__(self, path: str | Path):
         self._dir = RunDir(path)
@@ -51,25 +51,33 @@ class Run:
     @cached_property
     def membership(self) -> np.ndarray:
         """bool ``[M, N]``: ``membership[m, i]`` is true when model m trained on sample i."""
-        return self._dir.load_array(self.path / "membership.npy", "the membership matrix", mmap=False)
+        return self._dir.load_array(self.path / "membership.npy", "the membership matrix")
 
     @cached_property
     def epochs(self) -> np.ndarray:
         """int ``[T]``: the checkpoint epochs."""
-        return self._dir.load_array(self.path / "epochs.npy", "the checkpoint epochs", mmap=False)
+        return self._dir.load_array(self.path / "epochs.npy", "the checkpoint epochs")
 
     def signal(self, name: str, split: str = "pool") -> np.ndarray:
-        """``[T, M, N, Q]`` signal (memory-mapped); split='test' for the test split."""
-        return self._dir.load_array(self._dir.signal_path(name, split), f"signal {name!r}")
+        """``[T, M, N, Q]`` signal, read and verified; split='test' for the test split. For one
+        checkpoint at a time, index ``RunDir(path).checkpoints(...)`` instead."""
+        from privdyn.store.provenance import is_current, signal_digest
+
+        path = self._dir.signal_path(name, split)
+        values = np.asarray(self._dir.checkpoints(path, f"signal {name!r}"))  # verifies every chunk
+        if not is_current(self._dir, path, signal_digest(self.config, self._dir)):
+            raise PrivdynError(f"The signal {name!r} in {self.path} was not made by this run's training setup "
+                               f"(stale or from an interrupted training). Run `privdyn run CONFIG --out {self.path}`.")
+        return values
 
     def scores(self, attack: str) -> np.ndarray:
-        """float64 ``[T, M, N]`` attack scores (memory-mapped); refused when damaged or stale (made
-        with other attack options, references, training or signals than the run's)."""
-        from privdyn.attacks.stage import scores_current
+        """float64 ``[T, M, N]`` attack scores (stored as float32); refused when damaged or stale
+        (made with other attack options, references, training or signals than the run's)."""
+        from privdyn.store.provenance import scores_current
 
-        path = self._dir.score_path(attack)
-        scores = self._dir.load_array(path, f"scores of attack {attack!r} (score it with "
-                                      f"`privdyn score {self.path} --attacks {attack}`)")  # verifies the file
+        scores = self._dir.load_scores(attack, f"scores of attack {attack!r} (score it with "
+                                       f"`privdyn score {self.path} --attacks {attack}`)")
+        scores = np.asarray(scores)
         if not scores_current(self.config, self._dir, attack):
             raise PrivdynError(f"The scores of {attack} in {self.path} are stale: the run's config or signals "
                                f"changed since they were made. Rescore with `privdyn score {self.path} --attacks "
@@ -103,6 +111,12 @@ class Run:
         if missing:
             raise PrivdynError(f"No analysis tables {missing} in {d} (not analysed yet, or by an older "
                                f"privdyn): run `privdyn analyze {self.path} --attack {attack} --rule {rule}`")
+        from privdyn.store.provenance import analysis_digest, is_current
+
+        if not is_current(self._dir, d, analysis_digest(self.config, self._dir, attack, rule)):
+            raise PrivdynError(f"The analysis of {attack} at {rule} in {self.path} is stale or damaged: its scores, "
+                               f"signals or analysis options changed since it was made. Rerun it with `privdyn "
+                               f"analyze {self.path} --attack {attack} --rule {rule}`.")
         return Tables(*(atomic.read_parquet(d / f"{n}.parquet") for n in names))
 
     def __repr__(self) -> str:

@@ -20,15 +20,6 @@ import numpy as np
 from privdyn.store import integrity
 
 
-def _default_file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _default_file_mode()
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
@@ -36,7 +27,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600 files; use what open() would give
+    os.chmod(tmp, integrity.FILE_MODE)  # mkstemp makes 0600 files; use what open() would give
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -63,45 +54,19 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.asarray(array), allow_pickle=False)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.asarray(array), allow_pickle=False)
 
 
-def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+def save_npz(path: str | Path, compress: bool = False, **arrays: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        (np.savez_compressed if compress else np.savez)(fh, **arrays)
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     integrity.verify(path)
     with np.load(path, allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
-
-
-@contextlib.contextmanager
-def open_memmap_atomic(path: str | Path, shape: tuple[int, ...], dtype: Any) -> Iterator[np.ndarray]:
-    """A writable ``.npy`` memmap that appears at ``path`` only once fully written."""
-    with atomic_path(path) as tmp:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
-        reserve(tmp)
-        yield arr
-        arr.flush()
-        del arr
-
-
-def reserve(path: str | Path) -> None:
-    """Allocate a file's blocks now, so that a full disk is an ``OSError`` (ENOSPC) here and not
-    a SIGBUS ("Bus error") when a memory-mapped write later touches a page with no space behind it."""
-    with open(path, "rb+") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size and hasattr(os, "posix_fallocate"):
-            try:
-                os.posix_fallocate(fh.fileno(), 0, size)
-            except OSError as e:
-                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # filesystems without fallocate
-                    raise
 
 
 def is_disk_full(e: BaseException) -> bool:

@@ -1,10 +1,9 @@
 """Checksums of every file privdyn writes, so truncation and bit flips are found on read.
 
-Beside each file ``NAME`` the store keeps ``.NAME.crc`` (JSON): the file's size and CRC-32s. A
-``.npy`` array is checksummed per slice of its first axis (one checkpoint of a ``[T, ...]``
-array is one chunk), any other file as one chunk. The checksum is written before the file is
-renamed into place, so a kill between the two leaves a mismatch (found, recomputed), never an
-unchecked file. A file is verified once per process and state (size, mtime).
+Beside each file ``NAME`` the store keeps ``.NAME.crc`` (JSON): the file's size and CRC-32.
+(The large checkpoint arrays are zarr, checksummed per chunk by zarr itself: ``store.arrays``.)
+The checksum is written before the file is renamed into place, so a kill
+between the two leaves a mismatch (found, recomputed), never an unchecked file. A file is verified once per process and state (size, mtime).
 """
 
 from __future__ import annotations
@@ -16,14 +15,22 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from privdyn.errors import PrivdynError
 
 SUFFIX = ".crc"
 #: Bytes read at a time while checksumming.
 BLOCK = 1 << 24
 _VERIFIED: set[tuple[str, int, int]] = set()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: The modes ``open()`` and ``mkdir()`` would give (``mkstemp`` and ``mkdtemp`` make private ones).
+FILE_MODE, DIR_MODE = 0o666 & ~_umask(), 0o777 & ~_umask()
 
 
 class CorruptArtifact(PrivdynError):
@@ -34,79 +41,44 @@ def sum_path(path: Path) -> Path:
     return path.with_name(f".{path.name}{SUFFIX}")
 
 
+def data_path(checksum: Path) -> Path:
+    """The file that the checksum file ``checksum`` belongs to."""
+    return checksum.with_name(checksum.name[1:-len(SUFFIX)])
+
+
 def is_checksum(path: Path) -> bool:
     return path.name.startswith(".") and path.name.endswith(SUFFIX)
 
 
-def _crc_range(fh: Any, start: int, length: int) -> int:
-    fh.seek(start)
+def checksums(path: Path) -> dict[str, Any]:
+    """The size and CRC-32 of a file."""
     crc = 0
-    while length > 0:
-        block = fh.read(min(BLOCK, length))
-        if not block:
-            return -1  # truncated
-        crc = zlib.crc32(block, crc)
-        length -= len(block)
-    return crc
-
-
-def _layout(path: Path, npy: bool) -> tuple[int, int, int]:
-    """(data offset, chunk bytes, chunks) of a file: per first-axis slice for ``.npy``."""
-    size = path.stat().st_size
-    if npy:
-        try:
-            with open(path, "rb") as fh:
-                version = np.lib.format.read_magic(fh)
-                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                shape, _, dtype = read(fh)
-                offset = fh.tell()
-            if shape:
-                per = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
-                return offset, per, int(shape[0])
-        except (ValueError, OSError):
-            pass  # not readable as .npy: checksummed (and later refused) as one chunk
-    return 0, size, 1
-
-
-def checksums(path: Path, name: str | None = None) -> dict[str, Any]:
-    """The size and per-chunk CRC-32s of a file (``name``: the name it will have, for its kind)."""
-    offset, per, n = _layout(path, (name or path.name).endswith(".npy"))
     with open(path, "rb") as fh:
-        head = _crc_range(fh, 0, offset) if offset else 0
-        chunks = [_crc_range(fh, offset + k * per, per) for k in range(n)] if per else [0] * n
-    return {"size": path.stat().st_size, "head": head, "chunk_bytes": per, "chunks": chunks}
+        while block := fh.read(BLOCK):
+            crc = zlib.crc32(block, crc)
+    return {"size": path.stat().st_size, "crc32": crc}
 
 
 def write_checksum(data: Path, final: Path) -> None:
     """Write the checksum of ``data`` (a finished temp file) as ``final``'s sidecar, atomically."""
     fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=final.parent)
+    os.chmod(tmp, FILE_MODE)
     with os.fdopen(fd, "w") as fh:
-        json.dump(checksums(data, final.name), fh)
+        json.dump(checksums(data), fh)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, sum_path(final))
-
-
-def verify_tree(root: Path, skip: tuple[str, ...] = (".lock",)) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Verify every file under ``root`` (checksums themselves and ``skip`` names aside): the files
-    that passed, and (file, problem) for those that did not."""
-    ok, bad = [], []
-    for p in sorted(root.rglob("*")):
-        if not p.is_file() or is_checksum(p) or p.name in skip or p.name.endswith(".tmp"):
-            continue
-        try:
-            verify(p)
-            ok.append(p)
-        except CorruptArtifact as e:
-            bad.append((p, str(e)))
-    return ok, bad
 
 
 def verify(path: str | Path) -> None:
     """Raise :class:`CorruptArtifact` naming the file and the damaged chunk when ``path`` does
     not match its checksum."""
     path = Path(path)
-    st = path.stat()
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise CorruptArtifact(f"{path} is missing. Run `privdyn run` on this run directory, which recomputes "
+                              "the stage that makes it.") from None
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key in _VERIFIED:
         return
@@ -124,9 +96,7 @@ def verify(path: str | Path) -> None:
     if got["size"] != want.get("size"):
         raise CorruptArtifact(f"{path} is {got['size']:,} bytes but was written as {want.get('size'):,}: it is "
                               f"truncated or was overwritten. {fix}")
-    if got["head"] != want.get("head") or got["chunks"] != want.get("chunks"):
-        bad = [k for k, (a, b) in enumerate(zip(got["chunks"], want.get("chunks", []))) if a != b]
-        where = f"chunk {bad[0]} (checkpoint index {bad[0]} of a [T, ...] array)" if bad else "its header"
-        raise CorruptArtifact(f"{path} does not match its checksum at {where}: the file is corrupt "
-                              f"(a disk or copy error). {fix}")
+    if got["crc32"] != want.get("crc32"):
+        raise CorruptArtifact(f"{path} does not match its checksum: the file is corrupt (a disk or copy "
+                              f"error). {fix}")
     _VERIFIED.add(key)

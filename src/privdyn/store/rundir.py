@@ -6,8 +6,11 @@ Layout::
     RUN/manifest.json        versions, seeds, per-stage state, hash and timings
     RUN/membership.npy       bool [M, N]
     RUN/epochs.npy           int [T]
-    RUN/signals/NAME.npy     [T, M, N, Q] pool signals;  signals/test/NAME.npy for the test split
-    RUN/scores/ATTACK.npy    float64 [T, M, N]
+    RUN/signals/NAME.zarr    [T, M, N, Q] pool signals;  signals/test/NAME.zarr for the test split
+    RUN/scores/ATTACK.zarr   float32 [T, M, N]
+
+The checkpoint arrays are zarr v3 (``store.arrays``); every other file has a checksum sidecar
+(``store.integrity``).
     RUN/analysis/ATTACK/RULE/{sample_epoch,sample,epoch,transitions}.parquet, plane.npz
     RUN/summary.json
     RUN/report/index.html and figures
@@ -21,6 +24,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +34,7 @@ import numpy as np
 
 from privdyn.config import RunConfig, dump_config
 from privdyn.errors import PrivdynError
-from privdyn.store import atomic, integrity
+from privdyn.store import arrays, atomic, integrity
 
 STAGES = ("train", "score", "analyze", "report")
 #: Files that mark a directory as a privdyn run directory.
@@ -72,10 +76,10 @@ class RunDir:
         return self.path / "manifest.json"
 
     def signal_path(self, name: str, split: str = "pool") -> Path:
-        return self.path / "signals" / ("test" if split == "test" else "") / f"{name}.npy"
+        return self.path / "signals" / ("test" if split == "test" else "") / f"{name}{arrays.SUFFIX}"
 
     def score_path(self, attack: str) -> Path:
-        return self.path / "scores" / f"{attack}.npy"
+        return self.path / "scores" / f"{attack}{arrays.SUFFIX}"
 
     def analysis_dir(self, attack: str, rule: str) -> Path:
         return self.path / "analysis" / attack / rule_slug(rule)
@@ -137,7 +141,10 @@ class RunDir:
             os.write(fd, f"process {os.getpid()} on {platform.node()}".encode())
             _HELD.add(key)
             for tmp in self.path.rglob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
+                if tmp.is_dir():
+                    shutil.rmtree(tmp, ignore_errors=True)
+                else:
+                    tmp.unlink(missing_ok=True)
             yield
         finally:
             _HELD.discard(key)
@@ -167,15 +174,31 @@ class RunDir:
         atomic.write_json(self.manifest_path, m)
 
     def artifact_current(self, key: str, digest: str, path: Path) -> bool:
-        """True when artifact ``key`` exists at ``path``, intact, recorded as made from ``digest``."""
+        """True when artifact ``key`` exists at ``path``, intact, with the content recorded when it
+        was made from ``digest`` (a folder: the same files, none missing or added)."""
         entry = self.manifest().get("artifacts", {}).get(key, {})
-        return entry.get("digest") == digest and self.intact(path)
+        return (entry.get("digest") == digest and path.exists() and entry.get("content") == self.content_digest(path)
+                and self.intact(path))
 
     @staticmethod
-    def content_digest(*paths: Path) -> str:
-        """A digest of the named files' contents, from their checksums (cheap: no data is read)."""
-        h = hashlib.sha256()
+    def _members(paths: tuple[Path, ...]) -> list[Path]:
+        """The artifacts named: a checkpoint array as itself, a plain folder as the files in it."""
+        out: list[Path] = []
         for p in paths:
+            if p.is_dir() and not arrays.is_array(p):
+                out += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+            else:
+                out.append(p)
+        return out
+
+    @classmethod
+    def content_digest(cls, *paths: Path) -> str:
+        """A digest of the named artifacts' contents, from their checksums (cheap: no data is read)."""
+        h = hashlib.sha256()
+        for p in cls._members(paths):
+            if arrays.is_array(p):
+                h.update(str(p.name).encode() + arrays.array_digest(p).encode())
+                continue
             side = integrity.sum_path(p)
             h.update(str(p.name).encode() + (side.read_bytes() if side.exists() else b"missing"))
         return h.hexdigest()[:16]
@@ -183,22 +206,41 @@ class RunDir:
     def signal_files(self) -> list[Path]:
         """Every artifact the train stage makes."""
         return [self.path / n for n in ("membership.npy", "epochs.npy", "labels.npy")] + sorted(
-            (self.path / "signals").rglob("*.npy"))
+            (self.path / "signals").rglob(f"*{arrays.SUFFIX}"))
 
     @staticmethod
-    def intact(*paths: Path) -> bool:
-        """True when every path exists and matches its checksum."""
+    def discard(*paths: Path) -> None:
+        """Remove artifacts (files or checkpoint arrays) so that their stage makes them again."""
+        for p in paths:
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+
+    @classmethod
+    def intact(cls, *paths: Path) -> bool:
+        """True when every path exists and matches its checksum (a folder: every file in it)."""
+        if not all(p.exists() for p in paths):
+            return False
         try:
-            for p in paths:
-                integrity.verify(p)
+            for p in cls._members(paths):
+                if arrays.is_array(p):
+                    arrays.verify_array(p)
+                else:
+                    integrity.verify(p)
         except (FileNotFoundError, integrity.CorruptArtifact):
             return False
         return True
 
-    def record_artifact(self, key: str, digest: str, **extra: Any) -> None:
-        """Record that artifact ``key`` was finished from inputs ``digest`` (after its atomic write)."""
+    def key(self, path: Path) -> str:
+        """An artifact's manifest key: its path in the run directory."""
+        return path.relative_to(self.path).as_posix()
+
+    def record_artifacts(self, entries: dict[str, dict[str, Any]]) -> None:
+        """Record finished artifacts (key -> {digest, content}) after their atomic writes."""
         m = self.manifest()
-        m.setdefault("artifacts", {})[key] = {"digest": digest, "finished": time.time(), **extra}
+        now = time.time()
+        m.setdefault("artifacts", {}).update({k: {**v, "finished": now} for k, v in entries.items()})
         self._write_manifest(m)
 
     def stage_done(self, stage: str, digest: str) -> bool:
@@ -274,9 +316,47 @@ class RunDir:
                             f"`privdyn run CONFIG --out {self.path}` (or `privdyn {stage} {self.path}`), which "
                             "resumes where it stopped.")
 
-    def load_array(self, path: Path, what: str, mmap: bool = True) -> np.ndarray:
+    def _check_exists(self, path: Path, what: str) -> None:
         if not path.exists():
             raise self.missing(f"{path.relative_to(self.path) if path.is_relative_to(self.path) else path} "
                                f"({what})")
+
+    def load_array(self, path: Path, what: str) -> np.ndarray:
+        """A small ``.npy`` artifact (membership, epochs, labels), verified, in memory."""
+        self._check_exists(path, what)
         integrity.verify(path)
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
+
+    def checkpoints(self, path: Path, what: str) -> arrays.CheckpointArray:
+        """A checkpoint array (a signal or scores), opened for reading one checkpoint at a time."""
+        self._check_exists(path, what)
+        return arrays.open_array(path)
+
+    def load_scores(self, attack: str, what: str | None = None) -> arrays.CheckpointArray:
+        """An attack's scores ``[T, M, N]``, read one checkpoint at a time as float64 (exact: they are
+        stored as float32)."""
+        return self.checkpoints(self.score_path(attack), what or f"scores of {attack}").as_type(np.float64)
+
+    def verify_all(self) -> tuple[list[Path], list[tuple[Path, str]]]:
+        """Check every artifact of the run: those that passed, and (artifact, problem) for the rest."""
+        ok: list[Path] = []
+        bad: list[tuple[Path, str]] = []
+        for p in sorted(self.path.rglob("*")):
+            parts = p.relative_to(self.path).parts
+            if any(part.endswith((arrays.SUFFIX, ".tmp")) for part in parts[:-1]):
+                continue  # inside an array (checked as a whole) or a temp folder
+            if integrity.is_checksum(p) and not integrity.data_path(p).exists():
+                bad.append((integrity.data_path(p), f"{integrity.data_path(p)} is missing (its checksum is there)"))
+                continue
+            if arrays.is_array(p) and p.is_dir():
+                check = arrays.verify_array
+            elif p.is_file() and not integrity.is_checksum(p) and p.name != LOCK_NAME and not p.name.endswith(".tmp"):
+                check = integrity.verify
+            else:
+                continue
+            try:
+                check(p)
+                ok.append(p)
+            except integrity.CorruptArtifact as e:
+                bad.append((p, str(e)))
+        return ok, bad

@@ -10,6 +10,7 @@ ends with the same arrays as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections import Counter
@@ -24,7 +25,7 @@ from privdyn.config import RunConfig
 from privdyn.data import Dataset
 from privdyn.errors import PrivdynError
 from privdyn.models import build_model
-from privdyn.store import atomic, integrity
+from privdyn.store import arrays, atomic, integrity
 from privdyn.store.rundir import RunDir
 from privdyn.training.ensemble import EnsembleGroup
 from privdyn.training.schedules import lr_schedule
@@ -155,24 +156,30 @@ def train_group(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: Group
 
 
 def assemble_signals(cfg: RunConfig, run: RunDir, groups: list[GroupTask], n_pool: int, n_test: int) -> dict[str, int]:
-    """Gather the groups' per-checkpoint files into ``signals/NAME.npy`` arrays ``[T, M, N, Q]``.
+    """Gather the groups' per-checkpoint files into ``signals/NAME.zarr`` arrays ``[T, M, N, Q]``,
+    one checkpoint at a time (each group's file is read once per checkpoint).
 
     Returns how many checkpoint files each process wrote (pid -> count): the resume record.
     """
     T, M, Q = len(cfg.checkpoint_epochs()), cfg.training.n_models, len(cfg.queries)
-    files = [(g, t, run.group_dir(g.index) / f"t{t:03d}.npz") for g in groups for t in range(T)]
-    for split, n, prefix in (("pool", n_pool, ""), ("test", n_test, "test_")):
-        for name in SIGNALS:
-            dtype = bool if name == "correct" else np.float32
-            with atomic.open_memmap_atomic(run.signal_path(name, split), (T, M, n, Q), dtype) as arr:
-                for g, t, path in files:
-                    integrity.verify(path)
-                    with np.load(path, allow_pickle=False) as f:
-                        arr[t, list(g.model_ids)] = f[prefix + name]
+    layout = [(split, n, prefix, name) for split, n, prefix in (("pool", n_pool, ""), ("test", n_test, "test_"))
+              for name in SIGNALS]
     writers: Counter[str] = Counter()
-    for _, _, path in files:
-        with np.load(path, allow_pickle=False) as f:
-            writers[str(int(f["writer_pid"]))] += 1
+    with contextlib.ExitStack() as stack:
+        out = {key: stack.enter_context(arrays.create_array(run.signal_path(key[3], key[0]), (T, M, key[1], Q),
+                                                            bool if key[3] == "correct" else np.float32))
+               for key in layout}
+        for t in range(T):
+            chunk = {key: np.empty((M, key[1], Q), out[key].dtype) for key in layout}
+            for g in groups:
+                path = run.group_dir(g.index) / f"t{t:03d}.npz"
+                integrity.verify(path)
+                with np.load(path, allow_pickle=False) as f:
+                    for key in layout:
+                        chunk[key][list(g.model_ids)] = f[key[2] + key[3]]
+                    writers[str(int(f["writer_pid"]))] += 1
+            for key in layout:
+                out[key][t] = chunk[key]
     return dict(writers)
 
 

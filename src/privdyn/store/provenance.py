@@ -1,0 +1,95 @@
+"""What each artifact of a run is made from (DESIGN.md, "Provenance and integrity").
+
+An artifact's *input digest* combines its own parameters, the privdyn version and the content
+digests of the artifacts it reads. The manifest records it (with the artifact's own content
+digest) once the artifact is written; an artifact is *current* when it exists, is intact and
+its recorded digest equals the one today's config and inputs give. Because the inputs enter by
+content, an artifact stays current when an upstream one is recomputed with the same result
+(a seeded retrain after damage, a rescore with options that do not change the scores).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from privdyn.config import ANALYZE_SECTIONS, TRAIN_SECTIONS, RunConfig
+from privdyn.store.rundir import RunDir
+
+#: The pool and test signals the analysis reads (model metrics and difficulty).
+ANALYSIS_SIGNALS = (("correct", "pool"), ("loss", "pool"), ("el2n", "pool"), ("correct", "test"), ("loss", "test"))
+
+
+def _digest(**parts: Any) -> str:
+    from privdyn import __version__
+
+    blob = json.dumps({**parts, "version": __version__}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def membership_digest(cfg: RunConfig) -> str:
+    """The membership matrix: the seed, the number of models and the pool."""
+    return _digest(seed=cfg.seed, n_models=cfg.training.n_models, dataset=cfg.section_hash("dataset"))
+
+
+def signal_digest(cfg: RunConfig, run: RunDir) -> str:
+    """Every signal: the whole training setup and the membership it trained on."""
+    return _digest(train=cfg.section_hash(*TRAIN_SECTIONS), membership=run.content_digest(run.path / "membership.npy"))
+
+
+def score_digest(cfg: RunConfig, run: RunDir, attack: str) -> str:
+    """``scores/ATTACK``: the attack's setup and the contents of the signals it reads."""
+    from privdyn.attacks.base import ATTACKS
+
+    spec = ATTACKS[attack]
+    inputs = [run.path / "membership.npy", run.path / "epochs.npy", *(run.signal_path(s) for s in spec.needs),
+              *(run.signal_path(s, "test") for s in spec.needs_test)]
+    return f"{cfg.attack_digest(attack)}-{run.content_digest(*inputs)}"
+
+
+def scores_current(cfg: RunConfig, run: RunDir, attack: str) -> bool:
+    """True when ``scores/ATTACK`` exists, is intact and was made from today's setup and signals."""
+    return is_current(run, run.score_path(attack), score_digest(cfg, run, attack))
+
+
+def _analysis_inputs(run: RunDir) -> list[Path]:
+    sig = [run.signal_path(n, split) for n, split in ANALYSIS_SIGNALS]
+    return [run.path / "membership.npy", run.path / "epochs.npy", *(p for p in sig if p.exists())]
+
+
+def _analysis_options(cfg: RunConfig) -> dict[str, Any]:
+    return cfg.analysis.model_dump(mode="json", exclude={"sensitivity", "rule"})
+
+
+def analysis_digest(cfg: RunConfig, run: RunDir, attack: str, rule: str) -> str:
+    """``analysis/ATTACK/RULE``: the analysis options, the scores and the signals it reads."""
+    return _digest(options=_analysis_options(cfg), attack=attack, rule=rule, seed=cfg.seed,
+                   inputs=run.content_digest(run.score_path(attack), *_analysis_inputs(run)))
+
+
+def sensitivity_digest(cfg: RunConfig, run: RunDir) -> str:
+    """``analysis/sensitivity.parquet``: the analysis options and every attack's scores."""
+    return _digest(options=_analysis_options(cfg), rule=cfg.analysis.rule, attacks=cfg.attacks, seed=cfg.seed,
+                   inputs=run.content_digest(*(run.score_path(a) for a in cfg.attacks), *_analysis_inputs(run)))
+
+
+def summary_digest(cfg: RunConfig, run: RunDir, parts: list[Path]) -> str:
+    """``summary.json``: the per-attack entries it gathers and the run's description."""
+    return _digest(config=cfg.section_hash(*ANALYZE_SECTIONS), inputs=run.content_digest(*parts))
+
+
+def report_digest(cfg: RunConfig, run: RunDir, inputs: list[Path]) -> str:
+    """``report/index.html``: the config (the gallery reads the dataset) and the analysis files."""
+    return _digest(config=cfg.section_hash(*ANALYZE_SECTIONS), inputs=run.content_digest(*inputs))
+
+
+def is_current(run: RunDir, path: Path, digest: str) -> bool:
+    """True when the artifact at ``path`` exists, is intact and was made from ``digest``."""
+    return run.artifact_current(run.key(path), digest, path)
+
+
+def record(run: RunDir, digest: str, *paths: Path) -> None:
+    """Record that the artifacts at ``paths`` (written atomically just before) were made from ``digest``."""
+    run.record_artifacts({run.key(p): {"digest": digest, "content": run.content_digest(p)} for p in paths})
