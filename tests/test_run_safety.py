@@ -455,3 +455,49 @@ def test_a_csv_row_with_too_few_fields_is_named(tmp_path):
     (tmp_path / "location30.csv").write_text("\n".join(rows) + "\n")
     with pytest.raises(PrivdynError, match=r"line 8 has 3 of 4 fields"):
         load_dataset("location30", 10, 4, 0, {}, root=str(tmp_path))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MB tmpfs (the real ENOSPC path: no injected error); skipped where mounting is not allowed."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], capture_output=True,
+                      check=False).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_really_full_disk_is_an_exit_2_paragraph_and_the_run_resumes(done_run, small_disk):
+    run = small_disk / "r"
+    copy_run(done_run, run)
+    shutil.rmtree(run / "scores")
+    shutil.rmtree(run / "report")
+    filler = small_disk / "filler"
+    with open(filler, "wb") as fh:  # leave about 20 KB free: less than the scores need
+        free = shutil.disk_usage(small_disk).free
+        fh.write(b"\0" * (free - 20_000))
+    proc = cli("run", run / "config.yaml", "--out", run, "--no-progress")
+    assert proc.returncode == 2 and "the disk is full" in proc.stderr and "Traceback" not in proc.stderr
+    filler.unlink()
+    again = cli("run", run / "config.yaml", "--out", run, "--no-progress")
+    assert again.returncode == 0, again.stderr
+    for name in ("lira_online", "lira_offline_cdf"):
+        assert values(run, f"scores/{name}.zarr") == values(done_run, f"scores/{name}.zarr")
+    assert cli("verify", run).returncode == 0 and not list(run.rglob("*.tmp"))
+
+
+def test_two_runs_started_at_once_never_both_write(done_run, tmp_path, tiny_config_source):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(small(tiny_config_source)))
+    run = tmp_path / "both"
+    procs = [subprocess.Popen([*CLI, "run", str(cfg), "--out", str(run), "--no-progress"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes in ([0, 0], [0, 2]), results  # the second either waited out the first or was refused
+    for code, err in results:
+        assert code == 0 or ("is in use by privdyn" in err and "Traceback" not in err)
+    assert json.loads((run / "summary.json").read_text()) == json.loads((done_run / "summary.json").read_text())
+    assert cli("verify", run).returncode == 0
