@@ -1,25 +1,67 @@
-"""Model-level metrics per checkpoint: accuracies, global ROC AUC, TPR at fixed FPR."""
+"""Model-level metrics per checkpoint: accuracies, global ROC AUC, TPR at fixed FPR.
+
+Also the one implementation of each ROC quantity that the plane shares: the OUT-quantile
+threshold (:func:`fpr_threshold`), TPR at fixed FPR (:func:`tpr_at_fpr`) and the ROC AUC with
+ties counted 1/2 (:func:`rank_counts` and :attr:`RankCounts.auc`, along axis 0: per sample over
+the models for the plane, over all flattened pairs here).
+"""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
-from scipy.stats import rankdata
+
+
+def fpr_threshold(scores: np.ndarray, membership: np.ndarray, alpha: float) -> float:
+    """tau of FPR alpha: numpy's linear (1 - alpha) quantile of the OUT scores (flag ``s > tau``)."""
+    return float(np.quantile(scores[~membership], 1.0 - alpha))
+
+
+def tpr_at_fpr(scores: np.ndarray, membership: np.ndarray, alpha: float) -> float:
+    """Share of IN pairs above :func:`fpr_threshold` (the plane's rule)."""
+    return float((scores[membership] > fpr_threshold(scores, membership, alpha)).mean())
+
+
+class RankCounts(NamedTuple):
+    """Entries along axis 0 in ascending score order (:func:`rank_counts`): their membership and,
+    per entry, the IN and the OUT entries strictly below its tie group (equal within a tie group)."""
+
+    member: np.ndarray
+    in_below: np.ndarray
+    out_below: np.ndarray
+
+    @property
+    def auc(self) -> np.ndarray:
+        """Mann-Whitney AUC along axis 0, ties 1/2, from exact integers: twice the U statistic is
+        sum_IN #OUT below + n1 n0 - sum_OUT #IN below. NaN where there is no IN or no OUT entry."""
+        n1 = self.member.sum(axis=0)
+        n0 = len(self.member) - n1
+        u2 = (np.where(self.member, self.out_below, 0).sum(axis=0) + n1 * n0
+              - np.where(self.member, 0, self.in_below).sum(axis=0))
+        return u2 / (2 * n1 * n0)
+
+
+def rank_counts(scores: np.ndarray, membership: np.ndarray) -> RankCounts:
+    """:class:`RankCounts` of ``scores`` and ``membership`` (same shape) along axis 0, from one sort."""
+    order = np.argsort(scores, axis=0)
+    s = np.take_along_axis(scores, order, axis=0)
+    z = np.take_along_axis(membership, order, axis=0)
+    pos = np.arange(len(s)).reshape((-1,) + (1,) * (s.ndim - 1))
+    starts = np.concatenate([np.ones_like(s[:1], dtype=bool), s[1:] != s[:-1]])
+    first = np.maximum.accumulate(np.where(starts, pos, 0), axis=0)  # start of each entry's tie group
+    in_below = np.take_along_axis(np.cumsum(z, axis=0) - z, first, axis=0)
+    return RankCounts(z, in_below, first - in_below)
+
+
+def _pair_counts(scores: np.ndarray, membership: np.ndarray) -> RankCounts:
+    """:func:`rank_counts` over all (model, sample) pairs of one checkpoint."""
+    return rank_counts(np.asarray(scores, dtype=np.float64).ravel(), np.asarray(membership, dtype=bool).ravel())
 
 
 def global_auc(scores: np.ndarray, membership: np.ndarray) -> float:
     """ROC AUC over all (model, sample) pairs of one checkpoint, ties counted 1/2."""
-    s = scores.ravel()
-    z = membership.ravel()
-    ranks = rankdata(s)
-    n1 = z.sum()
-    n0 = z.size - n1
-    return float((ranks[z].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
-
-
-def tpr_at_fpr(scores: np.ndarray, membership: np.ndarray, alpha: float) -> float:
-    """Share of IN pairs above the (1 - alpha) quantile of the OUT scores (the plane's rule)."""
-    tau = np.quantile(scores[~membership], 1.0 - alpha)
-    return float((scores[membership] > tau).mean())
+    return float(_pair_counts(scores, membership).auc)
 
 
 def per_model_mean(signal: np.ndarray, membership: np.ndarray | None, query: int = 0) -> np.ndarray:
@@ -38,22 +80,16 @@ def per_model_mean(signal: np.ndarray, membership: np.ndarray | None, query: int
 
 
 def roc_auc_and_balanced_accuracy(scores: np.ndarray, membership: np.ndarray) -> tuple[float, float]:
-    """Global ROC AUC (ties 1/2, equal to :func:`global_auc`) and balanced accuracy, from one sort.
+    """Global ROC AUC (:func:`global_auc`) and balanced accuracy, from one :func:`rank_counts` sort.
 
-    The ROC's vertices are the tie groups of the scores in descending order; the AUC is the
-    trapezoid sum over them in exact integer arithmetic. Balanced accuracy is the best
-    (TPR + TNR) / 2 over all global thresholds (flag ``s >= c`` for every distinct score c, or
-    nothing: 1/2), the "accuracy" the LiRA code reports.
+    Balanced accuracy is the best (TPR + TNR) / 2 over all global thresholds (flag ``s >= c`` for
+    every distinct score c, or nothing: 1/2), the "accuracy" the LiRA code reports.
     """
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    z = np.asarray(membership, dtype=bool).ravel()
-    order = np.argsort(-s)
-    s, z = s[order], z[order]
-    ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])  # last index of each tie group
-    tp, fp = np.cumsum(z)[ends], np.cumsum(~z)[ends]
-    n1, n0 = int(tp[-1]), int(fp[-1])
-    area2 = int((np.diff(fp, prepend=0) * (tp + np.r_[0, tp[:-1]])).sum())  # 2 n1 n0 AUC
-    return area2 / (2 * n1 * n0), float(max(0.5, (0.5 * (1.0 + tp / n1 - fp / n0)).max()))
+    r = _pair_counts(scores, membership)
+    n1 = int(r.member.sum())
+    n0 = r.member.size - n1
+    tp, fp = n1 - r.in_below, n0 - r.out_below  # flagged by s >= (each entry's score)
+    return float(r.auc), float(max(0.5, (0.5 * (1.0 + tp / n1 - fp / n0)).max()))
 
 
 def balanced_accuracy(scores: np.ndarray, membership: np.ndarray) -> float:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
-from privdyn.config import parse_rule
-from privdyn.errors import PrivdynError
+from privdyn.analysis.model_level import fpr_threshold, rank_counts
+from privdyn.analysis.rules import parse_rule
+from privdyn.errors import DataError
 
 
 def check_finite(scores: np.ndarray, what: str) -> None:
     bad = ~np.isfinite(scores)
     if bad.any():
-        raise PrivdynError(
+        raise DataError(
             f"{what}: {int(bad.sum())} scores are NaN or infinite, so the plane is undefined. "
             "This comes from non-finite model outputs (diverged training: lower the learning rate) "
             "or an attack given degenerate references."
@@ -20,11 +20,9 @@ def check_finite(scores: np.ndarray, what: str) -> None:
 
 
 def threshold(scores: np.ndarray, membership: np.ndarray, rule: str) -> float:
-    """tau for one checkpoint: the (1 - alpha) quantile of the OUT scores, or a fixed score."""
+    """tau for one checkpoint: :func:`~privdyn.analysis.model_level.fpr_threshold`, or a fixed score."""
     kind, value = parse_rule(rule)
-    if kind == "score":
-        return float(value)
-    return float(np.quantile(scores[~membership], 1.0 - value))
+    return float(value) if kind == "score" else fpr_threshold(scores, membership, value)
 
 
 def plane_at(scores: np.ndarray, membership: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
@@ -37,12 +35,9 @@ def plane_at(scores: np.ndarray, membership: np.ndarray, tau: float) -> tuple[np
 
 
 def sample_auc(scores: np.ndarray, membership: np.ndarray) -> np.ndarray:
-    """Per-sample Mann-Whitney AUC of IN vs OUT scores over the models (ties count 1/2)."""
-    ranks = rankdata(scores, axis=0, method="average")
-    n1 = membership.sum(axis=0)
-    n0 = membership.shape[0] - n1
-    r_in = np.where(membership, ranks, 0.0).sum(axis=0)
-    return (r_in - n1 * (n1 + 1) / 2.0) / (n1 * n0)
+    """Per-sample ROC AUC of IN vs OUT scores over the models, ties 1/2 (the model-level AUC's
+    :func:`~privdyn.analysis.model_level.rank_counts` along the model axis)."""
+    return rank_counts(scores, membership).auc
 
 
 def compute_plane(scores: np.ndarray, membership: np.ndarray, rule: str) -> dict[str, np.ndarray]:
