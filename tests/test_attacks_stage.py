@@ -97,8 +97,8 @@ def test_every_attack_through_pipeline_and_cli(tiny_config_dict, tmp_path):
 
 def test_attack_options_are_validated_per_attack():
     cfg = config_from_dict({"attack_options": {"rmia_offline": {"a": 0.5}, "lira_online": {"center": "median"}}})
-    assert cfg.attack_options.rmia_offline.a == 0.5 and cfg.attack_options.rmia.gamma == 1.0
-    assert cfg.attack_options.lira_online.center == "median" and cfg.attack_options.lira_offline_cdf.center == "mean"
+    assert cfg.options_for("rmia_offline").a == 0.5 and cfg.options_for("rmia").gamma == 1.0
+    assert cfg.options_for("lira_online").center == "median" and cfg.options_for("lira_offline_cdf").center == "mean"
     for bad, field in (({"rmia_offline": {"a": 1.5}}, "attack_options.rmia_offline.a"),
                        ({"lira_online": {"centre": "mean"}}, "attack_options.lira_online.centre"),
                        ({"shokri": {"folds": 1}}, "attack_options.shokri.folds"),

@@ -93,7 +93,7 @@ def test_cli_run_and_user_errors(tmp_path):
 
 def test_analyze_stage_reads_training_measures_once_for_all_attacks(tiny_run, monkeypatch):
     from privdyn import pipeline
-    from privdyn.analysis import stage
+    from privdyn.pipeline import analysis as stage
     from privdyn.store.rundir import RunDir
 
     out, _ = tiny_run

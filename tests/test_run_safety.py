@@ -70,7 +70,7 @@ def test_changed_attack_options_are_never_analysed_on_stale_scores(done_run, tmp
     with pytest.raises(PrivdynError, match="stale"):
         privdyn.open_run(run).scores("lira_online")
     cfg = RunDir(run).load_config()
-    assert cfg.attack_options.lira_online.center == "median"
+    assert cfg.options_for("lira_online").center == "median"
     pipeline.run_all(cfg, run, progress=False, with_report=False)
     assert values(run, "scores/lira_online.zarr") != before  # rescored with the median
     assert privdyn.open_run(run).scores("lira_online").shape[0] == 3
@@ -86,7 +86,7 @@ def test_score_subset_records_provenance_and_only_stale_attacks_are_rescored(don
     shutil.rmtree(run / "scores" / "lira_offline_cdf.zarr")
     stamp = written_at(run, "scores/lira_online.zarr")
     scored = []
-    from privdyn.attacks import stage
+    from privdyn.pipeline import scoring as stage
 
     real = stage.score_attack
     monkeypatch.setattr(stage, "score_attack", lambda cfg, r, a, p=None: scored.append(a) or real(cfg, r, a, p))
@@ -391,7 +391,7 @@ def test_a_killed_analysis_redoes_only_the_unfinished_attack(done_run, tmp_path,
     rd.mark_stage("analyze", "running", "killed")
     shutil.rmtree(run / "analysis" / "lira_offline_cdf")  # it had not finished
     stamp = (run / "analysis" / "lira_online" / "fpr_0.01" / "epoch.parquet").stat().st_mtime_ns
-    from privdyn.analysis import stage
+    from privdyn.pipeline import analysis as stage
 
     done, real = [], stage.analyze
     monkeypatch.setattr(stage, "analyze", lambda cfg, r, a, rule, m=None: done.append(a) or real(cfg, r, a, rule, m))

@@ -20,11 +20,15 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
 
+from privdyn.analysis.rules import parse_rule
+from privdyn.analysis.population import Bands
 from privdyn.errors import PrivdynError
+from privdyn.registry import ATTACKS, DATASETS, MODELS, QUERIES
 
 
 class _Strict(BaseModel):
@@ -39,6 +43,14 @@ class DatasetConfig(_Strict):
     root: str | None = Field(None, description="data root for datasets read from files")
     options: dict[str, Any] = Field(default_factory=dict, description="dataset-specific options")
 
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset {v!r}; available: {', '.join(DATASETS.names())} (`privdyn datasets` "
+                             "lists them with where they are looked for)")
+        return v
+
 
 class ModelConfig(_Strict):
     arch: str = Field("mlp", description="mlp, cnn, resnet18 (CIFAR variant) or wrn (WRN-depth-k)")
@@ -48,6 +60,13 @@ class ModelConfig(_Strict):
                               "or 6n+4 (wrn); None = the arch's default (2, 3, 18, 28)")
     norm: Literal["batch", "group", "none"] = "batch"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @field_validator("arch")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        if v not in MODELS:
+            raise ValueError(f"unknown model {v!r}; available: {', '.join(MODELS.names())}")
+        return v
 
 
 class OptimizerConfig(_Strict):
@@ -113,6 +132,10 @@ class StatesConfig(_Strict):
             raise ValueError("state bands need 0 < low < medium < high <= 1")
         return self
 
+    def bands(self) -> Bands:
+        """These bands as the core's :class:`~privdyn.analysis.population.Bands`."""
+        return Bands(self.low, self.medium, self.high)
+
 
 class AnalysisConfig(_Strict):
     default_attack: str | None = Field(None, description="None = the first attack in `attacks`")
@@ -148,21 +171,19 @@ class AnalysisConfig(_Strict):
         return v
 
 
-def _attack_options_model() -> type[BaseModel]:
-    """The ``attack_options`` section: one validated options model per registered attack."""
-    from pydantic import create_model
-
-    from privdyn.attacks import ATTACKS
-
-    fields: dict[str, Any] = {
-        name: (spec.options, Field(default_factory=spec.options, description=spec.description))
-        for name, spec in ATTACKS.items()
-    }
-    return create_model("AttackOptions", __base__=_Strict, **fields)
+def check_query(name: str) -> None:
+    """Raise ValueError with the accepted forms when a query name is not registered or its
+    arguments are not accepted (``KIND`` or ``KIND:ARGS``)."""
+    kind, _, args = name.partition(":")
+    spec = QUERIES.get(kind)
+    if spec is None:
+        raise ValueError(f"query {name!r} is not one of {', '.join(q.forms for q in QUERIES.values())}")
+    spec.check(args)
 
 
-#: e.g. ``attack_options.rmia_offline.a`` or ``attack_options.lira_online.center``.
-AttackOptions = _attack_options_model()
+def attack_options(attack: str, given: dict[str, Any] | None) -> Any:
+    """The validated options of ``attack`` (its registered options model) from a config dict."""
+    return ATTACKS[attack].options.model_validate(given or {})
 
 
 #: Run names name folders (runs/NAME): a slug, so a name can never point outside runs/.
@@ -185,7 +206,9 @@ class RunConfig(_Strict):
         "pair", description="reference models of each target: pair = all but the target and its "
         "complementary partner (balanced, unbiased; falls back to balanced without pairs), balanced = "
         "as many IN as OUT references per sample, one = leave-one-out (biased at small M; for comparison)")
-    attack_options: AttackOptions = Field(default_factory=AttackOptions)
+    attack_options: dict[str, Any] = Field(
+        default_factory=dict, description="per attack, its options (e.g. attack_options.lira_online.center); "
+        "validated against the attack's registered options model, defaults filled in for every listed attack")
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
 
     @field_validator("name")
@@ -196,14 +219,38 @@ class RunConfig(_Strict):
                              "starting with a letter or digit); it names the folder runs/NAME")
         return v
 
+    @field_validator("attack_options", mode="before")
+    @classmethod
+    def _options(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            raise ValueError("attack_options: a mapping from attack name to its options")
+        unknown = [a for a in v if a not in ATTACKS]
+        if unknown:
+            raise ValueError(f"attack_options.{unknown[0]}: not a registered attack; available: {ATTACKS.names()}")
+        out = {}
+        for a, o in v.items():
+            try:
+                out[a] = o if isinstance(o, BaseModel) else attack_options(a, o)
+            except ValidationError as err:
+                raise ValueError("; ".join(f"attack_options.{a}.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                           for e in err.errors())) from None
+        return out
+
+    @field_serializer("attack_options")
+    def _dump_options(self, v: dict[str, Any]) -> dict[str, Any]:
+        return {a: o.model_dump(mode="json") for a, o in v.items()}
+
+    def options_for(self, attack: str) -> Any:
+        """The validated options of ``attack`` (its defaults when the config sets none)."""
+        return self.attack_options.get(attack) or attack_options(attack, None)
+
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
-        from privdyn.attacks import ATTACKS
-        from privdyn.training.queries import check_query
-
         unknown = [a for a in self.attacks if a not in ATTACKS]
         if unknown:
-            raise ValueError(f"attacks: unknown {unknown}; available: {sorted(ATTACKS)}")
+            raise ValueError(f"attacks: unknown {unknown}; available: {ATTACKS.names()}")
+        for a in self.attacks:  # defaults filled in: the config records every option it runs with
+            self.attack_options.setdefault(a, attack_options(a, None))
         if not self.attacks:
             raise ValueError("attacks: list at least one attack")
         if self.analysis.default_attack is not None and self.analysis.default_attack not in self.attacks:
@@ -279,9 +326,9 @@ class RunConfig(_Strict):
         options and the privdyn version (its inputs' provenance, DESIGN.md)."""
         from privdyn import __version__
 
-        options = getattr(self.attack_options, attack, None)
+        options = self.options_for(attack)
         blob = json.dumps({"train": self.section_hash(*TRAIN_SECTIONS), "references": self.references,
-                           "attack": attack, "options": options.model_dump(mode="json") if options else None,
+                           "attack": attack, "options": options.model_dump(mode="json"),
                            "version": __version__}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -300,22 +347,6 @@ TRAIN_SECTIONS = ("seed", "dataset", "model", "training", "checkpoints", "querie
 SCORE_SECTIONS = (*TRAIN_SECTIONS, "attacks", "references", "attack_options")
 ANALYZE_SECTIONS = (*SCORE_SECTIONS, "analysis")
 
-_RULE_RE = re.compile(r"^(fpr|score):(.+)$")
-
-
-def parse_rule(rule: str) -> tuple[str, float]:
-    """Parse an operating-point rule ``fpr:alpha`` or ``score:c``."""
-    m = _RULE_RE.match(rule.strip())
-    if not m:
-        raise ValueError(f"rule {rule!r} is not 'fpr:ALPHA' (e.g. fpr:0.01) or 'score:C' (e.g. score:0)")
-    kind, value = m.group(1), m.group(2)
-    try:
-        x = float(value)
-    except ValueError:
-        raise ValueError(f"rule {rule!r}: {value!r} is not a number") from None
-    if kind == "fpr" and not 0 < x < 1:
-        raise ValueError(f"rule {rule!r}: alpha must lie in (0, 1)")
-    return kind, x
 
 
 def check_rule(rule: str, where: str = "") -> str:

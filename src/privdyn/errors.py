@@ -6,3 +6,8 @@ class PrivdynError(Exception):
 
     The message must name the problem and the fix.
     """
+
+
+class DataError(PrivdynError, ValueError):
+    """What the core (attacks, analysis) raises: the data it was given cannot be used. The
+    message describes the data; the pipeline adds where it came from and what to run."""

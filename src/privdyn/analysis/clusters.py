@@ -14,8 +14,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import pairwise_distances, silhouette_score
 from threadpoolctl import threadpool_limits
 
-from privdyn.analysis.population import STATE_NAMES, states
-from privdyn.config import StatesConfig
+from privdyn.analysis.population import STATE_NAMES, Bands, states
 
 K_RANGE = (2, 6)
 
@@ -80,7 +79,7 @@ def cluster_trajectories(adv: np.ndarray, k: int | None = None, seed: int = 0,
 
 
 def describe_clusters(labels: np.ndarray, adv: np.ndarray, first_high: np.ndarray, epochs: np.ndarray,
-                      bands: StatesConfig) -> pd.DataFrame:
+                      bands: Bands) -> pd.DataFrame:
     """One row per cluster: size, mean final advantage, share ever high, mean first-high epoch
     (over members that reach high) and a name.
 

@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from privdyn.attacks.base import Attack, CheckpointData, NoOptions, register
+from privdyn.attacks.base import Attack, CheckpointData, NoOptions, count_below, register
 from privdyn.attacks.references import at_excluded, ref_counts, require_references
 
 
 def attack_r(data: CheckpointData, opts: NoOptions) -> np.ndarray:
-    import torch  # batched searchsorted; imported here to keep `import privdyn.config` light
-
     loss = data.pool_signal("loss").mean(axis=-1)
     out = ~data.membership
     refs = data.refs
     n_ref = ref_counts(out, refs)
     require_references(n_ref, "OUT", refs)
-    sorted_out = torch.from_numpy(np.ascontiguousarray(np.sort(np.where(out, loss, np.inf), axis=0).T))
-    below = torch.searchsorted(sorted_out, torch.from_numpy(np.ascontiguousarray(loss.T)), side="left").numpy().T
+    below = count_below(np.where(out, loss, np.inf).T, loss.T).T
     excluded = at_excluded(out, refs) & (at_excluded(loss, refs) >= loss)  # OUT, at or above, not a reference
     return (out.sum(axis=0) - below - excluded.sum(axis=0)) / n_ref
 

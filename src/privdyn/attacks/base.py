@@ -18,7 +18,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from privdyn.attacks.references import References, reference_plan
-from privdyn.errors import PrivdynError
+from privdyn.errors import DataError
+from privdyn.registry import ATTACKS as _ATTACKS
+from privdyn.registry import Registry
 
 
 class AttackOptionsBase(BaseModel):
@@ -47,19 +49,19 @@ class CheckpointData:
     def __post_init__(self) -> None:
         z = np.asarray(self.membership)
         if z.ndim != 2 or z.dtype != bool:
-            raise PrivdynError(f"membership must be a bool [M, N] matrix; got {z.dtype} {z.shape}")
+            raise DataError(f"membership must be a bool [M, N] matrix; got {z.dtype} {z.shape}")
         if self.references is None:
             object.__setattr__(self, "references", reference_plan(z))
         elif self.references.excluded.shape[1:] != z.shape:
-            raise PrivdynError(f"the reference plan covers {self.references.excluded.shape[1:]} (models, "
+            raise DataError(f"the reference plan covers {self.references.excluded.shape[1:]} (models, "
                                f"samples) but the membership is {z.shape}; build it from this membership")
         for split, signals, n in (("pool", self.pool, z.shape[1]), ("test", self.test, None)):
             for name, arr in signals.items():
                 if arr.ndim != 3 or arr.shape[0] != z.shape[0] or (n is not None and arr.shape[1] != n):
-                    raise PrivdynError(
+                    raise DataError(
                         f"{split} signal {name!r} has shape {arr.shape}; expected [M={z.shape[0]}, "
-                        f"{'N=' + str(n) if n is not None else 'N_test'}, Q]. The run directory is "
-                        "inconsistent: rerun `privdyn train` into a fresh directory."
+                        f"{'N=' + str(n) if n is not None else 'N_test'}, Q] from the membership matrix "
+                        "(signals and membership of different runs?)"
                     )
 
     @property
@@ -92,8 +94,8 @@ class CheckpointData:
         """Test-split signal ``[M, N_test, Q]`` as float64, checked to be finite and non-empty."""
         x = _finite(self.test, name, "test")
         if x.shape[1] == 0:
-            raise PrivdynError(f"test signal {name!r} is empty; this attack needs test samples "
-                               "(set dataset.n_test >= 1)")
+            raise DataError(f"test signal {name!r} is empty; this attack needs test samples (a test split "
+                            "of at least one sample)")
         return x
 
 
@@ -104,13 +106,13 @@ def _finite(signals: Mapping[str, np.ndarray], name: str, split: str) -> np.ndar
 
 def _check(signals: Mapping[str, np.ndarray], name: str, split: str) -> None:
     if name not in signals:
-        raise PrivdynError(f"{split} signal {name!r} was not loaded; declare it in the attack's "
+        raise DataError(f"{split} signal {name!r} was not loaded; declare it in the attack's "
                            f"{'needs' if split == 'pool' else 'needs_test'}")
     x = np.asarray(signals[name])
     bad = ~np.isfinite(x)
     if bad.any():
         m, i, q = np.argwhere(bad)[0]
-        raise PrivdynError(
+        raise DataError(
             f"{split} signal {name!r} has {int(bad.sum())} NaN or infinite values (first: model {m}, "
             f"sample {i}, query {q}). Non-finite outputs mean training diverged: lower the learning "
             "rate or add gradient clipping, then retrain."
@@ -120,6 +122,28 @@ def _check(signals: Mapping[str, np.ndarray], name: str, split: str) -> None:
 #: elements (models x samples x queries) per block for attacks scored block by block: small
 #: enough that the temporaries of one block stay in the CPU cache.
 SAMPLE_BLOCK = 1 << 17
+
+
+#: Above this many (pop, value) pairs per row, :func:`count_below` sorts instead of comparing all.
+PAIRWISE_LIMIT = 1 << 12
+
+
+def count_below(pop: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per row r, how many entries of ``pop[r]`` lie strictly below each ``values[r, j]``.
+
+    ``pop`` ``[R, K]`` (any order, may hold +inf), ``values`` ``[R, J]`` finite. Short rows (a few
+    models) compare every pair; long ones sort both per row, values first, so that ties do not
+    count (numpy's searchsorted has no batched form).
+    """
+    R, J = values.shape
+    if pop.shape[1] * J <= PAIRWISE_LIMIT:
+        return (pop[:, :, None] < values[:, None, :]).sum(axis=1)
+    order = np.argsort(np.concatenate([values, pop], axis=1), axis=1, kind="stable")
+    below = np.cumsum(order >= J, axis=1)
+    is_value = order < J
+    out = np.empty((R, J), dtype=np.int64)
+    np.put_along_axis(out, order[is_value].reshape(R, J), below[is_value].reshape(R, J), axis=1)
+    return out
 
 
 @dataclass(frozen=True)
@@ -156,14 +180,15 @@ class Attack:
         if s.shape != data.membership.shape:
             raise RuntimeError(f"{self.name} returned shape {s.shape}, expected {data.membership.shape}")
         if not np.isfinite(s).all():
-            raise PrivdynError(f"{self.name} produced {int((~np.isfinite(s)).sum())} non-finite scores "
+            raise DataError(f"{self.name} produced {int((~np.isfinite(s)).sum())} non-finite scores "
                                "from finite signals; please report this as a bug")
         return s
 
 
-ATTACKS: dict[str, Attack] = {}
+#: Every attack by name (built-ins in DESIGN.md's order, then plugins: ``privdyn.registry``).
+ATTACKS: Registry[Attack] = _ATTACKS
 
 
-def register(attack: Attack) -> Attack:
-    ATTACKS[attack.name] = attack
-    return attack
+def register(attack: Attack, *, replace: bool = False) -> Attack:
+    """Make ``attack`` available by its name to configs, the CLI and the pipeline."""
+    return ATTACKS.register(attack.name, attack, replace=replace)

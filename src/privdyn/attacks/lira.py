@@ -16,7 +16,7 @@ from scipy.special import log_ndtr
 
 from privdyn.attacks.base import Attack, AttackOptionsBase, CheckpointData, register
 from privdyn.attacks.references import ref_median, ref_moments
-from privdyn.errors import PrivdynError
+from privdyn.errors import DataError
 
 _LOG_SQRT_2PI = 0.5 * np.log(2 * np.pi)
 
@@ -49,8 +49,8 @@ def _log_normal_pdf(x: np.ndarray, mu: np.ndarray, std: np.ndarray) -> np.ndarra
 
 def _phi(data: CheckpointData, online: bool) -> np.ndarray:
     if online and data.n_models < 4:
-        raise PrivdynError(f"online LiRA needs at least 4 models (an IN and an OUT reference for every "
-                           f"target and sample); got M={data.n_models}. Raise training.n_models.")
+        raise DataError(f"online LiRA needs at least 4 models (an IN and an OUT reference for every "
+                           f"target and sample); got M={data.n_models} models.")
     return data.pool_signal("phi")
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privdyn.errors import PrivdynError
+from privdyn.errors import DataError
 
 RULES: tuple[str, ...] = ("pair", "balanced", "one")
 
@@ -70,7 +70,7 @@ def reference_plan(membership: np.ndarray, rule: str = "pair", seed: int = 0) ->
     M, N = z.shape
     own = np.broadcast_to(np.arange(M)[:, None], (M, N))
     if rule not in RULES:
-        raise PrivdynError(f"unknown reference rule {rule!r}; choose one of {', '.join(RULES)}")
+        raise DataError(f"unknown reference rule {rule!r}; choose one of {', '.join(RULES)}")
     if rule == "one":
         return References(own[None].copy(), np.arange(M)[None], "one")
     if rule == "pair" and has_pairs(z):
@@ -127,7 +127,7 @@ def require_references(n: np.ndarray, what: str, refs: References) -> None:
     """Raise a clear error when some target has no reference of the kind it needs."""
     if (n < 1).any():
         m, i = np.argwhere(n < 1)[0]
-        raise PrivdynError(
+        raise DataError(
             f"target model {m} has no {what + ' ' if what else ''}reference for sample {i} "
             f"(M={n.shape[0]} models, reference rule {refs.rule}). Each "
             "target needs at least one reference of that kind on every sample: use more models (at "

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from privdyn.attacks.base import Attack, AttackOptionsBase, CheckpointData, register
+from privdyn.attacks.base import Attack, AttackOptionsBase, CheckpointData, count_below, register
 from privdyn.attacks.references import ref_logmeanexp
 
 
@@ -67,11 +67,7 @@ def share_below(pop: np.ndarray, values: np.ndarray, n_pop: np.ndarray) -> np.nd
     ``pop`` ``[M, Z]`` may hold +inf for entries that are not in row m's population; ``n_pop``
     ``[M]`` counts the real entries.
     """
-    import torch  # batched searchsorted; imported here to keep `import privdyn.config` light
-
-    pop_sorted = torch.from_numpy(np.sort(pop, axis=1))
-    below = torch.searchsorted(pop_sorted, torch.from_numpy(np.ascontiguousarray(values)), side="left")
-    return below.numpy() / n_pop[:, None]
+    return count_below(pop, values) / n_pop[:, None]
 
 
 def _score(data: CheckpointData, opts: RmiaOptions, offline: bool, a: float) -> np.ndarray:

@@ -21,7 +21,7 @@ from pydantic import Field
 
 from privdyn.attacks.base import Attack, AttackOptionsBase, CheckpointData, register
 from privdyn.attacks.references import drop_order
-from privdyn.errors import PrivdynError
+from privdyn.errors import DataError
 
 FEATURES = ("top1", "top2", "top3", "loss")
 #: predict_proba of the MLP is clipped to [EPS, 1 - EPS] before taking log-odds.
@@ -98,7 +98,7 @@ def shokri(data: CheckpointData, opts: ShokriOptions) -> np.ndarray:
     M, N, F = x.shape
     fold = folds(M, opts, data.refs.rule)
     if len(np.unique(fold)) < 2:
-        raise PrivdynError(f"shokri needs at least two folds of reference models; M={M} models under the "
+        raise DataError(f"shokri needs at least two folds of reference models; M={M} models under the "
                            f"{data.refs.rule!r} reference rule leave one: use at least 4 models")
     s = np.empty((M, N))
     for k in np.unique(fold):  # K fits, each vectorised over its rows

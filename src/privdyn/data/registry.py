@@ -22,6 +22,8 @@ from privdyn.data.options import (
 from privdyn.data.prepare import select_splits
 from privdyn.data.roots import Location, data_root
 from privdyn.errors import PrivdynError
+from privdyn.registry import DATASETS as _DATASETS
+from privdyn.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -34,18 +36,23 @@ class DatasetEntry:
     needs_files: bool = False
     where: str = "built in (no download)"
     location: Location | None = None
-    options: type[Options] = Options
+    #: the ``dataset.options`` model (None: the loader validates its options itself)
+    options: type[Options] | None = None
 
     def status(self, root: str | Path | None = None) -> str:
         """Whether its files are found under the data root (`privdyn datasets`)."""
         return "ready" if self.location is None else self.location.status(data_root(root))
 
 
-DATASETS: dict[str, DatasetEntry] = {}
+#: Every dataset by name (built-ins, then plugins: ``privdyn.registry``).
+DATASETS: Registry[DatasetEntry] = _DATASETS
 
 
-def register(entry: DatasetEntry) -> None:
-    DATASETS[entry.name] = entry
+def register(entry: DatasetEntry, *, replace: bool = False) -> DatasetEntry:
+    """Make a dataset available as ``dataset.name``. Its loader is called as
+    ``loader(n_pool, n_test, seed, options)`` (plus ``root=`` when ``needs_files``) and returns a
+    :class:`~privdyn.data.base.Dataset`."""
+    return DATASETS.register(entry.name, entry, replace=replace)
 
 
 register(DatasetEntry("mnist1d", "MNIST-1D, generated procedurally by the mnist1d package", builtin.load_mnist1d,
@@ -118,7 +125,8 @@ def load_dataset(name: str, n_pool: int | None = None, n_test: int | None = None
         raise PrivdynError(f"Unknown dataset {name!r}. Available: {', '.join(sorted(DATASETS))} "
                            "(`privdyn datasets` lists them with where they are looked for).")
     entry = DATASETS[name]
-    parse_options(entry.options, dict(options or {}), name)
+    if entry.options is not None:
+        parse_options(entry.options, dict(options or {}), name)
     extra = {"root": data_root(root)} if entry.needs_files else {}
     _check_memory(name, n_pool, n_test)
     try:

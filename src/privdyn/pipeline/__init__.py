@@ -74,7 +74,7 @@ def train(cfg: RunConfig, run: RunDir, progress: bool = True) -> None:
 
 
 def score(cfg: RunConfig, run: RunDir, attacks: list[str] | None = None, progress: bool = True) -> None:
-    from privdyn.attacks.stage import score_attack
+    from privdyn.pipeline.scoring import score_attack
     from privdyn.store.provenance import scores_current
 
     digest = cfg.section_hash(*SCORE_SECTIONS)
@@ -111,8 +111,8 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | 
     """Analyse every configured attack at the config's rule (or one ``attack`` and ``rule``),
     then write ``summary.json``. An attack whose analysis is current is not redone."""
     from privdyn.analysis.sensitivity import summarise_by_attack
-    from privdyn.analysis.stage import analyze as analyze_one
-    from privdyn.analysis.stage import (
+    from privdyn.pipeline.analysis import analyze as analyze_one
+    from privdyn.pipeline.analysis import (
         sensitivity_stage,
         training_measures,
         write_summary,

@@ -23,7 +23,6 @@ from privdyn.analysis import (
     sensitivity,
 )
 from privdyn.analysis.plane import compute_plane
-from privdyn.analysis.population import Bands
 from privdyn.config import RunConfig
 from privdyn.store import atomic
 from privdyn.store.rundir import RunDir
@@ -43,12 +42,6 @@ def model_metrics(cfg: RunConfig, run: RunDir, membership: np.ndarray) -> dict[s
 
     return {"train_accuracy": mean("correct", "pool", membership), "train_loss": mean("loss", "pool", membership),
             "test_accuracy": mean("correct", "test", None), "test_loss": mean("loss", "test", None)}
-
-
-def bands_of(cfg: RunConfig) -> Bands:
-    """The configured state bands as the core's :class:`Bands`."""
-    b = cfg.analysis.states
-    return Bands(b.low, b.medium, b.high)
 
 
 def _num(x: float) -> float | None:
@@ -103,7 +96,7 @@ def dynamics_results(cfg: RunConfig, plane: dict[str, np.ndarray], st: np.ndarra
     to_high = dynamics.p_to_high(counts)
     first_high, settled = dynamics.time_to_high(st, epochs)
     clus = clusters.cluster_trajectories(adv, ac.n_clusters, cfg.seed, ac.silhouette_sample)
-    clus_table = clusters.describe_clusters(clus.labels, adv, first_high, epochs, ac.states)
+    clus_table = clusters.describe_clusters(clus.labels, adv, first_high, epochs, ac.states.bands())
     spearman = difficulty.spearman_table(measures, {"final_advantage": adv[-1], "final_auc": plane["auc"][-1]},
                                          ac.n_bootstrap, cfg.seed)
     deciles = difficulty.decile_table(measures, adv[-1], plane["auc"][-1], high_final)
@@ -167,7 +160,7 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str, rule: str,
     scores = run.load_scores(attack)
     T, M, N = scores.shape
     plane = compute_plane(scores, membership, rule)
-    st = population.states(plane["adv"], bands_of(cfg))
+    st = population.states(plane["adv"], cfg.analysis.states.bands())
     com = population.centre_of_mass(plane["fpr"], plane["tpr"])
     disp, path = population.com_displacement_and_path(com)
     entropy = population.spatial_entropy(plane["fpr"], plane["tpr"], cfg.grid_size())
@@ -239,7 +232,7 @@ def sensitivity_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epoch
     tables = []
     for attack in cfg.attacks:
         variants = sensitivity.variants_for(attack, cfg.training.n_models, cfg.analysis.rule, cfg.grid_size(),
-                                            bands_of(cfg))
+                                            cfg.analysis.states.bands())
         scores = run.load_scores(attack)
         table = sensitivity.sensitivity_table(scores, membership, epochs, measures.difficulty["consistency"],
                                               variants)

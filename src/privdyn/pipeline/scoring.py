@@ -28,7 +28,7 @@ def score_attack(cfg: RunConfig, run: RunDir, attack: str, progress: Any = None)
     the dropped digits carry no information (the analysis of the quickstart is unchanged).
     """
     spec = ATTACKS[attack]
-    opts = getattr(cfg.attack_options, attack)
+    opts = cfg.options_for(attack)
     membership = run.load_array(run.path / "membership.npy", "the membership matrix")
     epochs = run.load_array(run.path / "epochs.npy", "the checkpoint epochs")
     pool = {s: run.checkpoints(run.signal_path(s), f"signal {s} (needed by {attack})") for s in spec.needs}

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from privdyn.analysis.population import states
-from privdyn.analysis.stage import bands_of
 from privdyn.config import RunConfig
 from privdyn.errors import PrivdynError
 from privdyn.store.atomic import load_npz, read_json, read_parquet
@@ -89,5 +88,5 @@ def load_run_data(run_dir: str | Path, attack: str | None = None, rule: str | No
         tables["sensitivity"] = read_parquet(sens, filters=[("attack", "==", attack)])
     return RunData(run=run, config=cfg, attack=attack, rule=rule, summary=summary,
                    epochs=np.asarray(plane["epochs"]), plane=plane,
-                   states=states(plane["adv"], bands_of(cfg)),
+                   states=states(plane["adv"], cfg.analysis.states.bands()),
                    epoch=read_parquet(adir / "epoch.parquet"), sample=sample, labels=labels, tables=tables)

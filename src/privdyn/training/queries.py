@@ -1,19 +1,57 @@
-"""Deterministic query augmentations used when scoring: identity, horizontal flip, shifts."""
+"""Deterministic query augmentations used when scoring: identity, horizontal flip, shifts.
+
+A query is named ``KIND`` or ``KIND:ARGS`` (``shift:2,-1``); each kind is a :class:`Query` in the
+``QUERIES`` registry, so plugins can add their own.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-_SHIFT = re.compile(r"^shift:(-?\d+)(?:,(-?\d+))?$")
+from privdyn.registry import QUERIES
 
 
-def check_query(name: str) -> None:
-    """Raise ValueError with the accepted forms when a query name is not understood."""
-    if name in ("identity", "hflip") or _SHIFT.match(name):
-        return
-    raise ValueError(f"query {name!r} is not one of identity, hflip, shift:DX or shift:DX,DY")
+@dataclass(frozen=True)
+class Query:
+    """One kind of query: ``check(args)`` raises ValueError for arguments it does not accept;
+    ``apply(x, args)`` transforms a batch ``[B, ...]``."""
+
+    check: Callable[[str], None]
+    apply: Callable[[torch.Tensor, str], torch.Tensor]
+    forms: str
+
+
+def split_query(name: str) -> tuple[str, str]:
+    kind, _, args = name.partition(":")
+    return kind, args
+
+
+def apply_query(name: str, x: torch.Tensor) -> torch.Tensor:
+    """Apply a query (validated with the config: ``config.check_query``) to a batch ``[B, C, L]``
+    or ``[B, C, H, W]`` (tabular data: identity only)."""
+    kind, args = split_query(name)
+    if kind != "identity" and x.ndim < 3:
+        raise ValueError(f"query {name!r} needs sequence or image inputs; tabular data takes identity only")
+    return QUERIES[kind].apply(x, args)
+
+
+def _no_args(kind: str) -> Callable[[str], None]:
+    def check(args: str) -> None:
+        if args:
+            raise ValueError(f"query {kind!r} takes no arguments, got {kind}:{args}")
+    return check
+
+
+_SHIFT = re.compile(r"^(-?\d+)(?:,(-?\d+))?$")
+
+
+def _check_shift(args: str) -> None:
+    if not _SHIFT.match(args):
+        raise ValueError(f"query 'shift:{args}' is not shift:DX or shift:DX,DY (integers)")
 
 
 def _shift(x: torch.Tensor, d: int, dim: int) -> torch.Tensor:
@@ -29,20 +67,14 @@ def _shift(x: torch.Tensor, d: int, dim: int) -> torch.Tensor:
     return out
 
 
-def apply_query(name: str, x: torch.Tensor) -> torch.Tensor:
-    """Apply a query to a batch ``[B, C, L]`` or ``[B, C, H, W]`` (tabular data: identity only)."""
-    if name == "identity":
-        return x
-    if x.ndim < 3:
-        raise ValueError(f"query {name!r} needs sequence or image inputs; tabular data takes identity only")
-    if name == "hflip":
-        return torch.flip(x, dims=(-1,))
-    m = _SHIFT.match(name)
-    if m is None:
-        check_query(name)
-    dx = int(m.group(1))
-    dy = int(m.group(2) or 0)
+def _apply_shift(x: torch.Tensor, args: str) -> torch.Tensor:
+    m = _SHIFT.match(args)
+    assert m is not None  # checked with the config
+    dx, dy = int(m.group(1)), int(m.group(2) or 0)
     out = _shift(x, dx, x.ndim - 1)
-    if x.ndim == 4:
-        out = _shift(out, dy, 2)
-    return out
+    return _shift(out, dy, 2) if x.ndim == 4 else out
+
+
+QUERIES.register("identity", Query(_no_args("identity"), lambda x, a: x, "identity"))
+QUERIES.register("hflip", Query(_no_args("hflip"), lambda x, a: torch.flip(x, dims=(-1,)), "hflip"))
+QUERIES.register("shift", Query(_check_shift, _apply_shift, "shift:DX or shift:DX,DY"))
