@@ -9,8 +9,9 @@ A model-sample is one training sample passed forward and backward through one mo
 alternate batched and single epochs, and each side keeps its best round, so a busy machine
 disturbs the ratio little. ``--clock process`` times CPU seconds of this process instead of wall
 seconds: with ``--threads 1`` the robust figure on a machine that other jobs share (two torch
-threads on two shared cores spin and wait, and small single-model ops suffer most). ``cifar-like-random`` is random data of CIFAR-10's shape
-(3 x 32 x 32, 10 classes): throughput does not depend on the pixel values. The last line is
+threads on two shared cores spin and wait, and small single-model ops suffer most).
+``cifar-like-random`` is random data of CIFAR-10's shape (3 x 32 x 32, 10 classes): throughput
+does not depend on the pixel values. The last line is
 ``speedup: X``, the smallest batched/single ratio over the architectures measured.
 """
 

@@ -80,10 +80,13 @@ def cifar_batch(label: str, x_hwc: np.ndarray, y: np.ndarray, first: int) -> dic
 def write_cifar10(folder: Path, d: dict[str, np.ndarray]) -> None:
     parts = np.array_split(np.arange(len(d["y_train"])), 5)
     for i, idx in enumerate(parts, 1):
-        batch = cifar_batch(f"training batch {i} of 5", d["x_train"][idx], d["y_train"][idx], int(idx[0]) if len(idx) else 0)
+        batch = cifar_batch(f"training batch {i} of 5", d["x_train"][idx], d["y_train"][idx],
+                            int(idx[0]) if len(idx) else 0)
         atomic.write_bytes(folder / f"data_batch_{i}", py2_pickle(batch))
-    atomic.write_bytes(folder / "test_batch", py2_pickle(cifar_batch("testing batch 1 of 1", d["x_test"], d["y_test"], 0)))
-    meta = {b"num_cases_per_batch": len(parts[0]), b"label_names": [n.encode() for n in CIFAR10_LABELS], b"num_vis": 3072}
+    test = cifar_batch("testing batch 1 of 1", d["x_test"], d["y_test"], 0)
+    atomic.write_bytes(folder / "test_batch", py2_pickle(test))
+    meta = {b"num_cases_per_batch": len(parts[0]), b"label_names": [n.encode() for n in CIFAR10_LABELS],
+            b"num_vis": 3072}
     atomic.write_bytes(folder / "batches.meta", py2_pickle(meta))
 
 

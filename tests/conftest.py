@@ -1,7 +1,17 @@
 import copy
+import os
 
 import pytest
 import torch
+from hypothesis import settings
+
+# Property-based tests are deterministic by default: "ci" derives every example from the test
+# itself (no random seed, no example database), so a run fails or passes the same way each time;
+# print_blob shows how to reproduce a failure. HYPOTHESIS_PROFILE=explore searches afresh.
+# A test's own @settings(...) still overrides these per setting (e.g. max_examples).
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("explore", deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Tests train tiny models: one thread is fastest for them, and on a shared, busy 2-core machine
 # two threads per process make everything much slower.

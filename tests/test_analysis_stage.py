@@ -12,11 +12,10 @@ from typer.testing import CliRunner
 import privdyn
 from privdyn import pipeline
 from privdyn.analysis.difficulty import MEASURES
-from privdyn.store import provenance
 from privdyn.cli import app
 from privdyn.config import config_from_dict
 from privdyn.errors import PrivdynError
-from privdyn.store import atomic
+from privdyn.store import atomic, provenance
 from privdyn.store.arrays import save_array
 from privdyn.store.rundir import RunDir
 from privdyn.training.membership import balanced_membership

@@ -93,3 +93,13 @@ def _stdlib() -> set[str]:
     import sys
 
     return set(sys.stdlib_module_names) | {"__future__"}
+
+
+def test_importing_the_report_keeps_the_users_matplotlib_backend():
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); import privdyn.report.html, privdyn.report.compare; "
+            "import sys; sys.exit(0 if matplotlib.get_backend() == 'svg' and 'matplotlib.pyplot' not in sys.modules "
+            "else 1)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -7,10 +7,9 @@ from privdyn.store import atomic
 def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
     target = tmp_path / "a.npy"
     atomic.save_npy(target, np.arange(5))
-    with pytest.raises(RuntimeError):
-        with atomic.atomic_path(target) as tmp:
-            tmp.write_bytes(b"half a file")
-            raise RuntimeError("killed mid-write")
+    with pytest.raises(RuntimeError), atomic.atomic_path(target) as tmp:
+        tmp.write_bytes(b"half a file")
+        raise RuntimeError("killed mid-write")
     assert np.array_equal(np.load(target), np.arange(5))
     assert sorted(p.name for p in tmp_path.iterdir()) == [".a.npy.crc", "a.npy"]  # the file and its checksum
 

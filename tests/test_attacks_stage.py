@@ -40,7 +40,8 @@ def test_score_stage_reads_only_declared_signals_and_uses_config_options(tmp_pat
     cfg, run, z = fake_run(tmp_path, ["lira_online", "rmia"], {"rmia": {"gamma": 2.0}})
     pipeline.score(cfg, run, progress=False)
     phi = np.asarray(open_array(run.signal_path("phi")))
-    loss, loss_t = np.asarray(open_array(run.signal_path("loss"))), np.asarray(open_array(run.signal_path("loss", "test")))
+    loss = np.asarray(open_array(run.signal_path("loss")))
+    loss_t = np.asarray(open_array(run.signal_path("loss", "test")))
     for name, opts, pool, test in (("lira_online", None, {"phi": phi}, {}),
                                    ("rmia", RmiaOptions(gamma=2.0), {"loss": loss}, {"loss": loss_t})):
         got = np.asarray(open_array(run.score_path(name)))

@@ -74,7 +74,8 @@ class Py2Pickler(pickle._Pickler):
     dispatch = pickle._Pickler.dispatch.copy()
 
     def save_bytes(self, obj):
-        head = pickle.SHORT_BINSTRING + bytes([len(obj)]) if len(obj) < 256 else pickle.BINSTRING + struct.pack("<i", len(obj))
+        head = (pickle.SHORT_BINSTRING + bytes([len(obj)]) if len(obj) < 256
+                else pickle.BINSTRING + struct.pack("<i", len(obj)))
         self.write(head + obj)
         self.memoize(obj)
 
@@ -381,6 +382,111 @@ def test_damaged_pickles_load_or_give_a_privdyn_error(pos, byte, cut):
     assert not any(callable(v) for v in (out.values() if isinstance(out, dict) else [out]))
 
 
+def _small_batch(kind: str) -> bytes:
+    """A CIFAR-like batch of two 8-byte rows: as Python 2's cPickle wrote it, or Python 3's protocol 5."""
+    data, labels = np.arange(16, dtype=np.uint8).reshape(2, 8), [0, 1]
+    if kind == "py2":
+        return py2_dumps({b"data": data, b"labels": labels})
+    return pickle.dumps({"data": data, "labels": labels}, protocol=5)
+
+
+def _assert_plain(out) -> None:
+    """What safe_pickle returned holds only plain data and numpy arrays, nothing callable."""
+    todo = [out]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, dict):
+            todo.extend(v.keys())
+            todo.extend(v.values())
+        elif isinstance(v, list | tuple):
+            todo.extend(v)
+        else:
+            assert isinstance(v, np.ndarray | str | bytes | bytearray | int | float | complex | type(None)), type(v)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["py2", "protocol5"])
+def test_every_damaged_byte_loads_or_is_refused(kind):
+    """Every byte of a small batch replaced by 0x00, 0x72 (LONG_BINPUT), 0xff and itself xor 1: a
+    few hundred loads, each either a result of plain data or a PrivdynError (any other exception
+    fails the test), and each cheap: the pickle is 200 bytes, so nothing may allocate or loop."""
+    blob = _small_batch(kind)
+    assert safe_pickle.loads(blob)["labels"] == [0, 1]  # BINSTRING keys come back as str (latin1)
+    refused = 0
+    for pos in range(len(blob)):
+        for byte in sorted({0x00, 0x72, 0xFF, blob[pos] ^ 0x01}):
+            damaged = blob[:pos] + bytes([byte]) + blob[pos + 1:]
+            try:
+                out = safe_pickle.loads(damaged, "fuzz")
+            except PrivdynError as err:
+                assert str(err).startswith("fuzz"), err
+                refused += 1
+                continue
+            _assert_plain(out)
+    assert refused > len(blob)  # most damage is caught, not silently read
+
+
+def _opcode_positions(blob: bytes) -> list[tuple[int, str]]:
+    import pickletools
+
+    return [(pos, op.name) for op, _, pos in pickletools.genops(blob)]
+
+
+@pytest.mark.timeout(60)
+def test_long_binput_written_over_a_real_size_batch_is_refused_at_once():
+    """The report: 0x72 (LONG_BINPUT) written over an opcode of a 100 x 3072 batch made the C unpickler
+    grow its memo to twice a 4-byte index read from the data (gigabytes, up to 27 s per load). The
+    scan before unpickling refuses a memo index beyond the puts so far, so each load is quick."""
+    rng = np.random.default_rng(5)
+    blob = py2_dumps({b"batch_label": b"training batch 1 of 5",
+                      b"data": rng.integers(0, 256, (100, 3072), dtype=np.uint8),
+                      b"labels": [int(v) for v in rng.integers(0, 10, 100)],
+                      b"filenames": [b"img_%03d.png" % i for i in range(100)]})
+    ops = [(pos, name) for pos, name in _opcode_positions(blob) if name not in ("PROTO", "STOP")]
+    chosen = ops[:16] + ops[-16:]  # the array's header and the labels/filenames after its bytes
+    assert len(chosen) == 32 and sum(name == "BINPUT" for _, name in chosen) >= 10
+    for pos, name in chosen:
+        damaged = blob[:pos] + b"r" + blob[pos + 1:]
+        with pytest.raises(PrivdynError) as err:
+            safe_pickle.loads(damaged, "batch")
+        if name == "BINPUT":  # its index byte and the 3 bytes after it now make a huge index
+            assert "memo index" in str(err.value), err.value
+
+
+@pytest.mark.parametrize(("blob", "needle"), [
+    (b"\x80\x02K\x01r\xff\xff\xff\x7f.", "memo index 2147483647 at byte 4, after only 1 memo puts"),
+    (b"\x80\x02K\x01p99999999999\n.", "memo index 99999999999"),
+    (b"\x80\x02K\x01p1" + b"0" * 30 + b"\n.", "bad memo index"),
+    (b"\x80\x02j\x00\x00\x00\x10.", "memo index 268435456"),
+    (b"\x80\x02T\xff\xff\xff\x7fab.", "announces 2147483647 bytes, 3 remain"),
+    (b"\x80\x02T\xff\xff\xff\xffab.", "announces -1 bytes"),
+    (b"\x80\x04\x8e" + b"\xff" * 8 + b".", "announces 18446744073709551615 bytes"),
+    (b"\x80\x04\x95" + b"\xff" * 7 + b"\x7fN.", "frame at byte 2 is longer"),
+    (b"\x80\x02I" + b"7" * 5000 + b"\n.", "a number of 5000 characters"),
+    (b"\x80\x02cnumpy\nndarray", "its line never ends"),
+    (b"\x80\x02J\x01\x00", "is cut off"),
+    (b"\x80\x02N", "no STOP opcode"),
+    (b"\x80\x02\xffN.", "invalid opcode 0xff at byte 2"),
+])
+def test_scan_refuses_impossible_lengths_and_memo_indices(blob, needle):
+    with pytest.raises(PrivdynError, match="not a readable pickle") as err:
+        safe_pickle.loads(blob, "hand-made")
+    assert needle in str(err.value)
+
+
+@pytest.mark.timeout(60)
+def test_shared_references_are_converted_once_and_cycles_refused():
+    nested = [np.arange(3, dtype=np.uint8)]
+    for _ in range(60):  # 2**60 leaves if the shared lists were copied apart
+        nested = [nested, nested]
+    out = safe_pickle.loads(pickle.dumps(nested, protocol=2))
+    assert out[0] is out[1] and len(pickle.dumps(out, protocol=2)) < 1000
+    cyclic: list = []
+    cyclic.append(cyclic)
+    with pytest.raises(PrivdynError, match="a list that contains itself"):
+        safe_pickle.loads(pickle.dumps(cyclic, protocol=2))
+
+
 # ----- image folders ------------------------------------------------------------------------
 def write_image_folder(folder: Path, x: np.ndarray, y: np.ndarray, classes: list[str]) -> None:
     from PIL import Image
@@ -484,7 +590,8 @@ def test_tabular_split_sizes_and_errors(tmp_path):
 
 def test_generic_npz_images_tabular_sequences(tmp_path):
     cf = shared("cifar10_jpegq75_train10k_test10k_uint8.npz", 30, 10)
-    np.savez(tmp_path / "img.npz", x_train=cf["x_train"], y_train=cf["y_train"], x_test=cf["x_test"], y_test=cf["y_test"])
+    np.savez(tmp_path / "img.npz", x_train=cf["x_train"], y_train=cf["y_train"],
+             x_test=cf["x_test"], y_test=cf["y_test"])
     ds = load_dataset("npz", root=str(tmp_path), options={"path": "img.npz"})
     p, t = expected_images(cf["x_train"].transpose(0, 3, 1, 2), cf["x_test"].transpose(0, 3, 1, 2))
     assert ds.kind == "image" and ds.num_classes == int(max(cf["y_train"].max(), cf["y_test"].max())) + 1

@@ -46,7 +46,8 @@ def test_summary_keys_and_signals_consistent(tiny_run):
     for key in ("test_accuracy", "tpr_at_fpr_0.001", "tpr_at_fpr_0.01", "auc", "com_displacement_pp",
                 "com_path_pp", "delta_entropy_bits", "n_high_final"):
         assert key in s, key
-    assert len(s["test_accuracy"]) == 4 and set(s["attacks"]) == {"lira_online", "lira_online_fixed", "lira_offline_cdf"}
+    assert len(s["test_accuracy"]) == 4
+    assert set(s["attacks"]) == {"lira_online", "lira_online_fixed", "lira_offline_cdf"}
     r = privdyn.open_run(out)
     # loss and phi agree: p_y = exp(-loss) and phi = log(p_y / (1 - p_y))
     p = np.exp(-r.signal("loss")[..., 0].astype(np.float64))

@@ -8,7 +8,6 @@ from privdyn.errors import PrivdynError
 from privdyn.models import MODELS, build_model
 from privdyn.training.ensemble import EnsembleGroup, model_seed
 
-
 SMALL = {"mlp": {"width": 16}, "cnn": {"width": 4, "depth": 2}, "resnet18": {"width": 4},
          "wrn": {"width": 1, "depth": 10}}
 
@@ -139,7 +138,7 @@ def test_linear_stacks_run_model_major(arch, shape, norm, major):
     """MLPs without normalisation keep activations [K, features, B]; every other model folds the
     K models into channels."""
     group = EnsembleGroup(lambda: build_model(arch, shape, 4, norm=norm, **SMALL[arch]), [0, 1], 0, torch.device("cpu"))
-    assert group.grouped.model_major is major
+    assert group.model_major is major
 
 
 def test_grouped_linear_equals_a_loop():

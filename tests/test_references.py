@@ -37,7 +37,8 @@ def test_pair_rule_gives_half_minus_one_per_side():
     np.testing.assert_array_equal(ref_counts(~z, refs), 3)
     keep = kept_mask(refs, 8)
     for m in range(8):
-        assert not keep[m, m].any() and not keep[m, m ^ 1].any() and keep[m, [r for r in range(8) if r not in (m, m ^ 1)]].all()
+        others = [r for r in range(8) if r not in (m, m ^ 1)]
+        assert not keep[m, m].any() and not keep[m, m ^ 1].any() and keep[m, others].all()
 
 
 def test_one_rule_is_leave_one_out():

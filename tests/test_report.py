@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from browser import find_chromium, inspect_page  # tests/browser.py (pytest puts tests/ on sys.path)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +17,6 @@ from privdyn.cli import main
 from privdyn.config import config_from_dict
 from privdyn.errors import PrivdynError
 from privdyn.report import common, page
-from privdyn.report.browser import find_chromium, inspect_page
 from privdyn.report.compare import build_comparison, run_labels
 from privdyn.report.data import load_run_data
 from privdyn.report.gallery import pool_inputs, sparkline

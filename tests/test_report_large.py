@@ -12,10 +12,10 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from browser import find_chromium, inspect_page  # tests/browser.py (pytest puts tests/ on sys.path)
 
 from privdyn.analysis import clusters, difficulty, dynamics, early, population
 from privdyn.config import config_from_dict
-from privdyn.report.browser import find_chromium, inspect_page
 from privdyn.report.html import build_report
 from privdyn.store import atomic
 from privdyn.store.rundir import RunDir

@@ -15,9 +15,9 @@ import pytest
 import torch
 import yaml
 
-from privdyn.store.arrays import open_array
 from privdyn import pipeline
 from privdyn.config import TRAIN_SECTIONS, config_from_dict
+from privdyn.store.arrays import open_array
 from privdyn.store.rundir import RunDir
 from privdyn.training.signals import SIGNALS
 
@@ -41,7 +41,8 @@ def privdyn(*args: str) -> subprocess.Popen:
 
 def arrays(run_dir) -> dict[str, np.ndarray]:
     run = RunDir(run_dir)
-    return {f"{split}/{s}": np.asarray(open_array(run.signal_path(s, split))) for s in SIGNALS for split in ("pool", "test")}
+    return {f"{split}/{s}": np.asarray(open_array(run.signal_path(s, split)))
+            for s in SIGNALS for split in ("pool", "test")}
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ def auc_loop(ins, outs):
 
 
 def quantile_loop(values, q):
-    """numpy's ``method="linear"`` quantile on a sorted list (its virtual index and lerp)."""
+    """Numpy's ``method="linear"`` quantile on a sorted list (its virtual index and lerp)."""
     v = sorted(float(x) for x in values)
     h = (len(v) - 1) * q
     lo = math.floor(h)

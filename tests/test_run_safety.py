@@ -154,9 +154,13 @@ def test_corrupt_manifest_is_a_clear_error(done_run, tmp_path):
 
 def test_a_failed_start_does_not_block_the_corrected_config(tmp_path, tiny_config_source):
     out = tmp_path / "r"
-    bad = config_from_dict(small(tiny_config_source, **{"dataset.name": "no_such_dataset"}))
-    with pytest.raises(PrivdynError):
+    with pytest.raises(PrivdynError, match="unknown dataset 'no_such_dataset'"):  # refused before anything runs
+        config_from_dict(small(tiny_config_source, **{"dataset.name": "no_such_dataset"}))
+    bad = config_from_dict(small(tiny_config_source, **{"dataset.name": "npz",
+                                                        "dataset.options": {"path": str(tmp_path / "none.npz")}}))
+    with pytest.raises(PrivdynError, match="none.npz"):  # fails when the stage loads the data
         pipeline.run_all(bad, out, progress=False, with_report=False)
+    assert (out / "manifest.json").exists()
     good = config_from_dict(small(tiny_config_source))
     pipeline.run_all(good, out, progress=False, with_report=False)
     assert privdyn.open_run(out).scores("lira_online").shape == (3, 8, 200)
@@ -345,29 +349,40 @@ def _stage_state(run, stage):
         return None
 
 
+#: Where each stage is killed: a deterministic point inside it (store.faults), and what it
+#: had finished by then, which the rerun must not redo (None: nothing checkable).
+KILL_POINTS = {
+    "train": ("wrote:t002.npz", None),  # group 0 has written checkpoint 2 of 3
+    "score": ("recorded:scores/lira_online.zarr", "scores/lira_online.zarr"),  # one of two attacks done
+    "analyze": ("recorded:analysis/lira_online/fpr_0.01", "analysis/lira_online/fpr_0.01/epoch.parquet"),
+    "report": ("wrote:index.html", None),  # written, not yet recorded: rebuilt
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["train", "score", "analyze", "report"])
+@pytest.mark.parametrize("stage", list(KILL_POINTS))
 def test_sigkill_inside_a_stage_then_rerun_gives_the_uninterrupted_result(stage, done_run, tmp_path,
                                                                          tiny_config_source):
-    """Kill `privdyn run` while STAGE is running, run it again: the result is the one of the run
-    that was never interrupted, and no temp file is left."""
+    """SIGKILL `privdyn run` at a fixed point inside STAGE, run it again: the result is the one
+    of the run that was never interrupted, finished work is not redone, no temp file is left."""
     import os
-    import signal
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(small(tiny_config_source)))
     run = tmp_path / "killed"
-    proc = subprocess.Popen([*CLI, "run", str(cfg), "--out", str(run), "--no-progress"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while _stage_state(run, stage) != "running" and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.05)
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    point, finished = KILL_POINTS[stage]
+    killed = subprocess.run([*CLI, "run", str(cfg), "--out", str(run), "--no-progress"], capture_output=True,
+                            env={**os.environ, "PRIVDYN_FAULT": point}, timeout=300, check=False)
+    assert killed.returncode == -9, killed.stderr  # it reached the point
+    assert _stage_state(run, stage) == "running"
+    stamp = (run / finished).stat().st_mtime_ns if finished else None
+    if finished and finished.endswith(".zarr"):
+        stamp = written_at(run, finished)
     again = cli("run", cfg, "--out", run, "--no-progress")
     assert again.returncode == 0, again.stderr
+    if finished:
+        now = written_at(run, finished) if finished.endswith(".zarr") else (run / finished).stat().st_mtime_ns
+        assert now == stamp, f"{finished} was recomputed"
     for name in ("lira_online", "lira_offline_cdf"):
         assert values(run, f"scores/{name}.zarr") == values(done_run, f"scores/{name}.zarr")
     assert json.loads((run / "summary.json").read_text()) == json.loads((done_run / "summary.json").read_text())

@@ -19,8 +19,14 @@ from hypothesis import strategies as st
 from privdyn.errors import PrivdynError
 from privdyn.store import atomic
 from privdyn.sweep import compare, expand, load_sweep, parse_spec, run_sweep, select_points
-from privdyn.sweep.tables import (METRICS, aggregate, comparison_table, metrics_from_summary,
-                                  recall_at_fraction, spearman_columns)
+from privdyn.sweep.tables import (
+    METRICS,
+    aggregate,
+    comparison_table,
+    metrics_from_summary,
+    recall_at_fraction,
+    spearman_columns,
+)
 
 TINY = Path(__file__).resolve().parents[1] / "examples" / "sweeps" / "tiny.yaml"
 CLI = [sys.executable, "-m", "privdyn.cli"]

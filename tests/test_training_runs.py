@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from privdyn.store.arrays import open_array
 from privdyn import pipeline
 from privdyn.config import config_from_dict
 from privdyn.data import load_dataset
 from privdyn.errors import PrivdynError
 from privdyn.models import build_model
+from privdyn.store.arrays import open_array
 from privdyn.store.rundir import RunDir
 from privdyn.training.ensemble import EnsembleGroup, model_seed
 from privdyn.training.signals import SIGNALS, signals_from_logits

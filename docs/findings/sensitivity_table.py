@@ -63,8 +63,8 @@ def metric_table(table: pd.DataFrame, key: str, metric: str) -> str:
             key, sort=False)[metric].mean()
     for b in dict.fromkeys(table["bands"]):
         if b != default["bands"]:
-            columns[f"bands {b}"] = table[same_rule & (table["grid"] == default["grid"]) & (table["bands"] == b)].groupby(
-                key, sort=False)[metric].mean()
+            rows = same_rule & (table["grid"] == default["grid"]) & (table["bands"] == b)
+            columns[f"bands {b}"] = table[rows].groupby(key, sort=False)[metric].mean()
     order = list(dict.fromkeys(table[key]))
     out = pd.DataFrame({key: order})
     for name, series in columns.items():

@@ -32,7 +32,8 @@ def main(paths: list[str]) -> None:
     print(markdown_table(pd.DataFrame(rows)))
     print()
     if spear:
-        print(markdown_table(pd.DataFrame(spear).pivot(index="measure", columns="run", values="rho (final AUC_i)").reset_index()))
+        wide = pd.DataFrame(spear).pivot(index="measure", columns="run", values="rho (final AUC_i)")
+        print(markdown_table(wide.reset_index()))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ err = Console(stderr=True)
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set training.epochs=10")]
 RunDirArg = Annotated[Path, typer.Argument(help="A run directory made by `privdyn run`.")]
 DataRootOpt = Annotated[Path | None, typer.Option(
-    "--data-root", help="Folder holding dataset files (sets dataset.root; default $PRIVDYN_DATA_ROOT or ~/.privdyn/data).")]
+    "--data-root",
+    help="Folder holding dataset files (sets dataset.root; default $PRIVDYN_DATA_ROOT or ~/.privdyn/data).")]
 
 
 def _root_set(data_root: Path | None) -> list[str]:
@@ -119,7 +120,8 @@ def analyze(run_dir: RunDirArg,
         if attack is not None and attack not in ATTACKS:
             raise PrivdynError(f"Unknown attack {attack!r}; available: {', '.join(sorted(ATTACKS))}")
         if attack is not None and not rd.score_path(attack).exists():
-            raise PrivdynError(f"Attack {attack!r} has no scores in {rd.path}: run `privdyn score {rd.path} --attacks {attack}` first")
+            raise PrivdynError(f"Attack {attack!r} has no scores in {rd.path}: run "
+                               f"`privdyn score {rd.path} --attacks {attack}` first")
         pipeline.analyze(cfg, rd, attack, rule)
         out.print(f"analysed: {rd.path / 'analysis'}")
 
@@ -245,9 +247,10 @@ def main() -> None:
             sys.exit(2)
         # Usage errors (unknown option, missing argument) come from the click that typer
         # bundles or depends on, depending on its version: recognise them by their interface.
-        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
-            e.show()
-            sys.exit(e.exit_code)
+        show, code = getattr(e, "show", None), getattr(e, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
         if type(e).__name__ == "Abort":
             sys.exit(1)
         raise

@@ -25,8 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from privdyn.analysis.rules import parse_rule
 from privdyn.analysis.population import Bands
+from privdyn.analysis.rules import parse_rule
 from privdyn.errors import PrivdynError
 from privdyn.registry import ATTACKS, DATASETS, MODELS, QUERIES
 

@@ -51,7 +51,7 @@ def cluster_trajectories(adv: np.ndarray, k: int | None = None, seed: int = 0,
     x = np.ascontiguousarray(adv.T[order], dtype=np.float64)
     n_distinct = 1 + int(np.any(x[1:] != x[:-1], axis=1).sum()) if N else 0
     rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(N, silhouette_sample, replace=False)) if N > silhouette_sample else np.arange(N)
+    sample = np.sort(rng.choice(N, silhouette_sample, replace=False)) if silhouette_sample < N else np.arange(N)
     candidates = [k] if k is not None else list(range(K_RANGE[0], K_RANGE[1] + 1))
     candidates = sorted({min(c, n_distinct, max(N - 1, 1)) for c in candidates} - {0, 1})
     if not candidates:
@@ -96,7 +96,8 @@ def describe_clusters(labels: np.ndarray, adv: np.ndarray, first_high: np.ndarra
         t_high = np.bincount(labels, weights=np.where(ever, first_high, 0.0), minlength=k) / n_ever
     span = float(epochs[-1] - epochs[0])
     frac = (t_high - epochs[0]) / span if span > 0 else np.zeros(k)
-    names, seen = [], {}
+    names: list[str] = []
+    seen: dict[str, int] = {}
     for c in range(k):
         base = STATE_NAMES[int(states(np.array([final[c]]), bands)[0])]
         if base == "high":

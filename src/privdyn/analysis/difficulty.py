@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from privdyn.analysis.checkpoints import Checkpoints
+
 MEASURES = ("iteration_learned", "forgetting_events", "mean_train_loss", "consistency", "early_el2n")
 
 
@@ -33,7 +35,7 @@ def early_index(epochs: np.ndarray, fraction: float) -> int:
     return int(np.argmin(dist))
 
 
-def difficulty_measures(correct: np.ndarray, loss: np.ndarray, el2n: np.ndarray | None,
+def difficulty_measures(correct: Checkpoints, loss: Checkpoints, el2n: Checkpoints | None,
                         membership: np.ndarray, early: int) -> dict[str, np.ndarray]:
     """Every measure of :data:`MEASURES` per sample ``[N]``.
 
@@ -135,11 +137,11 @@ def spearman_table(measures: dict[str, np.ndarray], targets: dict[str, np.ndarra
             draws[p].append(r)
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     rows = []
-    for a, b in pairs:
-        d = np.concatenate(draws[(a, b)]) if draws[(a, b)] else np.array([np.nan])
+    for pair in pairs:
+        d = np.concatenate(draws[pair]) if draws[pair] else np.array([np.nan])
         d = d[np.isfinite(d)]
-        lo, hi = np.percentile(d, q) if d.size and np.isfinite(point[(a, b)][0]) else (np.nan, np.nan)
-        rows.append({"measure": a, "target": b, "rho": float(point[(a, b)][0]),
+        lo, hi = np.percentile(d, q) if d.size and np.isfinite(point[pair][0]) else (np.nan, np.nan)
+        rows.append({"measure": pair[0], "target": pair[1], "rho": float(point[pair][0]),
                      "ci_low": float(lo), "ci_high": float(hi), "n": n, "n_boot": n_boot})
     return pd.DataFrame(rows)
 

@@ -12,9 +12,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from privdyn.analysis.checkpoints import Checkpoints
+
 
 def fpr_threshold(scores: np.ndarray, membership: np.ndarray, alpha: float) -> float:
-    """tau of FPR alpha: numpy's linear (1 - alpha) quantile of the OUT scores (flag ``s > tau``)."""
+    """Tau of FPR alpha: numpy's linear (1 - alpha) quantile of the OUT scores (flag ``s > tau``)."""
     return float(np.quantile(scores[~membership], 1.0 - alpha))
 
 
@@ -64,7 +66,7 @@ def global_auc(scores: np.ndarray, membership: np.ndarray) -> float:
     return float(_pair_counts(scores, membership).auc)
 
 
-def per_model_mean(signal: np.ndarray, membership: np.ndarray | None, query: int = 0) -> np.ndarray:
+def per_model_mean(signal: Checkpoints, membership: np.ndarray | None, query: int = 0) -> np.ndarray:
     """Per checkpoint and model, the mean of a signal ``[T, M, N, Q]`` under query ``query``
     (pass the identity query's index: accuracy and loss are those of the plain input).
 
@@ -101,7 +103,7 @@ def bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarr
     """``[n, B]`` int32 multiplicities of a bootstrap over n samples (n draws with replacement per
     replicate); samples are rows so that gathering the weights of many samples is cheap."""
     dtype = np.int32 if n * n_boot < 2**31 else np.int64
-    draws = rng.integers(0, n, size=(n_boot, n), dtype=dtype) * dtype(n_boot)
+    draws: np.ndarray = rng.integers(0, n, size=(n_boot, n), dtype=dtype) * dtype(n_boot)
     draws += np.arange(n_boot, dtype=dtype)[:, None]
     return np.bincount(draws.ravel(), minlength=n_boot * n).reshape(n, n_boot).astype(np.int32)
 
@@ -204,7 +206,7 @@ def percentile_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float
     return float(lo), float(hi)
 
 
-def checkpoint_metrics(scores: np.ndarray, membership: np.ndarray, alphas: list[float], n_boot: int,
+def checkpoint_metrics(scores: Checkpoints, membership: np.ndarray, alphas: list[float], n_boot: int,
                        seed: int, level: float = 0.95) -> dict[str, np.ndarray]:
     """Global metrics of one attack at every checkpoint, each ``[T]``: ``auc``,
     ``balanced_accuracy``, ``tpr_at_fpr_A`` and its bootstrap CI ``tpr_at_fpr_A_ci_low/high``.

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from privdyn.analysis.checkpoints import Checkpoints
 from privdyn.analysis.model_level import fpr_threshold, rank_counts
 from privdyn.analysis.rules import parse_rule
 from privdyn.errors import DataError
 
 
 def check_finite(scores: np.ndarray, what: str) -> None:
+    """Refuse non-finite scores: the plane is undefined for them (``what`` names them)."""
     bad = ~np.isfinite(scores)
     if bad.any():
         raise DataError(
@@ -20,7 +22,7 @@ def check_finite(scores: np.ndarray, what: str) -> None:
 
 
 def threshold(scores: np.ndarray, membership: np.ndarray, rule: str) -> float:
-    """tau for one checkpoint: :func:`~privdyn.analysis.model_level.fpr_threshold`, or a fixed score."""
+    """Tau for one checkpoint: :func:`~privdyn.analysis.model_level.fpr_threshold`, or a fixed score."""
     kind, value = parse_rule(rule)
     return float(value) if kind == "score" else fpr_threshold(scores, membership, value)
 
@@ -40,13 +42,13 @@ def sample_auc(scores: np.ndarray, membership: np.ndarray) -> np.ndarray:
     return rank_counts(scores, membership).auc
 
 
-def compute_plane(scores: np.ndarray, membership: np.ndarray, rule: str) -> dict[str, np.ndarray]:
+def compute_plane(scores: Checkpoints, membership: np.ndarray, rule: str) -> dict[str, np.ndarray]:
     """The plane over all checkpoints: ``fpr, tpr, adv, auc`` ``[T, N]`` and ``tau`` ``[T]``.
 
     ``scores`` is ``[T, M, N]`` (a memmap is fine: one checkpoint is read at a time).
     """
     T, _, N = scores.shape
-    out = {k: np.empty((T, N)) for k in ("fpr", "tpr", "auc")}
+    out: dict[str, np.ndarray] = {k: np.empty((T, N)) for k in ("fpr", "tpr", "auc")}
     out["tau"] = np.empty(T)
     for t in range(T):
         s = np.asarray(scores[t], dtype=np.float64)

@@ -18,6 +18,7 @@ class Bands:
     high: float = 0.6
 
     def label(self) -> str:
+        """``low/medium/high``, for tables and legends."""
         return f"{self.low:g}/{self.medium:g}/{self.high:g}"
 
 

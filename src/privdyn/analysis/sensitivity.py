@@ -15,6 +15,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from privdyn.analysis import dynamics, early, population
+from privdyn.analysis.checkpoints import Checkpoints
 from privdyn.analysis.plane import check_finite, plane_at, threshold
 from privdyn.analysis.population import Bands
 
@@ -49,7 +50,7 @@ def variants_for(attack: str, n_models: int, rule: str, grid: int, bands: Bands)
     return Variants(rules, grids, band_sets, rule, grid, bands)
 
 
-def _plane(scores: np.ndarray, membership: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray]:
+def _plane(scores: Checkpoints, membership: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray]:
     T, _, N = scores.shape
     fpr, tpr = np.empty((T, N)), np.empty((T, N))
     for t in range(T):  # one checkpoint of scores in memory at a time
@@ -64,7 +65,7 @@ def _epoch_at(curve: np.ndarray, epochs: np.ndarray, level: float) -> float:
     return reached[level][0]
 
 
-def sensitivity_table(scores: np.ndarray, membership: np.ndarray, epochs: np.ndarray,
+def sensitivity_table(scores: Checkpoints, membership: np.ndarray, epochs: np.ndarray,
                       consistency: np.ndarray, variants: Variants) -> pd.DataFrame:
     """One row per (rule, grid, bands): the headline dynamics of DESIGN.md "Sensitivity".
 

@@ -16,6 +16,7 @@ from privdyn.attacks.references import at_excluded, ref_counts, require_referenc
 
 
 def attack_r(data: CheckpointData, opts: NoOptions) -> np.ndarray:
+    """Share of the target's OUT-reference losses at or above its own loss (Attack-R)."""
     loss = data.pool_signal("loss").mean(axis=-1)
     out = ~data.membership
     refs = data.refs

@@ -66,6 +66,7 @@ class CheckpointData:
 
     @property
     def n_models(self) -> int:
+        """M, the number of models."""
         return int(self.membership.shape[0])
 
     def samples(self, block: slice) -> CheckpointData:

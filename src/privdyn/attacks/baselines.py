@@ -12,18 +12,22 @@ from privdyn.attacks.base import Attack, CheckpointData, NoOptions, register
 
 
 def loss(data: CheckpointData, opts: NoOptions) -> np.ndarray:
+    """Negated mean loss: members have lower loss."""
     return -data.pool_signal("loss").mean(axis=-1)
 
 
 def confidence(data: CheckpointData, opts: NoOptions) -> np.ndarray:
+    """Probability of the true class, exp(-loss)."""
     return np.exp(-data.pool_signal("loss")).mean(axis=-1)
 
 
 def entropy(data: CheckpointData, opts: NoOptions) -> np.ndarray:
+    """Negated prediction entropy: members get sharper predictions."""
     return -data.pool_signal("entropy").mean(axis=-1)
 
 
 def mentropy(data: CheckpointData, opts: NoOptions) -> np.ndarray:
+    """Negated modified entropy (Song and Mittal 2021)."""
     return -data.pool_signal("mentropy").mean(axis=-1)
 
 

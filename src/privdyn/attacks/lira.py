@@ -22,6 +22,8 @@ _LOG_SQRT_2PI = 0.5 * np.log(2 * np.pi)
 
 
 class LiraOptions(AttackOptionsBase):
+    """Options of every LiRA variant."""
+
     std_floor: float = Field(1e-6, gt=0, description="lower bound on every standard deviation")
     center: Literal["mean", "median"] = Field(
         "mean", description="centre of each Gaussian: the references' mean, or their median "
@@ -55,7 +57,7 @@ def _phi(data: CheckpointData, online: bool) -> np.ndarray:
 
 
 def lira_online(data: CheckpointData, opts: LiraOptions) -> np.ndarray:
-    """s = sum_q [log N(phi; mu_in, s_in^2) - log N(phi; mu_out, s_out^2)], per-sample variances."""
+    """S = sum_q [log N(phi; mu_in, s_in^2) - log N(phi; mu_out, s_out^2)], per-sample variances."""
     phi = _phi(data, True)
     mu_in, var_in = _gaussian(phi, data, "in", opts)
     mu_out, var_out = _gaussian(phi, data, "out", opts)

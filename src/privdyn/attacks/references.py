@@ -196,7 +196,7 @@ CANCELLATION_SHARE = 1e-4
 
 
 def ref_logmeanexp(x: np.ndarray, side: np.ndarray | None, refs: References, what: str = "") -> np.ndarray:
-    """log of the mean of exp(x) over each target's references on ``side``, computed stably.
+    """Log of the mean of exp(x) over each target's references on ``side``, computed stably.
 
     Shifted by the largest value on ``side``, the kept sum is the total minus the excluded terms.
     Where the excluded terms carry almost all of the total (kept share < ``CANCELLATION_SHARE``,

@@ -2,11 +2,11 @@
 
 Pr(x | theta) = p_y(x) = exp(-loss) of the target; Pr(x) = mean of p_y(x) over the references
 (``rmia``: all the target's reference models, IN and OUT; ``rmia_offline``: the OUT references
-only, corrected linearly to Pr(x) = (1+a)/2 * mean_out + (1-a)/2). The likelihood ratio is ratio(x) = Pr(x|theta) / Pr(x),
-averaged over queries. Population samples z come from the test split (non-members of every
-model; their Pr(z) uses the same references and, offline, the same a-correction), optionally
-joined by the pool samples that are OUT for the target. The score is the share of z with
-ratio(x) / ratio(z) > gamma: with the population ratios sorted per target, one ``searchsorted``
+only, corrected linearly to Pr(x) = (1+a)/2 * mean_out + (1-a)/2). The likelihood ratio is
+ratio(x) = Pr(x|theta) / Pr(x), averaged over queries. Population samples z come from the test
+split (non-members of every model; their Pr(z) uses the same references and, offline, the same
+a-correction), optionally joined by the pool samples that are OUT for the target. The score is
+the share of z with ratio(x) / ratio(z) > gamma: one batched count (``count_below``) per target
 gives every count. Everything is computed in log space.
 """
 
@@ -22,6 +22,8 @@ from privdyn.attacks.references import ref_logmeanexp
 
 
 class RmiaOptions(AttackOptionsBase):
+    """Options of online RMIA."""
+
     gamma: float = Field(1.0, gt=0, description="threshold on the pairwise ratio ratio(x)/ratio(z)")
     population: Literal["test", "test+pool"] = Field(
         "test", description="population z: the test split, or the test split plus the pool samples "
@@ -29,6 +31,8 @@ class RmiaOptions(AttackOptionsBase):
 
 
 class RmiaOfflineOptions(RmiaOptions):
+    """Options of offline RMIA: those of RMIA and the correction ``a``."""
+
     a: float = Field(0.3, ge=0, le=1, description="offline correction Pr(x) = (1+a)/2 Pr_OUT(x) + (1-a)/2")
 
 
@@ -40,14 +44,14 @@ def _a_correct(log_p: np.ndarray, a: float) -> np.ndarray:
 
 
 def _log_ratio(log_p: np.ndarray, log_pr: np.ndarray) -> np.ndarray:
-    """log of the query-averaged ratio mean_q p^q / Pr^q, ``[M, N]`` (exact for one query)."""
+    """Log of the query-averaged ratio mean_q p^q / Pr^q, ``[M, N]`` (exact for one query)."""
     x = log_p - log_pr
     top = x.max(axis=-1)
     return top + np.log(np.exp(x - top[..., None]).mean(axis=-1))
 
 
 def log_ratios(data: CheckpointData, offline: bool, a: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """log ratio(x) for the pool ``[M, N]`` and log ratio(z) for the test split ``[M, N_test]``."""
+    """Log ratio(x) for the pool ``[M, N]`` and log ratio(z) for the test split ``[M, N_test]``."""
     z = data.membership
     log_p, log_pt = -data.pool_signal("loss"), -data.test_signal("loss")
     log_pr = ref_logmeanexp(log_p, ~z if offline else None, data.refs, "OUT" if offline else "")

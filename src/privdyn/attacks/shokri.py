@@ -29,6 +29,8 @@ EPS = 1e-12
 
 
 class ShokriOptions(AttackOptionsBase):
+    """Options of the shadow-model classifier attack."""
+
     classifier: Literal["logistic", "mlp"] = Field(
         "logistic", description="logistic regression, or a one-hidden-layer MLP (slower)")
     folds: int = Field(4, ge=2, description="K: model folds; min(K, M) classifiers per checkpoint")
@@ -43,6 +45,7 @@ def features(data: CheckpointData) -> np.ndarray:
 
 
 def make_classifier(opts: ShokriOptions):
+    """The attack classifier the options name, with standardised inputs."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
@@ -65,6 +68,7 @@ def train_rows(n_rows: int, opts: ShokriOptions, fold: int) -> np.ndarray:
 
 
 def log_odds(clf, x: np.ndarray, opts: ShokriOptions) -> np.ndarray:
+    """The classifier's membership log-odds for features ``x``."""
     if opts.classifier == "logistic":
         return clf.decision_function(x)
     p = np.clip(clf.predict_proba(x)[:, 1], EPS, 1 - EPS)
@@ -92,6 +96,7 @@ def balanced_rows(z: np.ndarray, seed: int) -> np.ndarray:
 
 
 def shokri(data: CheckpointData, opts: ShokriOptions) -> np.ndarray:
+    """Shokri et al.: a classifier trained on other models' (features, membership) scores each target."""
     from sklearn.exceptions import ConvergenceWarning
 
     x, z = features(data), data.membership

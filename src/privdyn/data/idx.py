@@ -44,6 +44,7 @@ def read_split(folder: Path, images: str, labels: str) -> tuple[np.ndarray, np.n
     """One split's images ``[n, 1, H, W]`` (uint8) and labels ``[n]``, checked against each other."""
     ipath = first_existing(folder, _VARIANTS[FILES.index(images)])
     lpath = first_existing(folder, _VARIANTS[FILES.index(labels)])
+    assert ipath is not None and lpath is not None  # the location checked that both exist
     x, y = read_idx(ipath), read_idx(lpath)
     if x.ndim != 3 or x.dtype != np.uint8:
         raise PrivdynError(f"{ipath} holds {x.dtype} of shape {x.shape}, not uint8 images [n, H, W]; {_REFETCH}.")

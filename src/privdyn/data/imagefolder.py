@@ -60,6 +60,7 @@ def decode(paths: np.ndarray, channels: int) -> np.ndarray:
             raise PrivdynError(f"{p} is {a.shape[2]}x{a.shape[1]} but {paths[0]} is {out.shape[3]}x{out.shape[2]}; "
                                "resize all images to one size.")
         out[i] = a
+    assert out is not None  # paths is not empty
     return out
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ def data_root(root: str | Path | None = None) -> Path:
     return Path(chosen).expanduser()
 
 
-def missing_files(folder: Path, names: list[tuple[str, ...]]) -> list[str]:
+def missing_files(folder: Path, names: Sequence[tuple[str, ...]]) -> list[str]:
     """What is missing in ``folder``: each entry of ``names`` lists acceptable variants of one file."""
     if not folder.is_dir():
         return ["no such folder"]
@@ -64,7 +64,7 @@ class Location:
 
     def search(self, root: Path, options: dict) -> tuple[Path | None, list[str]]:
         """The first usable candidate (or None) and, for each unusable one, what it lacks."""
-        looked = []
+        looked: list[str] = []
         for c in self.candidates(root, options):
             lacking = self.missing(c)
             if not lacking:

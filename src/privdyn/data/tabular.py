@@ -94,6 +94,7 @@ def labelled_splits(path: Path, n_test: int | None, seed: int, num_classes: int 
     if x_test is None:
         x, y, x_test, y_test = seeded_split(x, y, n_test, seed, test_fraction)
     else:
+        assert y_test is not None  # read together with x_test
         y_test = class_indices(y_test, num_classes, f"{path} (test labels)")
         if len(x_test) != len(y_test) or x_test.shape[1:] != x.shape[1:]:
             raise PrivdynError(f"{path}: x_test {x_test.shape} does not match y_test {y_test.shape} "
@@ -169,8 +170,8 @@ def load_npz(n_pool: int | None, n_test: int | None, seed: int, options: dict, r
         raise PrivdynError(f"{path}: features of shape {x.shape} do not fit dataset.options.kind={kind!r}; "
                            "use tabular for [n, D], sequence for [n, L] or [n, C, L], image for images")
     default = "feature" if kind == "tabular" else "global"
-    return features_dataset("npz", kind, x, y, x_test, y_test, n_pool, n_test, seed, k,
-                            str(options.get("normalise", default)))
+    return features_dataset("npz", "sequence" if kind == "sequence" else "tabular", x, y, x_test, y_test,
+                            n_pool, n_test, seed, k, str(options.get("normalise", default)))
 
 
 def _nchw(x: np.ndarray, layout: str, path: Path) -> np.ndarray:

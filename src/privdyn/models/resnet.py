@@ -24,7 +24,7 @@ class BasicBlock(nn.Module):
         self.bn1 = norm_layer(norm, c_out, dims)
         self.conv2 = conv(dims, c_out, c_out, 3, 1, bias)
         self.bn2 = norm_layer(norm, c_out, dims)
-        self.shortcut = nn.Identity()
+        self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
             self.shortcut = nn.Sequential(conv(dims, c_in, c_out, 1, stride, bias), norm_layer(norm, c_out, dims))
 

@@ -131,7 +131,8 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | 
     sens_path = run.path / "analysis" / "sensitivity.parquet"
     sens_todo = cfg.analysis.sensitivity and not provenance.is_current(
         run, sens_path, provenance.sensitivity_digest(cfg, run))
-    entries = [run.analysis_dir(a, rule) / ENTRY for a in cfg.attacks] + ([sens_path] if cfg.analysis.sensitivity else [])
+    entries = [run.analysis_dir(a, rule) / ENTRY for a in cfg.attacks]
+    entries += [sens_path] if cfg.analysis.sensitivity else []
     digest = cfg.section_hash(*ANALYZE_SECTIONS)
     if not todo and not sens_todo and provenance.is_current(
             run, run.summary_path, provenance.summary_digest(cfg, run, entries)):

@@ -25,6 +25,7 @@ from privdyn.analysis import (
 from privdyn.analysis.plane import compute_plane
 from privdyn.config import RunConfig
 from privdyn.store import atomic
+from privdyn.store.arrays import CheckpointArray
 from privdyn.store.rundir import RunDir
 
 
@@ -49,11 +50,11 @@ def _num(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
-def difficulty_signals(cfg: RunConfig, run: RunDir) -> dict[str, np.ndarray | None]:
+def difficulty_signals(cfg: RunConfig, run: RunDir) -> dict[str, CheckpointArray | None]:
     """``[T, M, N]`` arrays of the pool's correct, loss and el2n signals under the identity
     query (the first query when identity is not scored); el2n is None in runs that lack it."""
     q = identity_query(cfg)
-    out: dict[str, np.ndarray | None] = {
+    out: dict[str, CheckpointArray | None] = {
         name: run.checkpoints(run.signal_path(name), f"signal {name}").at_query(q) for name in ("correct", "loss")}
     el2n = run.signal_path("el2n")
     out["el2n"] = run.checkpoints(el2n, "signal el2n").at_query(q) if el2n.exists() else None
@@ -73,6 +74,7 @@ class TrainingMeasures:
 
 def training_measures(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: np.ndarray) -> TrainingMeasures:
     sig = difficulty_signals(cfg, run)
+    assert sig["correct"] is not None and sig["loss"] is not None  # every run records them
     k_early = difficulty.early_index(epochs, cfg.analysis.el2n_fraction)
     return TrainingMeasures(
         model_metrics(cfg, run, membership),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from privdyn.report.data import RunData
@@ -42,7 +44,8 @@ def plane_jitter(d: RunData, idx: np.ndarray, seed: int) -> tuple[np.ndarray, np
     so the points sitting on the same grid position become visible as a cloud."""
     step = 1.0 / (d.n_models / 2)
     rng = np.random.default_rng(seed + 1)
-    return tuple(rng.uniform(-step / 3, step / 3, size=(2, len(idx))).astype(np.float32))  # type: ignore[return-value]
+    jitter = rng.uniform(-step / 3, step / 3, size=(2, len(idx))).astype(np.float32)
+    return jitter[0], jitter[1]
 
 
 def top_samples(d: RunData, k: int) -> np.ndarray:
@@ -50,3 +53,12 @@ def top_samples(d: RunData, k: int) -> np.ndarray:
     adv, auc = d.plane["adv"][-1], d.plane["auc"][-1]
     order = np.lexsort((np.arange(d.n_samples), -auc, -adv))
     return order[:k]
+
+
+def subplots(*args: Any, figsize: tuple[float, float], dpi: float | None = None, **kwargs: Any) -> tuple[Any, Any]:
+    """A figure and its axes (``Figure.subplots`` arguments), made without pyplot: building a
+    report never switches the backend of the user's session or keeps figures alive."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=dpi)
+    return fig, fig.subplots(*args, **kwargs)

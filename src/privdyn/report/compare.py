@@ -9,26 +9,24 @@ of one sweep configuration): a group shares one colour and one legend entry.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-from plotly.subplots import make_subplots  # noqa: E402
-
-from privdyn.analysis.population import STATE_NAMES  # noqa: E402
-from privdyn.errors import PrivdynError  # noqa: E402
-from privdyn.report import figures  # noqa: E402
-from privdyn.report.common import STATE_COLOURS, display_subset, plane_jitter  # noqa: E402
-from privdyn.report.data import RunData, load_run_data  # noqa: E402
-from privdyn.report.html import key_metrics  # noqa: E402
-from privdyn.report.interactive import F4, TEMPLATE, histogram  # noqa: E402
-from privdyn.report.page import (  # noqa: E402
+from privdyn.analysis.population import STATE_NAMES
+from privdyn.errors import PrivdynError
+from privdyn.report import figures
+from privdyn.report.common import STATE_COLOURS, display_subset, plane_jitter, subplots
+from privdyn.report.data import RunData, load_run_data
+from privdyn.report.html import key_metrics
+from privdyn.report.interactive import F4, TEMPLATE, histogram
+from privdyn.report.page import (
     Cell,
     document,
     figure_gallery,
@@ -36,8 +34,8 @@ from privdyn.report.page import (  # noqa: E402
     section,
     sortable_table,
 )
-from privdyn.report.panels import Missing, Panel, build  # noqa: E402
-from privdyn.store import atomic  # noqa: E402
+from privdyn.report.panels import Missing, Panel, build
+from privdyn.store import atomic
 
 #: A curve per run: (x, y) arrays, or None when the run lacks it.
 Curve = Callable[[RunData], tuple[np.ndarray, np.ndarray] | None]
@@ -52,7 +50,9 @@ def run_labels(data: list[RunData]) -> list[str]:
 
 def _column(col: str, scale: float = 1.0) -> Curve:
     def get(d: RunData) -> tuple[np.ndarray, np.ndarray] | None:
-        return (d.epoch["epoch"].to_numpy(), d.epoch[col].to_numpy(np.float64) * scale) if col in d.epoch.columns else None
+        if col not in d.epoch.columns:
+            return None
+        return d.epoch["epoch"].to_numpy(), d.epoch[col].to_numpy(np.float64) * scale
     return get
 
 
@@ -109,7 +109,7 @@ def curves_for(data: list[RunData]) -> tuple[tuple[str, str, str, str, Curve], .
 def group_colours(groups: list[str]) -> dict[str, str]:
     """One colour per group, in order of first appearance (tab10, or tab20 beyond ten groups)."""
     names = list(dict.fromkeys(groups))
-    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
     return {g: matplotlib.colors.to_hex(cmap(i % cmap.N)) for i, g in enumerate(names)}
 
 
@@ -190,13 +190,14 @@ def metric_table(data: list[RunData], labels: list[str]) -> Panel:
 
 def static_curves(data: list[RunData], groups: list[str], out: Path) -> list[figures.Written]:
     """The overlaid curves as one PNG/PDF grid (three per row), one colour and legend entry per group."""
-    avail = [(title, xl, yl, get) for _, title, xl, yl, get in curves_for(data) if any(get(d) is not None for d in data)]
+    avail = [(title, xl, yl, get) for _, title, xl, yl, get in curves_for(data)
+             if any(get(d) is not None for d in data)]
     if not avail:
         return []
     cols = 3
     rows = int(np.ceil(len(avail) / cols))
-    with plt.rc_context(figures.STYLE):
-        fig, axes = plt.subplots(rows, cols, figsize=(7.0, 2.1 * rows), squeeze=False)
+    with matplotlib.rc_context(figures.STYLE):
+        fig, axes = subplots(rows, cols, figsize=(7.0, 2.1 * rows), squeeze=False)
         for ax in axes.ravel()[len(avail):]:
             ax.axis("off")
         colours = group_colours(groups)
@@ -234,7 +235,7 @@ def build_comparison(runs: list[Path], out: Path, max_points: int = 8000,
     groups = labels if groups is None else list(groups)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    curves = [build(f"cmp-{k}", t, lambda k=k, t=t, xl=xl, yl=yl, g=g: curve_panel(data, labels, groups, k, t, xl, yl, g))
+    curves = [build(f"cmp-{k}", t, functools.partial(curve_panel, data, labels, groups, k, t, xl, yl, g))
               for k, t, xl, yl, g in curves_for(data)]
     body = section("Metrics", "metrics", [metric_table(data, labels)])
     body += section("Planes", "planes", [planes_panel(data, labels, max_points)])

@@ -10,35 +10,38 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.typing import RcKeyType
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from privdyn.analysis.population import STATE_NAMES  # noqa: E402
-from privdyn.report.common import (  # noqa: E402
+from privdyn.analysis.population import STATE_NAMES
+from privdyn.report.common import (
     DIFFICULTY,
     SPEED,
     STATE_COLOURS,
     display_subset,
     plane_jitter,
+    subplots,
     top_samples,
 )
-from privdyn.report.data import RunData  # noqa: E402
-from privdyn.report.gallery import draw_input, pool_inputs  # noqa: E402
-from privdyn.report.panels import Missing, present, require  # noqa: E402
-from privdyn.store import atomic  # noqa: E402
+from privdyn.report.data import RunData
+from privdyn.report.gallery import draw_input, pool_inputs
+from privdyn.report.panels import Missing, present, require
+from privdyn.store import atomic
 
 #: A written figure: its PNG path, a caption and a small PNG preview (bytes) for the HTML page.
 Written = tuple[Path, str, bytes]
-STYLE = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7,
-         "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False, "savefig.dpi": 300}
+STYLE: dict[RcKeyType, Any] = {
+    "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7,
+    "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False, "savefig.dpi": 300}
 PREVIEW_DPI = 90
 
 
-def save(fig: plt.Figure, out: Path, stem: str, caption: str) -> Written:
+def save(fig: Figure, out: Path, stem: str, caption: str) -> Written:
     """Write ``stem``.png and ``stem``.pdf atomically and close the figure; the preview is the PNG
     scaled down (cheaper than drawing the figure a third time)."""
     from PIL import Image  # pillow comes with matplotlib
@@ -49,10 +52,10 @@ def save(fig: plt.Figure, out: Path, stem: str, caption: str) -> Written:
     atomic.write_bytes(png, buf.getvalue())
     with atomic.atomic_path(out / f"{stem}.pdf") as tmp:
         fig.savefig(tmp, format="pdf", bbox_inches="tight")
-    plt.close(fig)
     image = Image.open(io.BytesIO(buf.getvalue()))
     scale = PREVIEW_DPI / STYLE["savefig.dpi"]
-    small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    small = image.resize(size, Image.Resampling.LANCZOS)
     preview = io.BytesIO()
     small.save(preview, format="PNG", optimize=True)
     return png, caption, preview.getvalue()
@@ -63,7 +66,7 @@ def pick_epochs(epochs: np.ndarray, k: int = 4) -> list[int]:
     return np.unique(np.round(np.linspace(0, len(epochs) - 1, min(k, len(epochs)))).astype(int)).tolist()
 
 
-def _plane_axes(ax: plt.Axes, d: RunData) -> None:
+def _plane_axes(ax: Axes, d: RunData) -> None:
     ax.plot([0, 1], [0, 1], ls=":", color="k", lw=0.7)
     ax.set(xlim=(-0.05, 1.05), ylim=(-0.05, 1.05), xlabel="FPR$_i$", aspect="equal")
 
@@ -72,7 +75,7 @@ def plane(d: RunData, out: Path, max_points: int = 20000) -> Written:
     idx = pick_epochs(d.epochs)
     sel = display_subset(d.n_samples, max_points, d.config.seed)
     jx, jy = plane_jitter(d, sel, d.config.seed)
-    fig, axes = plt.subplots(1, len(idx), figsize=(1.75 * len(idx) + 0.3, 2.1), sharey=True, squeeze=False)
+    fig, axes = subplots(1, len(idx), figsize=(1.75 * len(idx) + 0.3, 2.1), sharey=True, squeeze=False)
     for ax, t in zip(axes[0], idx, strict=True):
         st = d.states[t, sel]
         for k, name in enumerate(STATE_NAMES):
@@ -94,7 +97,7 @@ def plane_difficulty(d: RunData, out: Path, max_points: int = 20000) -> Written:
     m = "consistency" if "consistency" in measures else measures[0]
     sel = display_subset(d.n_samples, max_points, d.config.seed)
     jx, jy = plane_jitter(d, sel, d.config.seed)
-    fig, ax = plt.subplots(figsize=(2.9, 2.5))
+    fig, ax = subplots(figsize=(2.9, 2.5))
     sc = ax.scatter(d.plane["fpr"][-1, sel] + jx, d.plane["tpr"][-1, sel] + jy, c=d.sample[m].to_numpy()[sel], s=1.5,
                     lw=0, cmap="viridis", rasterized=True)
     fig.colorbar(sc, ax=ax, label=m.replace("_", " "))
@@ -105,8 +108,8 @@ def plane_difficulty(d: RunData, out: Path, max_points: int = 20000) -> Written:
 
 def trajectories(d: RunData, out: Path, k: int = 10) -> Written:
     top = top_samples(d, k)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(6.2, 2.6), gridspec_kw=dict(width_ratios=[1, 1.3]))
-    colours = plt.cm.tab10(np.arange(len(top)) % 10)
+    fig, (a, b) = subplots(1, 2, figsize=(6.2, 2.6), gridspec_kw=dict(width_ratios=[1, 1.3]))
+    colours = matplotlib.colormaps["tab10"](np.arange(len(top)) % 10)
     for c, i in zip(colours, top, strict=True):
         a.plot(d.plane["fpr"][:, i], d.plane["tpr"][:, i], "-", color=c, lw=0.8, alpha=0.8)
         a.scatter(d.plane["fpr"][-1, i], d.plane["tpr"][-1, i], color=c, s=10, zorder=3)
@@ -122,7 +125,7 @@ def trajectories(d: RunData, out: Path, k: int = 10) -> Written:
 
 def com_path(d: RunData, out: Path) -> Written:
     e = require(d.epoch, ["epoch", "com_fpr", "com_tpr"], "epoch.parquet")
-    fig, ax = plt.subplots(figsize=(2.9, 2.5))
+    fig, ax = subplots(figsize=(2.9, 2.5))
     x, y = e["com_fpr"] * 100, e["com_tpr"] * 100
     ax.plot(x, y, "-", color="#888", lw=0.8)
     sc = ax.scatter(x, y, c=e["epoch"], cmap="viridis", s=12, zorder=3)
@@ -135,7 +138,7 @@ def states_and_entropy(d: RunData, out: Path) -> Written:
     cols = [f"n_{s}" for s in STATE_NAMES]
     e = require(d.epoch, ["epoch", "entropy_bits", *cols], "epoch.parquet")
     counts = e[cols].to_numpy(np.float64)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(6.2, 2.3))
+    fig, (a, b) = subplots(1, 2, figsize=(6.2, 2.3))
     a.stackplot(e["epoch"], (counts / counts.sum(axis=1, keepdims=True)).T, labels=STATE_NAMES, colors=STATE_COLOURS)
     a.set(xlabel="epoch", ylabel="share of samples", ylim=(0, 1))
     if e["epoch"].max() > e["epoch"].min():
@@ -154,27 +157,30 @@ def transitions(d: RunData, out: Path) -> Written:
     code = {n: k for k, n in enumerate(STATE_NAMES)}
     S = len(STATE_NAMES)
     counts = np.zeros((S, S))
-    np.add.at(counts, (tr["state_from"].astype(str).map(code).to_numpy(), tr["state_to"].astype(str).map(code).to_numpy()),
+    np.add.at(counts,
+              (tr["state_from"].astype(str).map(code).to_numpy(), tr["state_to"].astype(str).map(code).to_numpy()),
               tr["count"].to_numpy(np.float64))
     with np.errstate(invalid="ignore", divide="ignore"):
         p = counts / counts.sum(axis=1, keepdims=True)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(6.2, 2.5), gridspec_kw=dict(width_ratios=[1, 1.4]))
+    fig, (a, b) = subplots(1, 2, figsize=(6.2, 2.5), gridspec_kw=dict(width_ratios=[1, 1.4]))
     a.imshow(p, cmap="Blues", vmin=0, vmax=1)
     for (i, j), v in np.ndenumerate(p):
         if np.isfinite(v):
             a.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="w" if v > 0.6 else "k")
-    a.set(xticks=range(S), yticks=range(S), xticklabels=STATE_NAMES, yticklabels=STATE_NAMES, xlabel="to", ylabel="from")
+    a.set(xticks=range(S), yticks=range(S), xticklabels=STATE_NAMES, yticklabels=STATE_NAMES,
+          xlabel="to", ylabel="from")
     a.tick_params(axis="x", labelrotation=45)
     b.plot(e["epoch"], e["p_to_high"] * 100, "o-", ms=2.5, color=STATE_COLOURS[3])
     b.set(xlabel="epoch", ylabel="P(non-high $\\to$ high) (%)")
-    return save(fig, out, "transitions", "State transitions pooled over all steps, and the rate of becoming high per step.")
+    return save(fig, out, "transitions",
+                "State transitions pooled over all steps, and the rate of becoming high per step.")
 
 
 def speed(d: RunData, out: Path) -> Written:
     cols = present(d.sample, SPEED)
     if not cols:
         raise Missing("no encoding speed in sample.parquet")
-    fig, axes = plt.subplots(1, len(cols), figsize=(3.1 * len(cols), 2.3), squeeze=False)
+    fig, axes = subplots(1, len(cols), figsize=(3.1 * len(cols), 2.3), squeeze=False)
     for ax, c in zip(axes[0], cols, strict=True):
         v = d.sample[c].to_numpy(np.float64)
         v = v[np.isfinite(v)]
@@ -189,7 +195,7 @@ def speed(d: RunData, out: Path) -> Written:
 def tpr_accuracy(d: RunData, out: Path) -> Written:
     e = require(d.epoch, ["epoch", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "train_accuracy", "test_accuracy"],
                 "epoch.parquet")
-    fig, (a, b) = plt.subplots(1, 2, figsize=(6.2, 2.3))
+    fig, (a, b) = subplots(1, 2, figsize=(6.2, 2.3))
     a.plot(e["epoch"], e["tpr_at_fpr_0.01"], "o-", ms=2.5, color="#d62728", label="1% FPR")
     a.plot(e["epoch"], e["tpr_at_fpr_0.001"], "s--", ms=2.5, color="#9467bd", label="0.1% FPR")
     a.set(xlabel="epoch", ylabel="TPR", ylim=(0, None))
@@ -202,14 +208,16 @@ def tpr_accuracy(d: RunData, out: Path) -> Written:
 
 
 def difficulty(d: RunData, out: Path, max_points: int = 20000) -> Written:
-    dec = require(d.table("difficulty_deciles"), ["measure", "decile", "mean_final_advantage"], "difficulty_deciles.parquet")
+    dec = require(d.table("difficulty_deciles"), ["measure", "decile", "mean_final_advantage"],
+                  "difficulty_deciles.parquet")
     measures = present(d.sample, DIFFICULTY)
     if not measures or dec.empty:
         raise Missing("no difficulty measure in sample.parquet")
     m = "consistency" if "consistency" in measures else measures[0]
     sel = display_subset(d.n_samples, max_points, d.config.seed)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(6.2, 2.5))
-    a.scatter(d.sample[m].to_numpy()[sel], d.plane["adv"][-1, sel], s=1.5, alpha=0.3, lw=0, color="#4c72b0", rasterized=True)
+    fig, (a, b) = subplots(1, 2, figsize=(6.2, 2.5))
+    a.scatter(d.sample[m].to_numpy()[sel], d.plane["adv"][-1, sel], s=1.5, alpha=0.3, lw=0, color="#4c72b0",
+              rasterized=True)
     a.set(xlabel=m.replace("_", " "), ylabel="final A$_i$")
     for name, g in dec.groupby("measure", sort=False):
         b.plot(g["decile"], g["mean_final_advantage"], "o-", ms=2.5, label=str(name).replace("_", " "))
@@ -221,7 +229,7 @@ def difficulty(d: RunData, out: Path, max_points: int = 20000) -> Written:
 
 def early(d: RunData, out: Path) -> Written:
     e = require(d.epoch, ["epoch", "recall"], "epoch.parquet")
-    fig, ax = plt.subplots(figsize=(3.1, 2.3))
+    fig, ax = subplots(figsize=(3.1, 2.3))
     ax.plot(e["epoch"], e["recall"], "o-", ms=2.5, color="#d62728", label="recall of final set")
     if "spearman_to_final" in e.columns:
         ax.plot(e["epoch"], e["spearman_to_final"], "--", color="#1f77b4", label="Spearman to final")
@@ -235,7 +243,7 @@ def early(d: RunData, out: Path) -> Written:
 def clusters(d: RunData, out: Path) -> Written:
     s = require(d.sample, ["cluster", "cluster_name"], "sample.parquet")
     codes, names = s["cluster"].to_numpy(), s["cluster_name"].astype(str).to_numpy()
-    fig, ax = plt.subplots(figsize=(3.1, 2.3))
+    fig, ax = subplots(figsize=(3.1, 2.3))
     for c in np.unique(codes):
         m = codes == c
         q1, mid, q3 = np.percentile(d.plane["adv"][:, m], [25, 50, 75], axis=1)
@@ -251,16 +259,18 @@ def gallery(d: RunData, out: Path, k: int = 12) -> Written:
     top = top_samples(d, k)
     cols = 6
     rows = int(np.ceil(len(top) / cols))
-    fig, axes = plt.subplots(2 * rows, cols, figsize=(1.1 * cols, 1.9 * rows), squeeze=False,
+    fig, axes = subplots(2 * rows, cols, figsize=(1.1 * cols, 1.9 * rows), squeeze=False,
                              gridspec_kw=dict(height_ratios=[1.2, 0.7] * rows))
     for ax in axes.ravel():
         ax.axis("off")
+    labels = d.labels
+    assert labels is not None  # pool_inputs refuses runs without labels
     for n, i in enumerate(top):
         r, c = divmod(n, cols)
         img, tr = axes[2 * r, c], axes[2 * r + 1, c]
         img.axis("on")
         draw_input(img, x[i], kind)
-        img.set_title(f"#{i} y={int(d.labels[i])}", fontsize=6)
+        img.set_title(f"#{i} y={int(labels[i])}", fontsize=6)
         tr.axis("on")
         tr.plot(d.epochs, d.plane["adv"][:, i], color="k", lw=0.8)
         tr.axhline(d.config.analysis.states.high, color=STATE_COLOURS[3], ls="--", lw=0.5)
@@ -276,7 +286,7 @@ FIGURES: tuple[Callable[[RunData, Path], Written], ...] = (
 def write_all(d: RunData, out: Path) -> list[Written]:
     """Every figure whose data the run has; the rest are left out (the HTML says why)."""
     written = []
-    with plt.rc_context(STYLE):
+    with matplotlib.rc_context(STYLE):
         for fn in FIGURES:
             try:
                 written.append(fn(d, out))

@@ -11,15 +11,13 @@ import base64
 import html
 import io
 
-import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from privdyn.errors import PrivdynError  # noqa: E402
-from privdyn.report.data import RunData  # noqa: E402
-from privdyn.report.panels import Missing, Panel  # noqa: E402
+from privdyn.errors import PrivdynError
+from privdyn.report.common import subplots
+from privdyn.report.data import RunData
+from privdyn.report.panels import Missing, Panel
 
 
 def pool_inputs(d: RunData) -> tuple[np.ndarray, str]:
@@ -56,7 +54,7 @@ def to_display(x: np.ndarray) -> np.ndarray:
     return x[0] if x.shape[0] == 1 else np.moveaxis(x[:3], 0, -1)
 
 
-def draw_input(ax: plt.Axes, x: np.ndarray, kind: str) -> None:
+def draw_input(ax: Axes, x: np.ndarray, kind: str) -> None:
     """Draw one input: an image, or each channel of a 1-D signal as a line."""
     if kind == "image":
         ax.imshow(to_display(x), cmap="gray", interpolation="nearest")
@@ -69,12 +67,11 @@ def draw_input(ax: plt.Axes, x: np.ndarray, kind: str) -> None:
 
 def thumbnail(x: np.ndarray, kind: str) -> str:
     """A small PNG of one input, as a data URI."""
-    fig, ax = plt.subplots(figsize=(1.3, 1.3) if kind == "image" else (1.6, 0.9), dpi=80)
+    fig, ax = subplots(figsize=(1.3, 1.3) if kind == "image" else (1.6, 0.9), dpi=80)
     draw_input(ax, x, kind)
     fig.subplots_adjust(0.02, 0.02, 0.98, 0.98)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -97,11 +94,13 @@ def gallery(d: RunData, top: np.ndarray) -> Panel:
     high = d.config.analysis.states.high
     first = d.sample["time_to_high"].to_numpy() if "time_to_high" in d.sample.columns else None
     cards = []
+    labels = d.labels
+    assert labels is not None  # pool_inputs refuses runs without labels
     for i in top:
         when = f"high from epoch {first[i]:g}" if first is not None and np.isfinite(first[i]) else ""
         cards.append(
             f'<div class="card"><img class="thumb {kind}" alt="sample {i}" src="{thumbnail(x[i], kind)}">'
-            f'<div class="cap">sample {i} &middot; label {int(d.labels[i])}<br>A_i = {d.plane["adv"][-1, i]:.2f}'
+            f'<div class="cap">sample {i} &middot; label {int(labels[i])}<br>A_i = {d.plane["adv"][-1, i]:.2f}'
             f'{" &middot; " + html.escape(when) if when else ""}</div>{sparkline(d.plane["adv"][:, i], high)}</div>')
     what = "images" if kind == "image" else "1-D signals"
     return Panel("gallery", f"The {len(top)} most vulnerable samples", wide=True,

@@ -147,7 +147,8 @@ def panels(d: RunData, max_points: int, max_frames: int) -> dict[str, list[Panel
     top = top_samples(d, GALLERY_SIZE)
     P = build
     return {
-        "plane": [P("plane", "The vulnerability plane", lambda: interactive.plane_by_state(d, max_points, max_frames, seed)),
+        "plane": [P("plane", "The vulnerability plane",
+                    lambda: interactive.plane_by_state(d, max_points, max_frames, seed)),
                   P("plane-difficulty", "The plane by learning difficulty",
                     lambda: interactive.plane_by_difficulty(d, max_points, max_frames, seed))],
         "samples": [P("trajectories", "Trajectories", lambda: interactive.trajectories(d)),

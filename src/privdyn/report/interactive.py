@@ -186,9 +186,11 @@ def trajectories(d: RunData, k: int = 12) -> Panel:
                                  customdata=d.epochs, hovertemplate=hover), row=1, col=1)
         fig.add_trace(go.Scatter(x=d.epochs, y=adv.astype(F4), mode="lines", name=f"sample {i}", legendgroup=str(i),
                                  showlegend=False, line=dict(color=c, width=1.5),
-                                 hovertemplate=f"sample {i}<br>epoch %{{x}}: A_i %{{y:.3f}}<extra></extra>"), row=1, col=2)
+                                 hovertemplate=f"sample {i}<br>epoch %{{x}}: A_i %{{y:.3f}}<extra></extra>"),
+                      row=1, col=2)
     fig.add_shape(type="line", x0=0, y0=0, x1=1, y1=1, line=dict(color="#444", dash="dot", width=1), row=1, col=1)
-    fig.add_hline(y=d.config.analysis.states.high, line=dict(color=STATE_COLOURS[3], dash="dash", width=1), row=1, col=2)
+    fig.add_hline(y=d.config.analysis.states.high, line=dict(color=STATE_COLOURS[3], dash="dash", width=1),
+                  row=1, col=2)
     fig.update_xaxes(title_text="FPR_i", range=[-0.03, 1.03], row=1, col=1)
     fig.update_yaxes(title_text="TPR_i", range=[-0.03, 1.03], row=1, col=1)
     fig.update_xaxes(title_text="epoch", row=1, col=2)
@@ -258,14 +260,15 @@ def transitions(d: RunData) -> Panel:
     fig = go.Figure(go.Heatmap(z=mats[-1], x=names, y=names, zmin=0, zmax=1, colorscale="Blues",
                                texttemplate="%{z:.2f}", hovertemplate="%{y} -> %{x}: %{z:.3f}<extra></extra>",
                                colorbar=dict(title="P")))
-    steps = [f"{e:g}" for e in steps]
-    fig.frames = [go.Frame(data=[go.Heatmap(z=m)], name=e) for e, m in zip(steps, mats, strict=True)]
+    names_of_steps = [f"{e:g}" for e in steps]
+    fig.frames = [go.Frame(data=[go.Heatmap(z=m)], name=e) for e, m in zip(names_of_steps, mats, strict=True)]
     still = dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))
     fig.update_layout(template=TEMPLATE, height=460, margin=dict(l=70, r=20, t=30, b=40),
                       xaxis=dict(title="state at the next checkpoint"),
                       yaxis=dict(title="state at epoch", autorange="reversed"),
                       sliders=[dict(active=len(steps) - 1, currentvalue=dict(prefix="from epoch "), pad=dict(t=40),
-                                    steps=[dict(label=e, method="animate", args=[[e], still]) for e in steps])])
+                                    steps=[dict(label=e, method="animate", args=[[e], still])
+                                           for e in names_of_steps])])
     caption = ("P_ab(t): the share of samples in state a at a checkpoint (rows) that are in state b at the next "
                "one (columns); the slider picks the step. Empty rows: no sample was in that state.")
     return Panel("transitions", "Transition matrices", caption, figure=fig)
@@ -297,7 +300,8 @@ def tpr_and_accuracy(d: RunData) -> Panel:
                                      line=dict(color=colour, dash=dash), marker=dict(size=4)), row=1, col=1)
     for col, name, colour in (("train_accuracy", "train accuracy", "#2ca02c"),
                               ("test_accuracy", "test accuracy", "#1f77b4")):
-        fig.add_trace(go.Scatter(x=e["epoch"], y=e[col], name=name, mode="lines", line=dict(color=colour)), row=2, col=1)
+        fig.add_trace(go.Scatter(x=e["epoch"], y=e[col], name=name, mode="lines", line=dict(color=colour)),
+                      row=2, col=1)
     if "auc" in e.columns:
         fig.add_trace(go.Scatter(x=e["epoch"], y=e["auc"], name="attack AUC", mode="lines",
                                  line=dict(color="#555", dash="dot")), row=2, col=1)
@@ -395,7 +399,8 @@ def difficulty_scatter(d: RunData, max_points: int, seed: int) -> Panel:
 
 
 def difficulty_deciles(d: RunData) -> Panel:
-    dec = require(d.table("difficulty_deciles"), ["measure", "decile", "mean_final_advantage"], "difficulty_deciles.parquet")
+    dec = require(d.table("difficulty_deciles"), ["measure", "decile", "mean_final_advantage"],
+                  "difficulty_deciles.parquet")
     fig = go.Figure()
     for m, g in dec.groupby("measure", sort=False):
         fig.add_trace(go.Scatter(x=g["decile"], y=g["mean_final_advantage"], mode="lines+markers",

@@ -99,7 +99,8 @@ def figure_gallery(written: Sequence[tuple[Path, str, bytes]]) -> str:
     items = []
     for png, caption, preview in written:
         data = base64.b64encode(preview).decode()
-        items.append(f'<figure><a href="{esc(png.name)}"><img alt="{esc(png.stem)}" src="data:image/png;base64,{data}"></a>'
+        items.append(f'<figure><a href="{esc(png.name)}">'
+                     f'<img alt="{esc(png.stem)}" src="data:image/png;base64,{data}"></a>'
                      f"<figcaption><code>{esc(png.name)}</code>, <code>{esc(png.with_suffix('.pdf').name)}</code>: "
                      f"{esc(caption)}</figcaption></figure>")
     return f'<div class="figs">{"".join(items)}</div>'

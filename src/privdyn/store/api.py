@@ -50,12 +50,12 @@ class Run:
 
     @cached_property
     def membership(self) -> np.ndarray:
-        """bool ``[M, N]``: ``membership[m, i]`` is true when model m trained on sample i."""
+        """Bool ``[M, N]``: ``membership[m, i]`` is true when model m trained on sample i."""
         return self._dir.load_array(self.path / "membership.npy", "the membership matrix")
 
     @cached_property
     def epochs(self) -> np.ndarray:
-        """int ``[T]``: the checkpoint epochs."""
+        """Int ``[T]``: the checkpoint epochs."""
         return self._dir.load_array(self.path / "epochs.npy", "the checkpoint epochs")
 
     def signal(self, name: str, split: str = "pool") -> np.ndarray:
@@ -75,9 +75,8 @@ class Run:
         (made with other attack options, references, training or signals than the run's)."""
         from privdyn.store.provenance import scores_current
 
-        scores = self._dir.load_scores(attack, f"scores of attack {attack!r} (score it with "
-                                       f"`privdyn score {self.path} --attacks {attack}`)")
-        scores = np.asarray(scores)
+        scores = np.asarray(self._dir.load_scores(attack, f"scores of attack {attack!r} (score it with "
+                                                  f"`privdyn score {self.path} --attacks {attack}`)"))
         if not scores_current(self.config, self._dir, attack):
             raise PrivdynError(f"The scores of {attack} in {self.path} are stale: the run's config or signals "
                                f"changed since they were made. Rescore with `privdyn score {self.path} --attacks "

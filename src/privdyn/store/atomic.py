@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from privdyn.store import integrity
+from privdyn.store import faults, integrity
 
 
 @contextlib.contextmanager
@@ -35,6 +35,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.fsync(fh.fileno())
         integrity.write_checksum(tmp_path, path)  # first: a kill before the rename leaves a mismatch
         os.replace(tmp_path, path)
+        faults.reached(f"wrote:{path.name}")
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -58,9 +59,12 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
         np.save(fh, np.asarray(array), allow_pickle=False)
 
 
-def save_npz(path: str | Path, compress: bool = False, **arrays: np.ndarray) -> None:
+def save_npz(path: str | Path, compress: bool = False, **arrays: Any) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        (np.savez_compressed if compress else np.savez)(fh, **arrays)
+        if compress:
+            np.savez_compressed(fh, **arrays)
+        else:
+            np.savez(fh, **arrays)
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:

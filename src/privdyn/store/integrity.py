@@ -3,7 +3,8 @@
 Beside each file ``NAME`` the store keeps ``.NAME.crc`` (JSON): the file's size and CRC-32.
 (The large checkpoint arrays are zarr, checksummed per chunk by zarr itself: ``store.arrays``.)
 The checksum is written before the file is renamed into place, so a kill
-between the two leaves a mismatch (found, recomputed), never an unchecked file. A file is verified once per process and state (size, mtime).
+between the two leaves a mismatch (found, recomputed), never an unchecked file. A file is verified
+once per process and state (size, mtime).
 """
 
 from __future__ import annotations

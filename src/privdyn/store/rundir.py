@@ -34,7 +34,7 @@ import numpy as np
 
 from privdyn.config import RunConfig, dump_config
 from privdyn.errors import PrivdynError
-from privdyn.store import arrays, atomic, integrity
+from privdyn.store import arrays, atomic, faults, integrity
 
 STAGES = ("train", "score", "analyze", "report")
 #: Files that mark a directory as a privdyn run directory.
@@ -160,7 +160,8 @@ class RunDir:
             m = json.loads(self.manifest_path.read_text())
         except integrity.CorruptArtifact as e:
             raise PrivdynError(f"{e} The manifest says which artifacts are current, so without it privdyn "
-                               "cannot trust this run: move the run directory aside and rerun into a new one.") from None
+                               "cannot trust this run: move the run directory aside and rerun into a new one."
+                               ) from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             m = None
         if not isinstance(m, dict) or not isinstance(m.get("stages", {}), dict):
@@ -242,6 +243,8 @@ class RunDir:
         now = time.time()
         m.setdefault("artifacts", {}).update({k: {**v, "finished": now} for k, v in entries.items()})
         self._write_manifest(m)
+        for k in entries:
+            faults.reached(f"recorded:{k}")
 
     def stage_done(self, stage: str, digest: str) -> bool:
         st = self.manifest()["stages"].get(stage, {})

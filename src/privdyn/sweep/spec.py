@@ -52,7 +52,8 @@ class SweepSpec(BaseModel):
     name: str = Field(description="the sweep's name: letters, digits, '.', '_' or '-'")
     description: str | None = None
     base: dict[str, Any] | str = Field(default_factory=dict,
-                                       description="a run config inline, or the path to one (relative to the sweep file)")
+                                       description="a run config inline, or the path to one "
+                                                   "(relative to the sweep file)")
     grid: dict[str, list[Any]] = Field(default_factory=dict,
                                        description="dotted config key -> values; the cartesian product is taken")
     zip: list[dict[str, list[Any]]] = Field(default_factory=list,

@@ -77,7 +77,8 @@ def _flatten(prefix: str, obj: Any, out: dict[str, float]) -> None:
     elif isinstance(obj, list) and all(isinstance(v, dict) for v in obj):  # records
         for rec in obj:
             name = "_".join(str(v) for v in rec.values() if isinstance(v, str))
-            _flatten(f"{prefix}_{name}" if name else prefix, {k: v for k, v in rec.items() if not isinstance(v, str)}, out)
+            _flatten(f"{prefix}_{name}" if name else prefix,
+                     {k: v for k, v in rec.items() if not isinstance(v, str)}, out)
     elif obj is None or isinstance(obj, (int, float)) and not isinstance(obj, bool):
         out[prefix] = _num(obj)
 

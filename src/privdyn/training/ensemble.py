@@ -3,9 +3,10 @@
 Parameters and buffers of the K models are stacked along a leading axis; one forward runs all
 of them, grouped (the models folded into channels, :mod:`privdyn.training.grouped`) or, for
 layers without a grouped form, under ``torch.func.vmap``. BatchNorm keeps K sets of running
-statistics, and a plain optimizer steps the stacked tensors. Optimizers used here act element by element, so the K models stay
-independent: a group of K gives the same models as K groups of one, up to float rounding. Each
-model's initialisation and data order depend only on (seed, model index), never on the grouping.
+statistics, and a plain optimizer steps the stacked tensors. Optimizers used here act element by
+element, so the K models stay independent: a group of K gives the same models as K groups of one,
+up to float rounding. Each model's initialisation and data order depend only on (seed, model
+index), never on the grouping.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ class EnsembleGroup:
         self.params = {k: v.detach().to(device).requires_grad_(True) for k, v in params.items()}
         self.buffers = {k: v.detach().to(device) for k, v in buffers.items()}
         self.base = copy.deepcopy(modules[0]).to("meta")
-        self.grouped = grouped_module(self.base, len(model_ids))
+        found = grouped_module(self.base, len(model_ids))
+        self.grouped: nn.Module | None = found[0] if found is not None else None
+        self.model_major = found is not None and found[1]
         self.shapes = {} if self.grouped is None else {
             n: t.shape for n, t in (*self.grouped.named_parameters(), *self.grouped.named_buffers())}
         self.model_ids = list(model_ids)
@@ -82,8 +85,9 @@ class EnsembleGroup:
         buffers = self.buffers if buffers is None else buffers
         if self.grouped is not None:
             self.grouped.train(train)
-            major = self.grouped.model_major
-            out = functional_call(self.grouped, (fold_tensors(self.params, self.shapes), fold_tensors(buffers, self.shapes)),
+            major = self.model_major
+            out = functional_call(self.grouped,
+                                  (fold_tensors(self.params, self.shapes), fold_tensors(buffers, self.shapes)),
                                   (fold_input(x, self.k, shared_input, major),))
             return unfold_output(out, self.k, major)
         self.base.train(train)

@@ -18,6 +18,7 @@ a step of the quickstart's MLP group).
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,7 +40,9 @@ class GroupedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 3:
-            return torch.bmm(self.weight, x) if self.bias is None else torch.baddbmm(self.bias.unsqueeze(2), self.weight, x)
+            if self.bias is None:
+                return torch.bmm(self.weight, x)
+            return torch.baddbmm(self.bias.unsqueeze(2), self.weight, x)
         if x.ndim != 2:
             raise ValueError(f"grouped linear layers take [K, in, B] or [B, K*in] inputs, got {tuple(x.shape)}")
         xs = x.view(x.shape[0], self.k, self.d_in).transpose(0, 1)
@@ -51,8 +54,9 @@ class GroupedLinear(nn.Module):
 def _grouped_leaf(m: nn.Module, k: int) -> nn.Module | None:
     """The K-model version of one layer, or None when it has none."""
     if isinstance(m, (nn.Conv1d, nn.Conv2d)) and m.padding_mode == "zeros":
-        return type(m)(k * m.in_channels, k * m.out_channels, m.kernel_size, m.stride, m.padding,
-                       m.dilation, k * m.groups, m.bias is not None, device="meta")
+        conv: Any = type(m)  # its own kernel, stride, padding and dilation tuples fit it
+        return conv(k * m.in_channels, k * m.out_channels, m.kernel_size, m.stride, m.padding,
+                    m.dilation, k * m.groups, m.bias is not None, device="meta")
     if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.momentum is not None:
         return type(m)(k * m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats, device="meta")
     if isinstance(m, nn.GroupNorm):
@@ -76,12 +80,12 @@ def is_linear_stack(grouped: nn.Module) -> bool:
             and not any(isinstance(m, nn.Flatten) for m in layers[1:]))
 
 
-def grouped_module(base: nn.Module, k: int) -> nn.Module | None:
-    """A grouped copy of ``base`` (on the meta device) for K models, or None when some layer has
-    no grouped form. Containers qualify when they are ``nn.Sequential`` or set ``groupable = True``
-    (their forward uses only channel-wise and element-wise operations). A linear stack comes back
-    with ``model_major = True`` (its flatten moves into :func:`fold_input`); any other with
-    ``model_major = False``."""
+def grouped_module(base: nn.Module, k: int) -> tuple[nn.Module, bool] | None:
+    """A grouped copy of ``base`` (on the meta device) for K models and whether it is
+    model-major, or None when some layer has no grouped form. Containers qualify when they are
+    ``nn.Sequential`` or set ``groupable = True`` (their forward uses only channel-wise and
+    element-wise operations). A linear stack is model-major (its flatten moves into
+    :func:`fold_input`); any other is not."""
     out = copy.deepcopy(base).to("meta")
 
     def convert(parent: nn.Module) -> bool:
@@ -98,10 +102,10 @@ def grouped_module(base: nn.Module, k: int) -> nn.Module | None:
     top_ok = isinstance(out, nn.Sequential) or getattr(out, "groupable", False)
     if not (top_ok and convert(out)):
         return None
-    out.model_major = is_linear_stack(out)
-    if out.model_major and isinstance(out[0], nn.Flatten):
+    model_major = is_linear_stack(out)
+    if model_major and isinstance(out, nn.Sequential) and isinstance(out[0], nn.Flatten):
         out[0] = nn.Identity()  # fold_input flattens model-major inputs
-    return out
+    return out, model_major
 
 
 def fold_tensors(stacked: dict[str, torch.Tensor], shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:

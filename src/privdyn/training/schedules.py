@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 
 def cosine_lr(lr: float, step: int, total: int) -> float:
@@ -18,7 +18,7 @@ def step_lr(lr: float, epoch: int, milestones: list[int], gamma: float) -> float
 
 
 def lr_schedule(kind: str, lr: float, steps_per_epoch: int, epochs: int,
-                milestones: list[int] = (), gamma: float = 0.1) -> Callable[[int], float]:
+                milestones: Sequence[int] = (), gamma: float = 0.1) -> Callable[[int], float]:
     """The lr at global step ``s`` (steps count from 0; step s lies in epoch s // steps_per_epoch + 1).
 
     ``step`` multiplies by gamma once each milestone epoch has been completed, so with milestone

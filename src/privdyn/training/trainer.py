@@ -68,8 +68,9 @@ class StackedTrainer:
         """
         g = self.group
         params = list(g.params.values())
-        grads = torch.autograd.grad(g.loss(xb, yb), params, allow_unused=True)
-        grads = [torch.zeros_like(p) if d is None else d for p, d in zip(params, grads)]
+        raw = torch.autograd.grad(g.loss(xb, yb), params, allow_unused=True)
+        grads = [torch.zeros_like(p) if d is None else d for p, d in zip(params, raw)]
+        assert self.rho is not None  # SAM steps only
         saved = [p.detach().clone() for p in params]
         with torch.no_grad():
             for p, e in zip(params, sam_perturbation(grads, self.rho)):

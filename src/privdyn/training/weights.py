@@ -41,7 +41,7 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+        return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118 - safe_open is not iterable
 
 
 def weights_meta(model_config: dict, input_shape: tuple[int, ...], num_classes: int) -> dict[str, str]:

@@ -3,9 +3,13 @@
 Chromium is driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``: commands
 on fd 3, replies on fd 4, each a JSON message ended by a NUL byte), so no Python package beyond
 the standard library is needed. Every other descriptor of this process is non-inheritable
-(PEP 446), so only the two pipe ends reach Chromium. Used by the report's browser test and to take the README
-screenshot. Host names resolve nowhere (``--host-resolver-rules``), so a report that tried to
-reach the network would fail loudly as well as show up in ``requests``.
+(PEP 446), so only the two pipe ends reach Chromium. Host names resolve nowhere
+(``--host-resolver-rules``), so a report that tried to reach the network would fail loudly as
+well as show up in ``requests``.
+
+Only the tests use it (tests/test_report.py and tests/test_report_large.py, as ``from browser
+import ...``: pytest puts tests/ on sys.path), so it lives here rather than in the package; it was
+also used once by hand to take the README screenshot (docs/report.md).
 """
 
 from __future__ import annotations
@@ -158,7 +162,8 @@ def inspect_page(html: Path, screenshot: Path | None = None, width: int = 1280, 
     """
     exe = chromium or find_chromium()
     if exe is None:
-        raise PrivdynError("Chromium is not installed: `apt-get install chromium` (Debian) to check reports in a browser")
+        raise PrivdynError("Chromium is not installed: `apt-get install chromium` (Debian) to check reports "
+                           "in a browser")
     cmd_r, cmd_w = os.pipe()   # we write commands, Chromium reads them on fd 3
     res_r, res_w = os.pipe()   # Chromium writes replies on fd 4, we read them
     # Chromium's ends move to fds >= 10 so that placing them on 3 and 4 cannot overwrite each other.
