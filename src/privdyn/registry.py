@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 from importlib.metadata import entry_points
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -98,7 +98,9 @@ class Registry(Generic[T]):
         self._entries.pop(name, None)
 
 
-ATTACKS: Registry = Registry("attack", "privdyn.attacks", ("privdyn.attacks",))
-MODELS: Registry = Registry("model", "privdyn.models", ("privdyn.models",))
-DATASETS: Registry = Registry("dataset", "privdyn.datasets", ("privdyn.data.registry",))
-QUERIES: Registry = Registry("query", "privdyn.queries", ("privdyn.training.queries",))
+# The entry types live in the layers that define them (attacks.Attack, data.DatasetEntry, ...),
+# which this module must not import; those modules re-export these with their types.
+ATTACKS: Registry[Any] = Registry("attack", "privdyn.attacks", ("privdyn.attacks",))
+MODELS: Registry[Any] = Registry("model", "privdyn.models", ("privdyn.models",))
+DATASETS: Registry[Any] = Registry("dataset", "privdyn.datasets", ("privdyn.data.registry",))
+QUERIES: Registry[Any] = Registry("query", "privdyn.queries", ("privdyn.training.queries",))

@@ -14,7 +14,7 @@ count per side (the ``balanced`` drop order). Under ``one``: fold = m mod K. Tra
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -44,7 +44,7 @@ def features(data: CheckpointData) -> np.ndarray:
     return np.concatenate([data.pool_signal(f) for f in FEATURES], axis=-1)
 
 
-def make_classifier(opts: ShokriOptions):
+def make_classifier(opts: ShokriOptions) -> Any:
     """The attack classifier the options name, with standardised inputs."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
@@ -67,7 +67,7 @@ def train_rows(n_rows: int, opts: ShokriOptions, fold: int) -> np.ndarray:
     return np.sort(rng.choice(n_rows, size=opts.max_train_rows, replace=False))
 
 
-def log_odds(clf, x: np.ndarray, opts: ShokriOptions) -> np.ndarray:
+def log_odds(clf: Any, x: np.ndarray, opts: ShokriOptions) -> np.ndarray:
     """The classifier's membership log-odds for features ``x``."""
     if opts.classifier == "logistic":
         return clf.decision_function(x)
