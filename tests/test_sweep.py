@@ -288,16 +288,18 @@ def _tiny_base():
 
 
 def test_failing_point_does_not_stop_the_others_and_interrupted_runs_resume(tmp_path):
-    spec = _spec(base=_tiny_base(), run_reports=False,
-                 zip=[{"dataset.name": ["synthetic", "no_such_dataset", "synthetic"], "model.width": [16, 16, 8]}])
+    # cifar10 under an empty data root: valid config, fails when the run loads its files
+    base = {**_tiny_base(), "dataset": {**_tiny_base()["dataset"], "options": {}, "root": str(tmp_path / "empty")}}
+    spec = _spec(base=base, run_reports=False,
+                 zip=[{"dataset.name": ["synthetic", "cifar10", "synthetic"], "model.width": [16, 16, 8]}])
     sw = expand(spec)
     out = tmp_path / "sw"
     result = run_sweep(sw, out, progress=False, log=lambda s: None)
     assert [o.status for o in result.outcomes] == ["done", "failed", "done"]
-    assert "no_such_dataset" in result.failed[0].error and result.failed[0].slug == "dataset-no_such_dataset_width-16"
+    assert "no usable files" in result.failed[0].error and result.failed[0].slug == "dataset-cifar10_width-16"
     manifest = json.loads((out / "manifest.json").read_text())["points"]
-    assert manifest["dataset-no_such_dataset_width-16"]["status"] == "failed"
-    assert "no_such_dataset" in manifest["dataset-no_such_dataset_width-16"]["error"]
+    assert manifest["dataset-cifar10_width-16"]["status"] == "failed"
+    assert "cifar10" in manifest["dataset-cifar10_width-16"]["error"]
     paths = compare(sw, out, log=lambda s: None)
     table = pd.read_parquet(paths["table"])
     assert table["status"].tolist() == ["done", "failed", "done"]
@@ -409,15 +411,15 @@ def test_second_invocation_trains_nothing(tiny_sweep, monkeypatch):
 
 def test_cli_reports_failed_points_with_a_nonzero_exit(tmp_path):
     sweep_file = tmp_path / "bad.yaml"
-    sweep_file.write_text(yaml.safe_dump({
-        "name": "bad", "base": _tiny_base(),
-        "grid": {"dataset.name": ["no_such_dataset", "nor_this_one"], "training.epochs": [2]}}))
+    base = {**_tiny_base(), "dataset": {**_tiny_base()["dataset"], "options": {}, "root": str(tmp_path / "empty")}}
+    sweep_file.write_text(yaml.safe_dump({  # valid points whose data cannot be found at run time
+        "name": "bad", "base": base, "grid": {"dataset.name": ["cifar10", "cifar100"], "training.epochs": [2]}}))
     proc = subprocess.run([*CLI, "sweep", str(sweep_file), "--out", str(tmp_path / "o"), "--no-progress"],
                           check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
-    assert "2 point(s) failed" in proc.stderr and "dataset-no_such_dataset: " in proc.stderr
-    assert "dataset-nor_this_one: " in proc.stderr
-    assert "Unknown dataset 'no_such_dataset'" in proc.stderr and "Traceback" not in proc.stderr
+    assert "2 point(s) failed" in proc.stderr and "dataset-cifar10: " in proc.stderr
+    assert "dataset-cifar100: " in proc.stderr
+    assert "Dataset 'cifar10': no usable files" in proc.stderr and "Traceback" not in proc.stderr
     assert (tmp_path / "o" / "comparison.csv").exists()
     sweep_file.write_text(yaml.safe_dump({"name": "bad", "grid": {"training.n_models": [4, 5]}}))
     invalid = subprocess.run([*CLI, "sweep", str(sweep_file), "--dry-run"], check=False, capture_output=True,
