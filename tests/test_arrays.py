@@ -99,3 +99,23 @@ def test_damage_is_found_on_read_and_names_the_checkpoint(tmp_path, damage):
             np.asarray(a)
     with pytest.raises(CorruptArtifact):
         arrays.verify_array(path)
+
+
+def test_query_views_take_numpys_ellipsis_anywhere(tmp_path):
+    x = np.random.default_rng(2).normal(size=(3, 4, 5, 2)).astype(np.float32)
+    arrays.save_array(tmp_path / "s.zarr", x)
+    v = arrays.open_array(tmp_path / "s.zarr").at_query(1)
+    view = x[..., 1]
+    for key in [(..., 3), (1, ...), (0, ..., 2), (..., 2, 3), (...,)]:
+        np.testing.assert_array_equal(v[key], view[key], err_msg=str(key))
+
+
+def test_a_verified_array_is_decoded_again_after_it_changes(tmp_path):
+    path = tmp_path / "s.zarr"
+    arrays.save_array(path, np.ones((2, 3, 40), np.float32))
+    arrays.verify_array(path)
+    target = chunk(path, 1, 3)
+    data = target.read_bytes()
+    target.write_bytes(data[:10] + bytes([data[10] ^ 1]) + data[11:])  # same size; new mtime
+    with pytest.raises(CorruptArtifact, match="checkpoint index 1"):
+        arrays.verify_array(path)

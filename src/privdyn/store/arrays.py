@@ -32,6 +32,8 @@ from privdyn.store.integrity import DIR_MODE, CorruptArtifact
 SUFFIX = ".zarr"
 #: Codecs after serialisation, by dtype kind: booleans compress 5-9x, floats do not.
 CODECS = {"b": (BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"), Crc32cCodec()), "other": (Crc32cCodec(),)}
+#: Array states (see :func:`_state`) whose every chunk decoded in this process.
+_VERIFIED: set[tuple[tuple[str, int, int], ...]] = set()
 _FIX = ("Delete it and run `privdyn run` on this run directory, which recomputes the stage that makes it "
         "(or restore the run from a backup).")
 
@@ -121,12 +123,12 @@ class CheckpointArray:
         return self.shape[0]
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        if self._query is not None:
+        if self._query is not None:  # index the view's axes explicitly, then take the query
             key = key if isinstance(key, tuple) else (key,)
             if any(k is Ellipsis for k in key):
-                key = tuple(slice(None) if k is Ellipsis else k for k in key)
-                key = key + (slice(None),) * (self.ndim - len(key))
-            key = (*key, Ellipsis, self._query) if len(key) < self.ndim else (*key, self._query)
+                i = next(j for j, k in enumerate(key) if k is Ellipsis)
+                key = (*key[:i], *(slice(None),) * (self.ndim - len(key) + 1), *key[i + 1:])
+            key = (*key, *(slice(None),) * (self.ndim - len(key)), self._query)
         try:
             return np.asarray(self._arr[key], dtype=self.dtype)
         except (ValueError, RuntimeError, OSError) as e:
@@ -168,11 +170,23 @@ def open_array(path: str | Path) -> CheckpointArray:
     return CheckpointArray(path, arr)
 
 
+def _state(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """(name, size, mtime) of an array's files: what a rewrite or damage would change."""
+    files = [path / "zarr.json", *sorted((path / "c").rglob("*"))] if (path / "c").exists() else [path / "zarr.json"]
+    return tuple((str(f), st.st_size, st.st_mtime_ns) for f in files if f.is_file() for st in [f.stat()])
+
+
 def verify_array(path: str | Path) -> None:
-    """Decode every chunk of the array at ``path`` (raises :class:`CorruptArtifact`)."""
+    """Decode every chunk of the array at ``path`` (raises :class:`CorruptArtifact`), once per
+    process and state of its files, like ``integrity.verify`` for other files."""
+    path = Path(path).resolve()
     a = open_array(path)
+    state = _state(path)
+    if state in _VERIFIED:
+        return
     for t in range(a.shape[0]):
         a[t]
+    _VERIFIED.add(state)
 
 
 def array_digest(path: Path) -> str:
