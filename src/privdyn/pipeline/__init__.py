@@ -47,10 +47,11 @@ def train(cfg: RunConfig, run: RunDir, progress: bool = True) -> None:
     from privdyn.training.engine import run_train_stage
 
     digest = cfg.section_hash(*TRAIN_SECTIONS)
-    mpath = run.path / "membership.npy"
+    mpath, m_digest = run.path / "membership.npy", provenance.membership_digest(cfg)
     if run.stage_done("train", digest):
-        stale = [p for p in run.signal_files() if not provenance.is_current(
-            run, p, provenance.membership_digest(cfg) if p == mpath else provenance.signal_digest(cfg, run))]
+        s_digest = provenance.signal_digest(cfg, run)
+        stale = [mpath] if not provenance.is_current(run, mpath, m_digest) else []
+        stale += [p for p in run.signal_files() if not provenance.is_current(run, p, s_digest)]
         if not stale:
             return
         # the per-group files are gone once the signals are assembled: retrain (seeded, so the
@@ -60,16 +61,16 @@ def train(cfg: RunConfig, run: RunDir, progress: bool = True) -> None:
     run.mark_stage("train", "running", digest)
     ds = load_dataset(cfg.dataset.name, cfg.dataset.n_pool, cfg.dataset.n_test, cfg.seed, cfg.dataset.options,
                       root=cfg.dataset.root)
-    if provenance.is_current(run, mpath, provenance.membership_digest(cfg)):
+    if provenance.is_current(run, mpath, m_digest):
         membership = np.load(mpath, allow_pickle=False)
     else:
         membership = balanced_membership(cfg.training.n_models, ds.n_pool, cfg.seed)
         atomic.save_npy(mpath, membership)
-        provenance.record(run, provenance.membership_digest(cfg), mpath)
+        provenance.record(run, m_digest, mpath)
     atomic.save_npy(run.path / "labels.npy", ds.y_pool)
     with _progress(progress) as p:
         stats = run_train_stage(cfg, run, ds, membership, p)
-    provenance.record(run, provenance.signal_digest(cfg, run), *run.signal_files()[1:])
+    provenance.record(run, provenance.signal_digest(cfg, run), *run.signal_files())
     run.mark_stage("train", "done", digest, n_pool=ds.n_pool, n_test=len(ds.y_test), **stats)
 
 

@@ -8,12 +8,12 @@ Layout::
     RUN/epochs.npy           int [T]
     RUN/signals/NAME.zarr    [T, M, N, Q] pool signals;  signals/test/NAME.zarr for the test split
     RUN/scores/ATTACK.zarr   float32 [T, M, N]
-
-The checkpoint arrays are zarr v3 (``store.arrays``); every other file has a checksum sidecar
-(``store.integrity``).
     RUN/analysis/ATTACK/RULE/{sample_epoch,sample,epoch,transitions}.parquet, plane.npz
     RUN/summary.json
     RUN/report/index.html and figures
+
+The checkpoint arrays are zarr v3 (``store.arrays``); every other file has a checksum sidecar
+(``store.integrity``).
 """
 
 from __future__ import annotations
@@ -205,8 +205,8 @@ class RunDir:
         return h.hexdigest()[:16]
 
     def signal_files(self) -> list[Path]:
-        """Every artifact the train stage makes."""
-        return [self.path / n for n in ("membership.npy", "epochs.npy", "labels.npy")] + sorted(
+        """Every artifact training makes from the membership matrix: epochs, labels, signals."""
+        return [self.path / n for n in ("epochs.npy", "labels.npy")] + sorted(
             (self.path / "signals").rglob(f"*{arrays.SUFFIX}"))
 
     @staticmethod

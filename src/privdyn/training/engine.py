@@ -162,23 +162,23 @@ def assemble_signals(cfg: RunConfig, run: RunDir, groups: list[GroupTask], n_poo
     Returns how many checkpoint files each process wrote (pid -> count): the resume record.
     """
     T, M, Q = len(cfg.checkpoint_epochs()), cfg.training.n_models, len(cfg.queries)
-    layout = [(split, n, prefix, name) for split, n, prefix in (("pool", n_pool, ""), ("test", n_test, "test_"))
-              for name in SIGNALS]
+    size, prefix = {"pool": n_pool, "test": n_test}, {"pool": "", "test": "test_"}
+    keys = [(split, name) for split in ("pool", "test") for name in SIGNALS]  # (split, signal)
     writers: Counter[str] = Counter()
     with contextlib.ExitStack() as stack:
-        out = {key: stack.enter_context(arrays.create_array(run.signal_path(key[3], key[0]), (T, M, key[1], Q),
-                                                            bool if key[3] == "correct" else np.float32))
-               for key in layout}
+        out = {(split, name): stack.enter_context(arrays.create_array(
+                   run.signal_path(name, split), (T, M, size[split], Q), bool if name == "correct" else np.float32))
+               for split, name in keys}
         for t in range(T):
-            chunk = {key: np.empty((M, key[1], Q), out[key].dtype) for key in layout}
+            chunk = {(split, name): np.empty((M, size[split], Q), out[split, name].dtype) for split, name in keys}
             for g in groups:
                 path = run.group_dir(g.index) / f"t{t:03d}.npz"
                 integrity.verify(path)
                 with np.load(path, allow_pickle=False) as f:
-                    for key in layout:
-                        chunk[key][list(g.model_ids)] = f[key[2] + key[3]]
+                    for split, name in keys:
+                        chunk[split, name][list(g.model_ids)] = f[prefix[split] + name]
                     writers[str(int(f["writer_pid"]))] += 1
-            for key in layout:
+            for key in keys:
                 out[key][t] = chunk[key]
     return dict(writers)
 
