@@ -34,7 +34,7 @@ def write_synthetic_run(path: Path, n: int, t: int, m: int, seed: int = 0) -> No
     """A run directory with scores and the signals analyze reads; samples differ in how strongly
     and how early their membership separates, and in how hard they are to learn."""
     from privdyn.config import config_from_dict
-    from privdyn.store import atomic
+    from privdyn.store import arrays, atomic, provenance
     from privdyn.store.rundir import RunDir
     from privdyn.training.membership import balanced_membership
 
@@ -52,8 +52,8 @@ def write_synthetic_run(path: Path, n: int, t: int, m: int, seed: int = 0) -> No
     strength = rng.exponential(0.5, n) * (rng.uniform(size=n) < 0.3)
     onset = rng.uniform(0, 1, n)
     hardness = rng.uniform(size=n)
-    arrays = {
-        run.score_path(ATTACK): ((t, m, n), np.float64),
+    layout = {
+        run.score_path(ATTACK): ((t, m, n), np.float32),
         run.signal_path("correct"): ((t, m, n, 1), bool),
         run.signal_path("loss"): ((t, m, n, 1), np.float32),
         run.signal_path("el2n"): ((t, m, n, 1), np.float32),
@@ -61,7 +61,7 @@ def write_synthetic_run(path: Path, n: int, t: int, m: int, seed: int = 0) -> No
         run.signal_path("loss", "test"): ((t, m, N_TEST, 1), np.float32),
     }
     with contextlib.ExitStack() as stack:
-        mm = {p: stack.enter_context(atomic.open_memmap_atomic(p, shape, dt)) for p, (shape, dt) in arrays.items()}
+        mm = {p: stack.enter_context(arrays.create_array(p, shape, dt)) for p, (shape, dt) in layout.items()}
         for k in range(t):
             frac = k / max(t - 1, 1)
             ramp = np.clip((frac - onset) * 4, 0, 1)
@@ -73,6 +73,8 @@ def write_synthetic_run(path: Path, n: int, t: int, m: int, seed: int = 0) -> No
             mm[run.signal_path("el2n")][k, ..., 0] = np.sqrt(2) * (1 - p_right) + rng.uniform(0, 0.05, (m, n))
             mm[run.signal_path("correct", "test")][k, ..., 0] = rng.uniform(size=(m, N_TEST)) < 0.5 + 0.4 * frac
             mm[run.signal_path("loss", "test")][k, ..., 0] = rng.exponential(1 - 0.5 * frac, (m, N_TEST))
+    # scores made outside the score stage: record their provenance, as an import would
+    provenance.record(run, provenance.score_digest(cfg, run, ATTACK), run.score_path(ATTACK))
 
 
 def analyze_and_measure(path: Path) -> dict:
@@ -109,7 +111,7 @@ def main() -> None:
         t0 = time.perf_counter()
         write_synthetic_run(path, args.n, args.t, args.m)
         gen = time.perf_counter() - t0
-        size = sum(f.stat().st_size for f in path.rglob("*.npy")) / 2**30
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**30
         child = subprocess.run([sys.executable, __file__, "--analyze-only", str(path)],
                                capture_output=True, text=True, check=True)
         result = json.loads(child.stdout.strip().splitlines()[-1])

@@ -7,11 +7,10 @@
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
+from timing import median_seconds
 
 from privdyn.attacks.base import count_below
 
@@ -21,14 +20,6 @@ SHAPES = [(16, 2000, 8000, "RMIA, quickstart (M=16, Z=2000, N=8000)"),
           (8192, 16, 16, "Attack-R block, M=16"),
           (2048, 64, 64, "Attack-R block, M=64")]
 
-
-def median_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -44,8 +35,8 @@ def main() -> None:
             return torch.searchsorted(torch.from_numpy(np.sort(pop, axis=1)), torch.from_numpy(values)).numpy()
 
         assert (count_below(pop, values) == with_torch()).all()
-        new = median_time(lambda pop=pop, values=values: count_below(pop, values), args.repeat)
-        old = median_time(with_torch, args.repeat)
+        new = median_seconds(lambda pop=pop, values=values: count_below(pop, values), args.repeat)
+        old = median_seconds(with_torch, args.repeat)
         print(f"{what:<45} numpy {new * 1e3:7.1f} ms  torch {old * 1e3:7.1f} ms  ratio {new / old:.2f}")
 
 

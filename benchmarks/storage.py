@@ -14,23 +14,13 @@ With ``--run``, the script also prints the bytes per (t, m, i, q) of a real run 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from timing import median_seconds
 
 from privdyn.store import arrays, atomic, integrity
-
-
-def timed(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def size(path: Path) -> int:
@@ -66,8 +56,8 @@ def compare(x_old: np.ndarray, x_new_dtype: np.dtype, repeat: int, label: str) -
             for t in range(a.shape[0]):
                 a[t].sum()
 
-        w_old, w_new = timed(write_old, repeat), timed(write_new, repeat)
-        r_old, r_new = timed(read_old, repeat), timed(read_new, repeat)
+        w_old, w_new = median_seconds(write_old, repeat), median_seconds(write_new, repeat)
+        r_old, r_new = median_seconds(read_old, repeat), median_seconds(read_new, repeat)
         cells = x_old.size
         b_old = old.stat().st_size + integrity.sum_path(old).stat().st_size
         b_new = size(new)
