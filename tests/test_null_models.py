@@ -45,7 +45,7 @@ def null_checkpoint(M, N, rule, seed=0):
 
 def mean_advantage(scores, z, alpha=0.1):
     plane = compute_plane(scores[None], z, f"fpr:{alpha}")
-    return float(plane["adv"].mean())
+    return float(plane.adv.mean())
 
 
 @pytest.mark.parametrize("M", [4, 8, 16, 32])

@@ -46,6 +46,6 @@ def test_score_rule_uses_fixed_threshold_and_sample_that_never_separates_is_safe
     s = np.where(z, 1.0, -1.0)
     s[:, 0] = 0.5  # sample 0: all models give the same score
     p = compute_plane(s[None], z, "score:0")
-    assert p["tau"][0] == 0.0
-    assert p["tpr"][0, 1:].min() == 1.0 and p["fpr"][0, 1:].max() == 0.0
-    assert p["adv"][0, 0] == 0.0 and p["auc"][0, 0] == 0.5
+    assert p.tau[0] == 0.0
+    assert p.tpr[0, 1:].min() == 1.0 and p.fpr[0, 1:].max() == 0.0
+    assert p.adv[0, 0] == 0.0 and p.auc[0, 0] == 0.5

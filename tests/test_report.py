@@ -106,18 +106,18 @@ def test_plane_frames_match_the_analysis(tiny):
     for t, frame in enumerate(fig["frames"]):
         main = frame["data"][0]
         counts = decode(main["customdata"])
-        assert np.array_equal(counts[:, 0], np.rint(d.plane["fpr"][t] * half))
-        assert np.array_equal(counts[:, 1], np.rint(d.plane["tpr"][t] * half))
+        assert np.array_equal(counts[:, 0], np.rint(d.plane.fpr[t] * half))
+        assert np.array_equal(counts[:, 1], np.rint(d.plane.tpr[t] * half))
         assert np.array_equal(decode(main["marker"]["color"]), d.states[t])
         # jitter stays within a third of the resolution, so the dot sits nearest its exact position
-        assert np.abs(decode(main["x"]) - d.plane["fpr"][t]).max() <= 1 / (3 * half) + 1e-6
+        assert np.abs(decode(main["x"]) - d.plane.fpr[t]).max() <= 1 / (3 * half) + 1e-6
         assert frame["layout"]["title"]["text"] == f"epoch {d.epochs[t]}: " + ", ".join(
             f"{name} {int((d.states[t] == k).sum()):,}" for k, name in enumerate(("safe", "low", "medium", "high")))
 
 
 def test_top_table_is_the_plain_ranking(tiny):
     d = load_run_data(tiny)
-    adv, auc = d.plane["adv"][-1], d.plane["auc"][-1]
+    adv, auc = d.plane.adv[-1], d.plane.auc[-1]
     expected = sorted(range(d.n_samples), key=lambda i: (-adv[i], -auc[i], i))[:TABLE_ROWS]
     assert common.top_samples(d, TABLE_ROWS).tolist() == expected
     html = (tiny / "report" / "index.html").read_text()

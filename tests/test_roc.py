@@ -93,7 +93,7 @@ def test_all_tied_plane_and_global():
     z = np.arange(8)[:, None] < np.array([4, 1, 7])
     s = np.full(z.shape, 0.25)
     assert global_auc(s, z) == 0.5
-    np.testing.assert_array_equal(compute_plane(s[None], z, "fpr:0.1")["auc"][0], [0.5, 0.5, 0.5])
+    np.testing.assert_array_equal(compute_plane(s[None], z, "fpr:0.1").auc[0], [0.5, 0.5, 0.5])
     assert roc_auc_and_balanced_accuracy(s, z) == (0.5, 0.5)
 
 

@@ -193,7 +193,7 @@ def test_plane_defaults_to_fpr_0_01_and_rules_are_validated(done_run, tmp_path, 
 
     want = compute_plane(run.scores("lira_online"), run.membership, "fpr:0.01")
     fpr, _ = run.plane("lira_online")
-    np.testing.assert_array_equal(fpr, want["fpr"])
+    np.testing.assert_array_equal(fpr, want.fpr)
     with pytest.raises(PrivdynError, match="banana"):
         run.tables(rule="banana")
     with pytest.raises(PrivdynError, match="banana"):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 import numpy as np
 
 from privdyn.analysis.checkpoints import Checkpoints
@@ -42,20 +45,61 @@ def sample_auc(scores: np.ndarray, membership: np.ndarray) -> np.ndarray:
     return rank_counts(scores, membership).auc
 
 
-def compute_plane(scores: Checkpoints, membership: np.ndarray, rule: str) -> dict[str, np.ndarray]:
-    """The plane over all checkpoints: ``fpr, tpr, adv, auc`` ``[T, N]`` and ``tau`` ``[T]``.
+@dataclass(frozen=True)
+class Plane:
+    """Every sample's place on the plane at every checkpoint: ``fpr, tpr, adv, auc`` ``[T, N]``
+    and the threshold ``tau`` ``[T]``."""
 
-    ``scores`` is ``[T, M, N]`` (a memmap is fine: one checkpoint is read at a time).
-    """
+    fpr: np.ndarray
+    tpr: np.ndarray
+    auc: np.ndarray
+    tau: np.ndarray
+
+    @property
+    def adv(self) -> np.ndarray:
+        """The advantage A = TPR - FPR ``[T, N]``."""
+        return self.tpr - self.fpr
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(T, N)."""
+        T, N = self.fpr.shape
+        return T, N
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The named arrays, as ``plane.npz`` stores them (adv included, for readers without privdyn)."""
+        return {"fpr": self.fpr, "tpr": self.tpr, "adv": self.adv, "auc": self.auc, "tau": self.tau}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> Plane:
+        """The inverse of :meth:`arrays` (extra entries such as ``epochs`` are ignored)."""
+        return cls(*(np.asarray(arrays[k]) for k in ("fpr", "tpr", "auc", "tau")))
+
+
+def compute_plane(scores: Checkpoints, membership: np.ndarray, rule: str) -> Plane:
+    """The plane over all checkpoints of ``scores`` ``[T, M, N]`` under ``rule``."""
+    fpr, tpr, tau, auc = _sweep(scores, membership, rule, with_auc=True)
+    assert auc is not None
+    return Plane(fpr, tpr, auc, tau)
+
+
+def operating_points(scores: Checkpoints, membership: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, TPR) ``[T, N]`` alone: the plane without the per-sample AUC, its costly part."""
+    fpr, tpr, _, _ = _sweep(scores, membership, rule, with_auc=False)
+    return fpr, tpr
+
+
+def _sweep(scores: Checkpoints, membership: np.ndarray, rule: str,
+           with_auc: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """One checkpoint read at a time (a lazily read array is fine): FPR, TPR, tau and AUC."""
     T, _, N = scores.shape
-    out: dict[str, np.ndarray] = {k: np.empty((T, N)) for k in ("fpr", "tpr", "auc")}
-    out["tau"] = np.empty(T)
+    fpr, tpr, tau = np.empty((T, N)), np.empty((T, N)), np.empty(T)
+    auc = np.empty((T, N)) if with_auc else None
     for t in range(T):
         s = np.asarray(scores[t], dtype=np.float64)
         check_finite(s, f"checkpoint {t}")
-        tau = threshold(s, membership, rule)
-        out["tau"][t] = tau
-        out["fpr"][t], out["tpr"][t] = plane_at(s, membership, tau)
-        out["auc"][t] = sample_auc(s, membership)
-    out["adv"] = out["tpr"] - out["fpr"]
-    return out
+        tau[t] = threshold(s, membership, rule)
+        fpr[t], tpr[t] = plane_at(s, membership, tau[t])
+        if auc is not None:
+            auc[t] = sample_auc(s, membership)
+    return fpr, tpr, tau, auc

@@ -16,8 +16,9 @@ from scipy.stats import spearmanr
 
 from privdyn.analysis import dynamics, early, population
 from privdyn.analysis.checkpoints import Checkpoints
-from privdyn.analysis.plane import check_finite, plane_at, threshold
+from privdyn.analysis.plane import operating_points
 from privdyn.analysis.population import Bands
+from privdyn.analysis.results import num
 
 #: Attacks whose score is a log-likelihood ratio, so that the fixed rule score:0 means "the IN
 #: hypothesis is likelier" (LiRA online); other scores have no natural zero.
@@ -50,16 +51,6 @@ def variants_for(attack: str, n_models: int, rule: str, grid: int, bands: Bands)
     return Variants(rules, grids, band_sets, rule, grid, bands)
 
 
-def _plane(scores: Checkpoints, membership: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray]:
-    T, _, N = scores.shape
-    fpr, tpr = np.empty((T, N)), np.empty((T, N))
-    for t in range(T):  # one checkpoint of scores in memory at a time
-        s = np.asarray(scores[t], dtype=np.float64)
-        check_finite(s, f"checkpoint {t}")
-        fpr[t], tpr[t] = plane_at(s, membership, threshold(s, membership, rule))
-    return fpr, tpr
-
-
 def _epoch_at(curve: np.ndarray, epochs: np.ndarray, level: float) -> float:
     reached = early.earliest_epochs(curve, epochs, [level])
     return reached[level][0]
@@ -74,7 +65,7 @@ def sensitivity_table(scores: Checkpoints, membership: np.ndarray, epochs: np.nd
     """
     rows = []
     for rule in variants.rules:
-        fpr, tpr = _plane(scores, membership, rule)
+        fpr, tpr = operating_points(scores, membership, rule)
         adv = tpr - fpr
         disp, path = population.com_displacement_and_path(population.centre_of_mass(fpr, tpr))
         speed, _ = dynamics.encoding_speed(fpr, tpr, epochs)
@@ -110,9 +101,6 @@ def summarise_by_attack(table: pd.DataFrame) -> dict[str, dict[str, dict[str, fl
 
 def summarise(table: pd.DataFrame) -> dict[str, dict[str, float | None]]:
     """Per headline metric: the run's default value and the range over all variants."""
-
-    def num(x: float) -> float | None:
-        return float(x) if np.isfinite(x) else None
 
     default = table[table.is_default]
     out: dict[str, dict[str, float | None]] = {}

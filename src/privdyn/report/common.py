@@ -50,7 +50,7 @@ def plane_jitter(d: RunData, idx: np.ndarray, seed: int) -> tuple[np.ndarray, np
 
 def top_samples(d: RunData, k: int) -> np.ndarray:
     """The k most vulnerable samples: by final advantage, then final AUC, then sample index."""
-    adv, auc = d.plane["adv"][-1], d.plane["auc"][-1]
+    adv, auc = d.plane.adv[-1], d.plane.auc[-1]
     order = np.lexsort((np.arange(d.n_samples), -auc, -adv))
     return order[:k]
 

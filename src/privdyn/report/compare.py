@@ -152,8 +152,8 @@ def planes_panel(data: list[RunData], labels: list[str], max_points: int) -> Pan
         r, c = divmod(j, cols)
         for k, name in enumerate(STATE_NAMES):
             m = st == k
-            fig.add_trace(go.Scatter(x=(d.plane["fpr"][-1, idx[m]] + jx[m]).astype(F4),
-                                     y=(d.plane["tpr"][-1, idx[m]] + jy[m]).astype(F4), mode="markers", name=name,
+            fig.add_trace(go.Scatter(x=(d.plane.fpr[-1, idx[m]] + jx[m]).astype(F4),
+                                     y=(d.plane.tpr[-1, idx[m]] + jy[m]).astype(F4), mode="markers", name=name,
                                      legendgroup=name, showlegend=j == 0, hoverinfo="skip",
                                      marker=dict(size=3, opacity=0.6, color=STATE_COLOURS[k], line=dict(width=0))),
                           row=r + 1, col=c + 1)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from privdyn.analysis.plane import Plane
 from privdyn.analysis.population import states
 from privdyn.config import RunConfig
 from privdyn.errors import PrivdynError
@@ -34,7 +35,7 @@ class RunData:
     rule: str
     summary: dict[str, Any]
     epochs: np.ndarray            # int [T]
-    plane: dict[str, np.ndarray]  # fpr, tpr, adv, auc [T, N]; tau [T]
+    plane: Plane                  # fpr, tpr, adv, auc [T, N]; tau [T]
     states: np.ndarray            # int [T, N], indices into STATE_NAMES
     epoch: pd.DataFrame           # one row per checkpoint
     sample: pd.DataFrame          # one row per sample, in sample order
@@ -48,7 +49,7 @@ class RunData:
 
     @property
     def n_samples(self) -> int:
-        return int(self.plane["adv"].shape[1])
+        return int(self.plane.adv.shape[1])
 
     @property
     def n_models(self) -> int:
@@ -72,7 +73,8 @@ def load_run_data(run_dir: str | Path, attack: str | None = None, rule: str | No
             raise run.missing(f"the analysis of {attack} at {rule}")
         raise PrivdynError(f"{run.path} is not analysed for {attack} at {rule} ({missing[0].name} is missing): "
                            f"run `privdyn analyze {run.path}` first")
-    plane = load_npz(adir / "plane.npz")
+    arrays = load_npz(adir / "plane.npz")
+    plane = Plane.from_arrays(arrays)
     summary = read_json(run.summary_path)
     if summary.get("default_attack") != attack:
         summary = {**summary, **summary.get("attacks", {}).get(attack, {})}
@@ -87,6 +89,6 @@ def load_run_data(run_dir: str | Path, attack: str | None = None, rule: str | No
     if sens.exists():
         tables["sensitivity"] = read_parquet(sens, filters=[("attack", "==", attack)])
     return RunData(run=run, config=cfg, attack=attack, rule=rule, summary=summary,
-                   epochs=np.asarray(plane["epochs"]), plane=plane,
-                   states=states(plane["adv"], cfg.analysis.states.bands()),
+                   epochs=np.asarray(arrays["epochs"]), plane=plane,
+                   states=states(plane.adv, cfg.analysis.states.bands()),
                    epoch=read_parquet(adir / "epoch.parquet"), sample=sample, labels=labels, tables=tables)

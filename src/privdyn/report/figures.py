@@ -80,7 +80,7 @@ def plane(d: RunData, out: Path, max_points: int = 20000) -> Written:
         st = d.states[t, sel]
         for k, name in enumerate(STATE_NAMES):
             m = st == k
-            ax.scatter(d.plane["fpr"][t, sel][m] + jx[m], d.plane["tpr"][t, sel][m] + jy[m], s=1.5, alpha=0.5, lw=0,
+            ax.scatter(d.plane.fpr[t, sel][m] + jx[m], d.plane.tpr[t, sel][m] + jy[m], s=1.5, alpha=0.5, lw=0,
                        color=STATE_COLOURS[k], label=name, rasterized=True)
         _plane_axes(ax, d)
         ax.set_title(f"epoch {int(d.epochs[t])}")
@@ -98,7 +98,7 @@ def plane_difficulty(d: RunData, out: Path, max_points: int = 20000) -> Written:
     sel = display_subset(d.n_samples, max_points, d.config.seed)
     jx, jy = plane_jitter(d, sel, d.config.seed)
     fig, ax = subplots(figsize=(2.9, 2.5))
-    sc = ax.scatter(d.plane["fpr"][-1, sel] + jx, d.plane["tpr"][-1, sel] + jy, c=d.sample[m].to_numpy()[sel], s=1.5,
+    sc = ax.scatter(d.plane.fpr[-1, sel] + jx, d.plane.tpr[-1, sel] + jy, c=d.sample[m].to_numpy()[sel], s=1.5,
                     lw=0, cmap="viridis", rasterized=True)
     fig.colorbar(sc, ax=ax, label=m.replace("_", " "))
     _plane_axes(ax, d)
@@ -111,9 +111,9 @@ def trajectories(d: RunData, out: Path, k: int = 10) -> Written:
     fig, (a, b) = subplots(1, 2, figsize=(6.2, 2.6), gridspec_kw=dict(width_ratios=[1, 1.3]))
     colours = matplotlib.colormaps["tab10"](np.arange(len(top)) % 10)
     for c, i in zip(colours, top, strict=True):
-        a.plot(d.plane["fpr"][:, i], d.plane["tpr"][:, i], "-", color=c, lw=0.8, alpha=0.8)
-        a.scatter(d.plane["fpr"][-1, i], d.plane["tpr"][-1, i], color=c, s=10, zorder=3)
-        b.plot(d.epochs, d.plane["adv"][:, i], color=c, lw=1, label=str(i))
+        a.plot(d.plane.fpr[:, i], d.plane.tpr[:, i], "-", color=c, lw=0.8, alpha=0.8)
+        a.scatter(d.plane.fpr[-1, i], d.plane.tpr[-1, i], color=c, s=10, zorder=3)
+        b.plot(d.epochs, d.plane.adv[:, i], color=c, lw=1, label=str(i))
     _plane_axes(a, d)
     a.set_ylabel("TPR$_i$")
     b.axhline(d.config.analysis.states.high, color=STATE_COLOURS[3], ls="--", lw=0.8)
@@ -216,7 +216,7 @@ def difficulty(d: RunData, out: Path, max_points: int = 20000) -> Written:
     m = "consistency" if "consistency" in measures else measures[0]
     sel = display_subset(d.n_samples, max_points, d.config.seed)
     fig, (a, b) = subplots(1, 2, figsize=(6.2, 2.5))
-    a.scatter(d.sample[m].to_numpy()[sel], d.plane["adv"][-1, sel], s=1.5, alpha=0.3, lw=0, color="#4c72b0",
+    a.scatter(d.sample[m].to_numpy()[sel], d.plane.adv[-1, sel], s=1.5, alpha=0.3, lw=0, color="#4c72b0",
               rasterized=True)
     a.set(xlabel=m.replace("_", " "), ylabel="final A$_i$")
     for name, g in dec.groupby("measure", sort=False):
@@ -246,8 +246,8 @@ def clusters(d: RunData, out: Path) -> Written:
     fig, ax = subplots(figsize=(3.1, 2.3))
     for c in np.unique(codes):
         m = codes == c
-        q1, mid, q3 = np.percentile(d.plane["adv"][:, m], [25, 50, 75], axis=1)
-        line, = ax.plot(d.epochs, d.plane["adv"][:, m].mean(axis=1), lw=1.2, label=f"{names[m][0]} ({int(m.sum()):,})")
+        q1, mid, q3 = np.percentile(d.plane.adv[:, m], [25, 50, 75], axis=1)
+        line, = ax.plot(d.epochs, d.plane.adv[:, m].mean(axis=1), lw=1.2, label=f"{names[m][0]} ({int(m.sum()):,})")
         ax.fill_between(d.epochs, q1, q3, color=line.get_color(), alpha=0.15, lw=0)
     ax.set(xlabel="epoch", ylabel="A$_i$")
     ax.legend(frameon=False)
@@ -272,7 +272,7 @@ def gallery(d: RunData, out: Path, k: int = 12) -> Written:
         draw_input(img, x[i], kind)
         img.set_title(f"#{i} y={int(labels[i])}", fontsize=6)
         tr.axis("on")
-        tr.plot(d.epochs, d.plane["adv"][:, i], color="k", lw=0.8)
+        tr.plot(d.epochs, d.plane.adv[:, i], color="k", lw=0.8)
         tr.axhline(d.config.analysis.states.high, color=STATE_COLOURS[3], ls="--", lw=0.5)
         tr.set(ylim=(-0.2, 1.05), xticks=[], yticks=[])
     return save(fig, out, "gallery", f"The {len(top)} most vulnerable samples and their advantage over training.")

@@ -100,8 +100,8 @@ def gallery(d: RunData, top: np.ndarray) -> Panel:
         when = f"high from epoch {first[i]:g}" if first is not None and np.isfinite(first[i]) else ""
         cards.append(
             f'<div class="card"><img class="thumb {kind}" alt="sample {i}" src="{thumbnail(x[i], kind)}">'
-            f'<div class="cap">sample {i} &middot; label {int(labels[i])}<br>A_i = {d.plane["adv"][-1, i]:.2f}'
-            f'{" &middot; " + html.escape(when) if when else ""}</div>{sparkline(d.plane["adv"][:, i], high)}</div>')
+            f'<div class="cap">sample {i} &middot; label {int(labels[i])}<br>A_i = {d.plane.adv[-1, i]:.2f}'
+            f'{" &middot; " + html.escape(when) if when else ""}</div>{sparkline(d.plane.adv[:, i], high)}</div>')
     what = "images" if kind == "image" else "1-D signals"
     return Panel("gallery", f"The {len(top)} most vulnerable samples", wide=True,
                  html=f'<div class="gallery">{"".join(cards)}</div>',

@@ -104,8 +104,8 @@ def top_table(d: RunData, k: int = TABLE_ROWS) -> Panel:
                            (str(int(d.labels[i])) if d.labels is not None else "\u2013",
                             int(d.labels[i]) if d.labels is not None else None),
                            (STATE_NAMES[st], st)]
-        row += [(fmt(float(p[key][-1, i])), float(p[key][-1, i])) for key in ("adv", "auc", "fpr", "tpr")]
-        row.append((fmt(float(p["adv"][:, i].max())), float(p["adv"][:, i].max())))
+        row += [(fmt(float(v[-1, i])), float(v[-1, i])) for v in (p.adv, p.auc, p.fpr, p.tpr)]
+        row.append((fmt(float(p.adv[:, i].max())), float(p.adv[:, i].max())))
         if names is not None:
             row.append((names[i], None))
         for c in extra:

@@ -84,7 +84,7 @@ def _plane_points(d: RunData, idx: np.ndarray, seed: int):
     kind = np.uint8 if half <= 255 else np.uint16
 
     def at(t: int) -> dict:
-        f, r = d.plane["fpr"][t, idx], d.plane["tpr"][t, idx]
+        f, r = d.plane.fpr[t, idx], d.plane.tpr[t, idx]
         return dict(x=(f + jx).astype(F4), y=(r + jy).astype(F4),
                     customdata=np.rint(np.stack([f, r], axis=1) * half).astype(kind))
     return at
@@ -178,7 +178,7 @@ def trajectories(d: RunData, k: int = 12) -> Panel:
                         subplot_titles=("path on the plane (first to last checkpoint)", "advantage A_i over training"))
     colours = [f"hsl({int(h)},65%,45%)" for h in np.linspace(0, 330, len(top))]
     for c, i in zip(colours, top, strict=True):
-        fpr, tpr, adv = d.plane["fpr"][:, i], d.plane["tpr"][:, i], d.plane["adv"][:, i]
+        fpr, tpr, adv = d.plane.fpr[:, i], d.plane.tpr[:, i], d.plane.adv[:, i]
         sizes = np.linspace(3, 9, len(d.epochs))
         hover = f"sample {i}<br>epoch %{{customdata}}<br>FPR_i %{{x:.3f}}, TPR_i %{{y:.3f}}<extra></extra>"
         fig.add_trace(go.Scatter(x=fpr.astype(F4), y=tpr.astype(F4), mode="lines+markers", name=f"sample {i}",
@@ -377,7 +377,7 @@ def difficulty_scatter(d: RunData, max_points: int, seed: int) -> Panel:
     if not measures:
         raise Missing("sample.parquet has no difficulty measure (" + ", ".join(DIFFICULTY) + ")")
     idx = display_subset(d.n_samples, max_points, seed)
-    adv = d.plane["adv"][-1, idx].astype(F4)
+    adv = d.plane.adv[-1, idx].astype(F4)
     rng = np.random.default_rng(seed + 2)
     jy = rng.uniform(-0.01, 0.01, len(idx)).astype(F4)
     fig = go.Figure()
@@ -439,7 +439,7 @@ def clusters(d: RunData) -> Panel:
     labels = s["cluster_name"].astype(str) if "cluster_name" in s.columns else s["cluster"].astype(str)
     codes = s["cluster"].to_numpy()
     fig = go.Figure()
-    adv = d.plane["adv"]
+    adv = d.plane.adv
     palette = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
     for j, c in enumerate(np.unique(codes)):
         m = codes == c

@@ -86,11 +86,10 @@ class Run:
     def plane(self, attack: str | None = None, rule: str = "fpr:0.01") -> tuple[np.ndarray, np.ndarray]:
         """(FPR, TPR), each ``[T, N]``, computed from the scores for any rule (DESIGN.md's default
         ``fpr:0.01``, whatever the run's own rule)."""
-        from privdyn.analysis.plane import compute_plane
+        from privdyn.analysis.plane import operating_points
         from privdyn.config import check_rule
 
-        p = compute_plane(self.scores(attack or self.config.default_attack()), self.membership, check_rule(rule))
-        return p["fpr"], p["tpr"]
+        return operating_points(self.scores(attack or self.config.default_attack()), self.membership, check_rule(rule))
 
     def summary(self) -> dict:
 
