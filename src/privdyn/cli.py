@@ -224,6 +224,8 @@ def datasets(data_root: DataRootOpt = None) -> None:
 
 
 def main() -> None:
+    """The ``privdyn`` entry point: a user error (exit 2), a full disk (2) or Ctrl-C (130) prints one line
+    instead of a traceback."""
     try:
         app(standalone_mode=False)
     except PrivdynError as e:

@@ -36,6 +36,8 @@ class _Strict(BaseModel):
 
 
 class DatasetConfig(_Strict):
+    """``dataset``: the registered dataset, the pool and test sizes, its data root and its options."""
+
     name: str = "mnist1d"
     n_pool: int | None = Field(None, ge=4, description="pool size (at least 4: every model trains on half of "
                                "it, in batches of at least 2); None = the whole training split")
@@ -53,6 +55,8 @@ class DatasetConfig(_Strict):
 
 
 class ModelConfig(_Strict):
+    """``model``: the registered architecture, its width and depth, normalisation and dropout."""
+
     arch: str = Field("mlp", description="mlp, cnn, resnet18 (CIFAR variant) or wrn (WRN-depth-k)")
     width: int | None = Field(None, ge=1, description="hidden units (mlp), base channels (cnn, resnet18) "
                               "or widen factor k (wrn); None = the arch's default (128, 32, 64, 2)")
@@ -70,6 +74,8 @@ class ModelConfig(_Strict):
 
 
 class OptimizerConfig(_Strict):
+    """``training.optimizer``: SGD, Adam or AdamW (or SAM wrapping one of them) and its hyperparameters."""
+
     name: Literal["sgd", "adam", "adamw", "sam"] = "sgd"
     base: Literal["sgd", "adam", "adamw"] = Field("sgd", description="with name=sam: the optimizer SAM wraps")
     rho: float = Field(0.05, gt=0, description="with name=sam: the radius of the ascent step")
@@ -80,6 +86,8 @@ class OptimizerConfig(_Strict):
 
 
 class DPConfig(_Strict):
+    """``training.dp``: DP-SGD's noise multiplier, per-sample clipping norm and delta."""
+
     enabled: bool = Field(False, description="train with DP-SGD (Opacus): one model at a time")
     noise_multiplier: float = Field(1.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0, description="per-sample gradient clipping norm")
@@ -87,6 +95,8 @@ class DPConfig(_Strict):
 
 
 class TrainingConfig(_Strict):
+    """``training``: M models (even), epochs, batches, optimizer, lr schedule, augmentation, DP and device."""
+
     n_models: int = Field(16, ge=2, description="M, the number of models; must be even")
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(128, ge=1)
@@ -110,6 +120,8 @@ class TrainingConfig(_Strict):
 
 
 class CheckpointConfig(_Strict):
+    """``checkpoints``: the epochs at which every model is evaluated, and those whose weights are saved."""
+
     schedule: Literal["every", "list", "dense_early"] = "every"
     every: int = Field(1, ge=1, description="with schedule=every: a checkpoint every k epochs")
     epochs: list[int] = Field(default_factory=list, description="with schedule=list")
@@ -122,6 +134,8 @@ class CheckpointConfig(_Strict):
 
 
 class StatesConfig(_Strict):
+    """``analysis.states``: the advantage bands of the low, medium and high states (0 < low < medium < high <= 1)."""
+
     low: float = 0.1
     medium: float = 0.3
     high: float = 0.6
@@ -138,6 +152,8 @@ class StatesConfig(_Strict):
 
 
 class AnalysisConfig(_Strict):
+    """``analysis``: the operating-point rule, grid, state bands, clusters, bootstrap draws and sensitivity."""
+
     default_attack: str | None = Field(None, description="None = the first attack in `attacks`")
     rule: str = Field("fpr:0.01", description="operating-point rule: fpr:alpha or score:c")
     report_alphas: list[float] = Field(default_factory=lambda: [0.001, 0.01, 0.1])
@@ -191,6 +207,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 class RunConfig(_Strict):
+    """A whole run's config: the sections above plus seed, queries, attacks, references and attack options."""
+
     name: str = Field("run", description="the run's name: the default run directory is runs/NAME; letters, "
                       "digits, '.', '_' and '-', starting with a letter or digit")
     seed: int = 0
@@ -316,9 +334,11 @@ class RunConfig(_Strict):
         return ([0] if ck.include_init else []) + epochs
 
     def grid_size(self) -> int:
+        """G of the G x G plane grid: ``analysis.grid``, or min(10, M/2) when unset."""
         return self.analysis.grid if self.analysis.grid is not None else min(10, self.training.n_models // 2)
 
     def default_attack(self) -> str:
+        """The attack analysed and reported by default: ``analysis.default_attack``, else the first listed."""
         return self.analysis.default_attack or self.attacks[0]
 
     def attack_digest(self, attack: str) -> str:
@@ -385,6 +405,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
+    """A pydantic error as a message for the user: one ``field.path: problem`` line per error."""
     lines = [f"Invalid config ({source}):"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
@@ -395,6 +416,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
+    """Validate ``data`` as a :class:`RunConfig`; a :class:`PrivdynError` lists every invalid field."""
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
@@ -422,4 +444,5 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 def dump_config(cfg: RunConfig) -> str:
+    """``cfg`` as YAML with every default filled in, sections in field order (what ``RUN/config.yaml`` holds)."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

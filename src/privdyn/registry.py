@@ -67,6 +67,7 @@ class Registry(Generic[T]):
             raise UnknownName(f"unknown {self.kind} {name!r}; available: {', '.join(sorted(self._entries))}") from None
 
     def get(self, name: str, default: T | None = None) -> T | None:
+        """The entry ``name``, or ``default`` when nothing is registered by that name."""
         self._load()
         return self._entries.get(name, default)
 
@@ -83,13 +84,16 @@ class Registry(Generic[T]):
         return len(self._entries)
 
     def names(self) -> list[str]:
+        """The registered names, sorted."""
         return sorted(self)
 
     def items(self) -> list[tuple[str, T]]:
+        """(name, entry) pairs, in registration order."""
         self._load()
         return list(self._entries.items())
 
     def values(self) -> list[T]:
+        """The entries, in registration order."""
         self._load()
         return list(self._entries.values())
 

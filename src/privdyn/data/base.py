@@ -28,10 +28,12 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """One sample's feature shape: ``[C, H, W]``, ``[C, L]`` or ``[D]``."""
         return tuple(self.x_pool.shape[1:])
 
     @property
     def n_pool(self) -> int:
+        """N, the number of pool samples."""
         return len(self.y_pool)
 
 

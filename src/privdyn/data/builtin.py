@@ -11,6 +11,8 @@ from privdyn.errors import PrivdynError
 
 
 class Mnist1dOptions(Options):
+    """mnist1d's options: the seed of its generator."""
+
     seed: int = Field(42, description="the generator's seed (mnist1d's own default)")
 
 
@@ -19,6 +21,8 @@ class DigitsOptions(Options):
 
 
 class SyntheticOptions(Options):
+    """synthetic's options: feature dimension, classes, difficulty and label noise (:func:`load_synthetic`)."""
+
     dim: int = Field(16, ge=1, le=100_000, description="feature dimension")
     classes: int = Field(4, ge=2, le=10_000, description="number of classes")
     difficulty: float = Field(0.5, ge=0, le=1, description="within-class spread relative to the class distance")

@@ -77,6 +77,8 @@ def _missing(folder: Path, options: dict) -> list[str]:
 
 
 def location(options: dict) -> Location:
+    """Where the image folder is looked for (``options.path``, else ROOT/cinic10 or ROOT/CINIC-10) and the split
+    folders it must hold."""
     tr, te = _splits(options)
     return Location(
         "imagefolder", ("cinic10", "CINIC-10"), lambda p: _missing(p, options),

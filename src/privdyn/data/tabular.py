@@ -104,6 +104,8 @@ def labelled_splits(path: Path, n_test: int | None, seed: int, num_classes: int 
 
 
 def tabular_location(name: str, original: str, get: str) -> Location:
+    """Where tabular dataset ``name`` is looked for: ROOT/NAME.npz, ROOT/NAME.csv or ROOT/NAME/``original``;
+    ``get`` says how to obtain it."""
     return Location(name, (f"{name}.npz", f"{name}.csv", f"{name}/{original}"), missing_file, get)
 
 

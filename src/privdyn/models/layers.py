@@ -40,6 +40,7 @@ def norm_layer(kind: str, channels: int, dims: int) -> nn.Module:
 
 
 def max_pool(dims: int) -> nn.Module:
+    """Max pooling with window and stride 2 (halving each spatial size), for ``dims`` spatial dimensions."""
     return nn.MaxPool2d(2) if dims == 2 else nn.MaxPool1d(2)
 
 

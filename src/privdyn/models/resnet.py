@@ -29,6 +29,7 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(conv(dims, c_in, c_out, 1, stride, bias), norm_layer(norm, c_out, dims))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C_in, ...]`` -> ``[B, C_out, ...]``, the spatial size divided by the stride."""
         out = torch.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return torch.relu(out + self.shortcut(x))

@@ -30,6 +30,7 @@ class WideBlock(nn.Module):
         self.shortcut = conv(dims, c_in, c_out, 1, stride, bias) if stride != 1 or c_in != c_out else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C_in, ...]`` -> ``[B, C_out, ...]``, the spatial size divided by the stride."""
         a = torch.relu(self.bn1(x))
         out = self.conv2(self.drop(torch.relu(self.bn2(self.conv1(a)))))
         return out + (x if self.shortcut is None else self.shortcut(a))

@@ -44,6 +44,8 @@ def _progress(enabled: bool) -> Iterator[Progress | None]:
 
 
 def train(cfg: RunConfig, run: RunDir, progress: bool = True) -> None:
+    """Run the train stage: the membership matrix, then every model's signals at each checkpoint. A done stage is
+    skipped unless an artifact is damaged or stale; then it retrains (seeded, so intact ones come out the same)."""
     from privdyn.training.engine import run_train_stage
 
     digest = cfg.section_hash(*TRAIN_SECTIONS)
@@ -75,6 +77,8 @@ def train(cfg: RunConfig, run: RunDir, progress: bool = True) -> None:
 
 
 def score(cfg: RunConfig, run: RunDir, attacks: list[str] | None = None, progress: bool = True) -> None:
+    """Run the score stage for ``attacks`` (default: the config's). Named attacks are always rescored, others only
+    when stale; only a pass over every configured attack marks the stage done."""
     from privdyn.pipeline.scoring import score_attack
     from privdyn.store.provenance import scores_current
 

@@ -169,6 +169,8 @@ def planes_panel(data: list[RunData], labels: list[str], max_points: int) -> Pan
 
 
 def metric_table(data: list[RunData], labels: list[str]) -> Panel:
+    """The "Headline numbers" panel: one sortable row per run (named by ``labels``), its setup and
+    :func:`key_metrics`."""
     metrics = [key_metrics(d) for d in data]
     keys = list(dict.fromkeys(k for m in metrics for k in m))
     cols = ["run", "dataset", "model", "optimizer", "M", "epochs", "attack", "rule", *keys]

@@ -45,17 +45,21 @@ class RunData:
 
     @property
     def name(self) -> str:
+        """The run's name (``config.name``)."""
         return self.config.name
 
     @property
     def n_samples(self) -> int:
+        """N, the number of pool samples on the plane."""
         return int(self.plane.adv.shape[1])
 
     @property
     def n_models(self) -> int:
+        """M, the number of models trained."""
         return self.config.training.n_models
 
     def table(self, stem: str) -> pd.DataFrame | None:
+        """The optional table ``stem`` (see ``OPTIONAL_TABLES``), or None when the analysis did not write it."""
         return self.tables.get(stem)
 
 

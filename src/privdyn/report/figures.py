@@ -72,6 +72,7 @@ def _plane_axes(ax: Axes, d: RunData) -> None:
 
 
 def plane(d: RunData, out: Path, max_points: int = 20000) -> Written:
+    """``plane.{png,pdf}``: the plane at up to four checkpoints, coloured by state (at most ``max_points`` samples)."""
     idx = pick_epochs(d.epochs)
     sel = display_subset(d.n_samples, max_points, d.config.seed)
     jx, jy = plane_jitter(d, sel, d.config.seed)
@@ -91,6 +92,7 @@ def plane(d: RunData, out: Path, max_points: int = 20000) -> Written:
 
 
 def plane_difficulty(d: RunData, out: Path, max_points: int = 20000) -> Written:
+    """``plane_difficulty.{png,pdf}``: the final plane coloured by a difficulty measure (consistency when present)."""
     measures = present(d.sample, DIFFICULTY)
     if not measures:
         raise Missing("no difficulty measure in sample.parquet")
@@ -107,6 +109,7 @@ def plane_difficulty(d: RunData, out: Path, max_points: int = 20000) -> Written:
 
 
 def trajectories(d: RunData, out: Path, k: int = 10) -> Written:
+    """``trajectories.{png,pdf}``: the plane paths and the advantage per epoch of the ``k`` most vulnerable samples."""
     top = top_samples(d, k)
     fig, (a, b) = subplots(1, 2, figsize=(6.2, 2.6), gridspec_kw=dict(width_ratios=[1, 1.3]))
     colours = matplotlib.colormaps["tab10"](np.arange(len(top)) % 10)
@@ -124,6 +127,7 @@ def trajectories(d: RunData, out: Path, k: int = 10) -> Written:
 
 
 def com_path(d: RunData, out: Path) -> Written:
+    """``com_path.{png,pdf}``: the path of the plane's centre of mass (mean FPR_i and TPR_i, in %) over the epochs."""
     e = require(d.epoch, ["epoch", "com_fpr", "com_tpr"], "epoch.parquet")
     fig, ax = subplots(figsize=(2.9, 2.5))
     x, y = e["com_fpr"] * 100, e["com_tpr"] * 100
@@ -135,6 +139,7 @@ def com_path(d: RunData, out: Path) -> Written:
 
 
 def states_and_entropy(d: RunData, out: Path) -> Written:
+    """``states_entropy.{png,pdf}``: the share of samples per state and the plane's spatial entropy (bits) per epoch."""
     cols = [f"n_{s}" for s in STATE_NAMES]
     e = require(d.epoch, ["epoch", "entropy_bits", *cols], "epoch.parquet")
     counts = e[cols].to_numpy(np.float64)
@@ -150,6 +155,8 @@ def states_and_entropy(d: RunData, out: Path) -> Written:
 
 
 def transitions(d: RunData, out: Path) -> Written:
+    """``transitions.{png,pdf}``: the state-transition probabilities pooled over all steps, and the rate of becoming
+    high per step; :class:`Missing` for a run with one checkpoint."""
     tr = require(d.table("transitions"), ["state_from", "state_to", "count"], "transitions.parquet")
     e = require(d.epoch, ["epoch", "p_to_high"], "epoch.parquet")
     if tr.empty:
@@ -177,6 +184,7 @@ def transitions(d: RunData, out: Path) -> Written:
 
 
 def speed(d: RunData, out: Path) -> Written:
+    """``encoding_speed.{png,pdf}``: a histogram (log counts) of each membership encoding speed over the samples."""
     cols = present(d.sample, SPEED)
     if not cols:
         raise Missing("no encoding speed in sample.parquet")
@@ -193,6 +201,7 @@ def speed(d: RunData, out: Path) -> Written:
 
 
 def tpr_accuracy(d: RunData, out: Path) -> Written:
+    """``tpr_accuracy.{png,pdf}``: the attack's TPR at 1% and 0.1% FPR, and train and test accuracy, per epoch."""
     e = require(d.epoch, ["epoch", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "train_accuracy", "test_accuracy"],
                 "epoch.parquet")
     fig, (a, b) = subplots(1, 2, figsize=(6.2, 2.3))
@@ -208,6 +217,7 @@ def tpr_accuracy(d: RunData, out: Path) -> Written:
 
 
 def difficulty(d: RunData, out: Path, max_points: int = 20000) -> Written:
+    """``difficulty.{png,pdf}``: final advantage against a difficulty measure, and its mean per decile of each."""
     dec = require(d.table("difficulty_deciles"), ["measure", "decile", "mean_final_advantage"],
                   "difficulty_deciles.parquet")
     measures = present(d.sample, DIFFICULTY)
@@ -228,6 +238,8 @@ def difficulty(d: RunData, out: Path, max_points: int = 20000) -> Written:
 
 
 def early(d: RunData, out: Path) -> Written:
+    """``early_determination.{png,pdf}``: the recall of the finally-vulnerable set (and Spearman to the final ranking)
+    per epoch, against the configured recall levels."""
     e = require(d.epoch, ["epoch", "recall"], "epoch.parquet")
     fig, ax = subplots(figsize=(3.1, 2.3))
     ax.plot(e["epoch"], e["recall"], "o-", ms=2.5, color="#d62728", label="recall of final set")
@@ -241,6 +253,7 @@ def early(d: RunData, out: Path) -> Written:
 
 
 def clusters(d: RunData, out: Path) -> Written:
+    """``clusters.{png,pdf}``: the mean advantage and interquartile band of each trajectory cluster over the epochs."""
     s = require(d.sample, ["cluster", "cluster_name"], "sample.parquet")
     codes, names = s["cluster"].to_numpy(), s["cluster_name"].astype(str).to_numpy()
     fig, ax = subplots(figsize=(3.1, 2.3))
@@ -255,6 +268,8 @@ def clusters(d: RunData, out: Path) -> Written:
 
 
 def gallery(d: RunData, out: Path, k: int = 12) -> Written:
+    """``gallery.{png,pdf}``: the inputs of the ``k`` most vulnerable samples above their advantage curves;
+    :class:`Missing` when the inputs cannot be shown (see :func:`pool_inputs`)."""
     x, kind = pool_inputs(d)
     top = top_samples(d, k)
     cols = 6

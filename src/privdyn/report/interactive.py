@@ -202,6 +202,7 @@ def trajectories(d: RunData, k: int = 12) -> Panel:
 
 
 def com_path(d: RunData) -> Panel:
+    """The centre-of-mass path, mean (FPR_i, TPR_i) in % per checkpoint, with its displacement and length."""
     e = require(d.epoch, ["epoch", "com_fpr", "com_tpr"], "epoch.parquet")
     x, y = e["com_fpr"].to_numpy() * 100, e["com_tpr"].to_numpy() * 100
     fig = go.Figure(go.Scatter(
@@ -219,6 +220,7 @@ def com_path(d: RunData) -> Panel:
 
 
 def state_shares(d: RunData) -> Panel:
+    """The share of samples in each state per checkpoint, as stacked areas."""
     cols = [f"n_{s}" for s in STATE_NAMES]
     e = require(d.epoch, ["epoch", *cols], "epoch.parquet")
     counts = e[cols].to_numpy(np.float64)
@@ -234,6 +236,7 @@ def state_shares(d: RunData) -> Panel:
 
 
 def entropy(d: RunData) -> Panel:
+    """The plane's spatial entropy (bits) over the G x G grid per checkpoint, with Delta H from the summary."""
     e = require(d.epoch, ["epoch", "entropy_bits"], "epoch.parquet")
     fig = go.Figure(go.Scatter(x=e["epoch"], y=e["entropy_bits"], mode="lines+markers", line=dict(color="#6a3d9a"),
                                hovertemplate="epoch %{x}: H = %{y:.3f} bits<extra></extra>"))
@@ -275,6 +278,7 @@ def transitions(d: RunData) -> Panel:
 
 
 def p_to_high(d: RunData) -> Panel:
+    """The rate P(non-high -> high) per step, with its peak from the summary."""
     e = require(d.epoch, ["epoch", "p_to_high"], "epoch.parquet")
     fig = go.Figure(go.Scatter(x=e["epoch"], y=e["p_to_high"], mode="lines+markers", line=dict(color=STATE_COLOURS[3]),
                                hovertemplate="from epoch %{x}: %{y:.3%}<extra></extra>"))
@@ -288,6 +292,7 @@ def p_to_high(d: RunData) -> Panel:
 
 
 def tpr_and_accuracy(d: RunData) -> Panel:
+    """Per checkpoint: global TPR at 0.1%, 1% (and 10%) FPR, the attack's AUC, mean train and test accuracy."""
     e = require(d.epoch, ["epoch", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "train_accuracy", "test_accuracy"],
                 "epoch.parquet")
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
@@ -355,6 +360,7 @@ def _histogram_panel(d: RunData, key: str, title: str, columns: dict[str, str], 
 
 
 def encoding_speed(d: RunData) -> Panel:
+    """Histograms of the samples' membership encoding speeds (path speed and net rate of A_i per epoch)."""
     caption = ("Membership encoding speed per sample: the length of its path on the plane per epoch, and the net "
                "change of its advantage per epoch.")
     if all(d.summary.get(k) is not None for k in ("encoding_speed_mean", "encoding_speed_median")):
@@ -364,6 +370,7 @@ def encoding_speed(d: RunData) -> Panel:
 
 
 def time_to_vulnerability(d: RunData) -> Panel:
+    """Histograms of when samples first reach, and settle in, the high state (:class:`Missing` if none does)."""
     if "time_to_high" in d.sample.columns and d.sample["time_to_high"].isna().all():
         raise Missing("no sample reached the high state")
     never = int(pd.to_numeric(d.sample.get("time_to_high", pd.Series(dtype=float)), errors="coerce").isna().sum())
@@ -373,6 +380,8 @@ def time_to_vulnerability(d: RunData) -> Panel:
 
 
 def difficulty_scatter(d: RunData, max_points: int, seed: int) -> Panel:
+    """Each sample's difficulty measure (picked from a menu) against its final advantage, for a seeded
+    subset of at most ``max_points`` samples."""
     measures = present(d.sample, DIFFICULTY)
     if not measures:
         raise Missing("sample.parquet has no difficulty measure (" + ", ".join(DIFFICULTY) + ")")
@@ -399,6 +408,7 @@ def difficulty_scatter(d: RunData, max_points: int, seed: int) -> Panel:
 
 
 def difficulty_deciles(d: RunData) -> Panel:
+    """The mean final advantage of the samples in each decile of each difficulty measure."""
     dec = require(d.table("difficulty_deciles"), ["measure", "decile", "mean_final_advantage"],
                   "difficulty_deciles.parquet")
     fig = go.Figure()
@@ -414,6 +424,8 @@ def difficulty_deciles(d: RunData) -> Panel:
 
 
 def early_determination(d: RunData) -> Panel:
+    """recall(t) of the finally-vulnerable set and Spearman to the final advantage per checkpoint,
+    marking the epoch each recall level is reached."""
     e = require(d.epoch, ["epoch", "recall"], "epoch.parquet")
     fig = go.Figure(go.Scatter(x=e["epoch"], y=e["recall"], mode="lines+markers", name="recall(t) of the final set",
                                line=dict(color="#d62728")))
@@ -435,6 +447,7 @@ def early_determination(d: RunData) -> Panel:
 
 
 def clusters(d: RunData) -> Panel:
+    """The mean advantage and interquartile band of each k-means trajectory cluster, per checkpoint."""
     s = require(d.sample, ["cluster"], "sample.parquet")
     labels = s["cluster_name"].astype(str) if "cluster_name" in s.columns else s["cluster"].astype(str)
     codes = s["cluster"].to_numpy()
@@ -461,6 +474,8 @@ def clusters(d: RunData) -> Panel:
 
 
 def spearman_table(d: RunData) -> Panel:
+    """A table of each difficulty measure's Spearman rho with the final advantage and AUC_i, with
+    bootstrap 95% CIs."""
     sp = d.table("difficulty_spearman")
     sp = require(sp, ["measure", "target", "rho", "ci_low", "ci_high"], "difficulty_spearman.parquet")
     rows = "".join(f"<tr><td>{html.escape(str(r.measure))}</td><td>{html.escape(str(r.target))}</td>"

@@ -27,10 +27,12 @@ Cell = tuple[str, float | str | None]
 
 
 def asset(name: str) -> str:
+    """The text of ``assets/NAME``, a style sheet or script shipped with the package."""
     return resources.files("privdyn.report").joinpath("assets", name).read_text()
 
 
 def esc(x: Any) -> str:
+    """``x`` as text, escaped for HTML (quotes included)."""
     return html.escape(str(x))
 
 
@@ -54,6 +56,8 @@ def figure_json(fig: Any) -> str:
 
 
 def panel_html(p: Panel) -> str:
+    """A panel as a ``<section>``: its figure (JSON that ``assets/report.js`` draws) or HTML and caption,
+    or the reason it is skipped."""
     cls = "panel wide" if p.wide else "panel"
     if p.skipped:
         return (f'<section class="{cls} skipped" id="{esc(p.key)}"><h3>{esc(p.title)}</h3>'
@@ -69,12 +73,14 @@ def panel_html(p: Panel) -> str:
 
 
 def section(title: str, anchor: str, panels: Sequence[Panel], intro: str = "") -> str:
+    """A titled, anchored section of the page: an optional intro above its panels in a grid."""
     text = f'<p class="caption">{esc(intro)}</p>' if intro else ""
     return (f'<h2 id="{esc(anchor)}">{esc(title)}</h2>{text}<div class="grid">'
             + "".join(panel_html(p) for p in panels) + "</div>")
 
 
 def kv_table(rows: Sequence[tuple[str, Any]]) -> str:
+    """A two-column key/value table, every cell escaped."""
     body = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in rows)
     return f'<table class="kv">{body}</table>'
 

@@ -20,6 +20,9 @@ class Missing(Exception):
 
 @dataclass
 class Panel:
+    """One piece of a report: a plotly figure or ready HTML under a title and caption, or, when ``skipped``
+    is set, the reason it is not shown."""
+
     key: str
     title: str
     caption: str = ""

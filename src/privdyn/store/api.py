@@ -38,14 +38,17 @@ class Run:
 
     @property
     def path(self) -> Path:
+        """The run directory."""
         return self._dir.path
 
     @cached_property
     def config(self) -> RunConfig:
+        """The run's resolved config (``config.yaml``)."""
         return self._dir.load_config()
 
     @property
     def manifest(self) -> dict:
+        """``manifest.json``: versions, the seed, stage states and recorded artifacts (read again on each access)."""
         return self._dir.manifest()
 
     @cached_property
@@ -92,6 +95,8 @@ class Run:
         return operating_points(self.scores(attack or self.config.default_attack()), self.membership, check_rule(rule))
 
     def summary(self) -> dict:
+        """``summary.json``, verified against its checksum; a :class:`PrivdynError` until ``privdyn analyze``
+        has written it."""
 
         if not self._dir.summary_path.exists():
             raise PrivdynError(f"{self.path} has no summary.json yet: run `privdyn analyze {self.path}`")

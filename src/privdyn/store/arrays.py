@@ -39,6 +39,7 @@ _FIX = ("Delete it and run `privdyn run` on this run directory, which recomputes
 
 
 def is_array(path: Path) -> bool:
+    """True when ``path`` names a checkpoint array (a ``.zarr`` folder)."""
     return path.name.endswith(SUFFIX)
 
 

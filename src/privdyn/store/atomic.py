@@ -42,24 +42,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, with its checksum sidecar."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
 def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, UTF-8 encoded."""
     write_bytes(path, text.encode())
 
 
 def write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` to ``path`` atomically as indented JSON (NaN and infinities allowed)."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:
+    """Save ``array`` to ``path`` atomically as ``.npy``; object arrays are refused (no pickles)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, np.asarray(array), allow_pickle=False)
 
 
 def save_npz(path: str | Path, compress: bool = False, **arrays: Any) -> None:
+    """Save ``arrays`` by name to ``path`` atomically as one ``.npz``, zip-compressed when ``compress``."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         if compress:
             np.savez_compressed(fh, **arrays)
@@ -68,6 +73,7 @@ def save_npz(path: str | Path, compress: bool = False, **arrays: Any) -> None:
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` written by :func:`save_npz`, verified against its checksum, in memory."""
     integrity.verify(path)
     with np.load(path, allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
@@ -100,5 +106,6 @@ def read_json(path: str | Path) -> Any:
 
 
 def write_parquet(path: str | Path, df: Any) -> None:
+    """Write the DataFrame ``df`` to ``path`` atomically as Parquet, without its index."""
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)

@@ -39,6 +39,7 @@ class CorruptArtifact(PrivdynError):
 
 
 def sum_path(path: Path) -> Path:
+    """The checksum sidecar of ``path``: ``.NAME.crc`` beside it."""
     return path.with_name(f".{path.name}{SUFFIX}")
 
 
@@ -48,6 +49,7 @@ def data_path(checksum: Path) -> Path:
 
 
 def is_checksum(path: Path) -> bool:
+    """True when ``path`` is a checksum sidecar (``.NAME.crc``)."""
     return path.name.startswith(".") and path.name.endswith(SUFFIX)
 
 

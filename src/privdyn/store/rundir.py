@@ -50,6 +50,7 @@ def rule_slug(rule: str) -> str:
 
 
 def versions() -> dict[str, str]:
+    """The versions of privdyn, Python, torch, numpy and pandas, for the manifest."""
     import numpy
     import pandas
     import torch
@@ -69,34 +70,44 @@ class RunDir:
     # paths -------------------------------------------------------------------------------
     @property
     def config_path(self) -> Path:
+        """``RUN/config.yaml``, the resolved config."""
         return self.path / "config.yaml"
 
     @property
     def manifest_path(self) -> Path:
+        """``RUN/manifest.json``."""
         return self.path / "manifest.json"
 
     def signal_path(self, name: str, split: str = "pool") -> Path:
+        """``RUN/signals/NAME.zarr``, or ``RUN/signals/test/NAME.zarr`` when ``split`` is ``"test"``."""
         return self.path / "signals" / ("test" if split == "test" else "") / f"{name}{arrays.SUFFIX}"
 
     def score_path(self, attack: str) -> Path:
+        """``RUN/scores/ATTACK.zarr``, the attack's float32 scores ``[T, M, N]``."""
         return self.path / "scores" / f"{attack}{arrays.SUFFIX}"
 
     def analysis_dir(self, attack: str, rule: str) -> Path:
+        """``RUN/analysis/ATTACK/RULE``: the tables and plane of one attack at one operating-point rule."""
         return self.path / "analysis" / attack / rule_slug(rule)
 
     @property
     def summary_path(self) -> Path:
+        """``RUN/summary.json``."""
         return self.path / "summary.json"
 
     @property
     def report_dir(self) -> Path:
+        """``RUN/report``: the HTML report and its figures."""
         return self.path / "report"
 
     def group_dir(self, group: int) -> Path:
+        """``RUN/train/group_GGG``: training group ``group``'s state and per-checkpoint signals, deleted once
+        the signals are assembled."""
         return self.path / "train" / f"group_{group:03d}"
 
     # ownership -------------------------------------------------------------------------
     def is_run(self) -> bool:
+        """True when the directory holds a ``manifest.json`` or a ``config.yaml``."""
         return any((self.path / m).exists() for m in MARKERS)
 
     def check_writable(self) -> None:
@@ -153,6 +164,8 @@ class RunDir:
 
     # manifest ----------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
+        """The manifest, verified (``{"stages": {}}`` before there is one); a damaged one is a
+        :class:`PrivdynError`, since without it no artifact can be trusted."""
         if not self.manifest_path.exists():
             return {"stages": {}}
         try:
@@ -247,10 +260,13 @@ class RunDir:
             faults.reached(f"recorded:{k}")
 
     def stage_done(self, stage: str, digest: str) -> bool:
+        """True when ``stage`` is done with the section hash ``digest`` (a changed config makes it not done)."""
         st = self.manifest()["stages"].get(stage, {})
         return st.get("state") == "done" and st.get("hash") == digest
 
     def mark_stage(self, stage: str, state: str, digest: str, **extra: Any) -> None:
+        """Record ``stage``'s ``state``, hash, timings and ``extra`` fields; starting a stage (``running``)
+        marks every later recorded stage stale."""
         m = self.manifest()
         entry = m["stages"].setdefault(stage, {})
         now = time.time()
@@ -299,6 +315,7 @@ class RunDir:
         return any((self.path / p).exists() for p in ("membership.npy", "train", "signals", "epochs.npy"))
 
     def load_config(self) -> RunConfig:
+        """The run's config from ``config.yaml``; a :class:`PrivdynError` when the directory has none."""
         from privdyn.config import load_config
 
         if not self.config_path.exists():

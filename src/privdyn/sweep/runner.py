@@ -28,6 +28,7 @@ from privdyn.sweep.spec import Sweep, SweepPoint
 
 
 def run_dir_of(out: Path, point: SweepPoint) -> Path:
+    """``OUT/runs/SLUG``, the run directory of ``point`` in the sweep folder ``out``."""
     return out / "runs" / point.slug
 
 
@@ -49,6 +50,8 @@ def is_finished(cfg: RunConfig, path: Path, with_report: bool = True) -> bool:
 
 @dataclass
 class PointOutcome:
+    """What this call did with one point, how many seconds it took and, when it failed, the error."""
+
     slug: str
     status: str  # done (ran now), skipped (finished before), failed
     seconds: float = 0.0
@@ -57,11 +60,14 @@ class PointOutcome:
 
 @dataclass
 class SweepOutcome:
+    """What :func:`run_sweep` did with each selected point, in order; ``out`` is the sweep folder."""
+
     out: Path
     outcomes: list[PointOutcome] = field(default_factory=list)
 
     @property
     def failed(self) -> list[PointOutcome]:
+        """The points that failed."""
         return [o for o in self.outcomes if o.status == "failed"]
 
 

@@ -180,6 +180,7 @@ def _read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
 
 
 def parse_spec(data: dict[str, Any], source: str = "sweep") -> SweepSpec:
+    """Validate a sweep file's mapping as a :class:`SweepSpec`; a :class:`PrivdynError` lists every invalid field."""
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as err:

@@ -45,6 +45,8 @@ def _num(x: Any) -> float:
 
 
 def final_value(summary: dict[str, Any], key: str) -> float:
+    """The final value of ``key``: ``summary["final"][key]``, else the last entry of its series (or the scalar);
+    NaN when absent or not a number."""
     final = summary.get("final")
     if isinstance(final, dict) and key in final:
         return _num(final[key])
@@ -148,6 +150,7 @@ def comparison_table(rows: list[dict[str, Any]], keys: list[str]) -> pd.DataFram
 
 
 def metric_columns(table: pd.DataFrame) -> list[str]:
+    """The metric columns of a comparison table: the fixed metrics, the ``METRIC@RULE`` and the Spearman ones."""
     return [c for c in table.columns if c in METRICS or AT_RULE in c or c.startswith(SPEARMAN_PREFIX)]
 
 
@@ -178,6 +181,7 @@ def _cell(v: Any) -> str:
 
 
 def markdown_table(df: pd.DataFrame) -> str:
+    """``df`` as a Markdown table: floats to 4 significant digits, missing values as n/a, ``|`` escaped."""
     head = "| " + " | ".join(map(str, df.columns)) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
     body = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]

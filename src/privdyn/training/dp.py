@@ -27,6 +27,7 @@ SAMPLING_STREAM, NOISE_STREAM = 0x5A3, 0x4015E
 
 
 def dp_steps_per_epoch(n: int, batch_size: int) -> int:
+    """Steps per epoch, ceil(n / batch_size): with Poisson sampling an epoch then draws about n samples."""
     return -(-n // batch_size)
 
 
@@ -93,10 +94,12 @@ class DPTrainer:
         return step
 
     def state(self, epoch: int, step: int) -> dict:
+        """Everything needed to resume exactly: the stacked tensors, the base optimizer's state, epoch and step."""
         return {**self.group.tensors(), "optimizer": self.base.state_dict(), "epoch": epoch, "step": step,
                 "model_ids": list(self.group.model_ids)}
 
     def load_state(self, state: dict) -> tuple[int, int]:
+        """Restore a :meth:`state` into the group, the Opacus module and the optimizer; returns (epoch, step)."""
         self.group.load_tensors(state)
         self.net._module.load_state_dict(self.group.model_state_dicts()[0])
         self.base.load_state_dict(state["optimizer"])

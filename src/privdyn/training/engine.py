@@ -46,10 +46,12 @@ class GroupTask:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GroupTask:
+        """The task that :meth:`to_dict` wrote."""
         return cls(int(data["index"]), tuple(int(m) for m in data["model_ids"]))
 
 
 def plan_groups(n_models: int, group_size: int) -> list[GroupTask]:
+    """Models ``0..n_models-1`` in consecutive groups of ``group_size`` (the last may be smaller)."""
     return [GroupTask(g, tuple(range(s, min(s + group_size, n_models))))
             for g, s in enumerate(range(0, n_models, group_size))]
 

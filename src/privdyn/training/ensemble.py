@@ -69,6 +69,7 @@ class EnsembleGroup:
 
     @property
     def k(self) -> int:
+        """K, the number of models in the group."""
         return len(self.model_ids)
 
     def _call(self, params: dict, buffers: dict, x: torch.Tensor) -> torch.Tensor:
@@ -134,6 +135,7 @@ class EnsembleGroup:
                 "buffers": {k: v.cpu() for k, v in self.buffers.items()}}
 
     def load_tensors(self, state: dict) -> None:
+        """Copy stacked parameters and buffers (as :meth:`tensors` returns them) into the group's, in place."""
         with torch.no_grad():
             for k, v in state["params"].items():
                 self.params[k].copy_(v)

@@ -39,6 +39,7 @@ class GroupedLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(k, d_out, device="meta")) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The K layers on model-major ``[K, in, B]`` or channel-folded ``[B, K*in]`` inputs (else ValueError)."""
         if x.ndim == 3:
             if self.bias is None:
                 return torch.bmm(self.weight, x)

@@ -35,5 +35,6 @@ def make_optimizer(params: Iterable[torch.Tensor], oc: OptimizerConfig) -> torch
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group of ``opt`` (the schedule's value for the next step)."""
     for group in opt.param_groups:
         group["lr"] = lr

@@ -26,6 +26,7 @@ class Query:
 
 
 def split_query(name: str) -> tuple[str, str]:
+    """``KIND:ARGS`` -> (KIND, ARGS); ARGS is empty for a bare ``KIND``."""
     kind, _, args = name.partition(":")
     return kind, args
 

@@ -87,6 +87,7 @@ class StackedTrainer:
                 "model_ids": list(self.group.model_ids)}
 
     def load_state(self, state: dict) -> tuple[int, int]:
+        """Restore a :meth:`state` into the group and the optimizer; returns the (epoch, step) to resume from."""
         self.group.load_tensors(state)
         self.opt.load_state_dict(state["optimizer"])
         return int(state["epoch"]), int(state["step"])

@@ -16,6 +16,7 @@ from privdyn.store import atomic
 
 
 def weights_path(run_path: Path, epoch: int, model: int) -> Path:
+    """``RUN/weights/epoch_EEE/model_MMM.safetensors``: where model ``model``'s weights at ``epoch`` go."""
     return Path(run_path) / "weights" / f"epoch_{epoch:03d}" / f"model_{model:03d}.safetensors"
 
 
