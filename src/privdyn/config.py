@@ -45,13 +45,6 @@ class DatasetConfig(_Strict):
     root: str | None = Field(None, description="data root for datasets read from files")
     options: dict[str, Any] = Field(default_factory=dict, description="dataset-specific options")
 
-    @field_validator("name")
-    @classmethod
-    def _registered(cls, v: str) -> str:
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset {v!r}; available: {', '.join(DATASETS.names())} (`privdyn datasets` "
-                             "lists them with where they are looked for)")
-        return v
 
 
 class ModelConfig(_Strict):
@@ -65,12 +58,6 @@ class ModelConfig(_Strict):
     norm: Literal["batch", "group", "none"] = "batch"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
-    @field_validator("arch")
-    @classmethod
-    def _registered(cls, v: str) -> str:
-        if v not in MODELS:
-            raise ValueError(f"unknown model {v!r}; available: {', '.join(MODELS.names())}")
-        return v
 
 
 class OptimizerConfig(_Strict):
@@ -97,7 +84,8 @@ class DPConfig(_Strict):
 class TrainingConfig(_Strict):
     """``training``: M models (even), epochs, batches, optimizer, lr schedule, augmentation, DP and device."""
 
-    n_models: int = Field(16, ge=2, description="M, the number of models; must be even")
+    n_models: int = Field(16, ge=2, description="M, the number of models; must be even when privdyn draws "
+                          "the membership (any M >= 2 for imported signals)")
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(128, ge=1)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
@@ -111,12 +99,23 @@ class TrainingConfig(_Strict):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     eval_batch_size: int = Field(4096, ge=1)
 
-    @field_validator("n_models")
-    @classmethod
-    def _even(cls, v: int) -> int:
-        if v % 2:
-            raise ValueError(f"must be even (got {v}): each sample is IN for exactly half the models")
-        return v
+
+
+class SourceConfig(_Strict):
+    """``source``: where the run's signals come from. ``train``: privdyn trains its registered
+    models; ``python``: privdyn trains a model and recipe given in Python (:func:`privdyn.audit`);
+    ``record``: the user's own training loops record the models (:class:`privdyn.Recorder`);
+    ``import``: signals computed from logits trained elsewhere (``privdyn import``)."""
+
+    kind: Literal["train", "python", "record", "import"] = "train"
+    description: str = Field("", description="what the model, recipe or imported files were (for people)")
+    fingerprint: str | None = Field(None, description="digest of the model and recipe code (python) or "
+                                    "of the imported files (import): a change makes the signals stale")
+
+    @property
+    def trained_here(self) -> bool:
+        """Whether privdyn draws the membership and evaluates the queries itself."""
+        return self.kind != "import"
 
 
 class CheckpointConfig(_Strict):
@@ -128,6 +127,8 @@ class CheckpointConfig(_Strict):
     dense_until: int = Field(10, ge=1, description="with schedule=dense_early: every epoch up to this one")
     every_after: int = Field(5, ge=1, description="with schedule=dense_early: then every k epochs")
     include_init: bool = Field(False, description="also score the models at initialisation (e_0=0)")
+    save_logits: bool = Field(False, description="also store every model's logits [T, M, N, Q, C] (float32) "
+                              "in signals/logits.zarr and signals/test/logits.zarr, for `privdyn export`")
     save_weights: list[int] = Field(
         default_factory=list, description="epochs (0 = initialisation) whose weights are saved to "
         "RUN/weights/epoch_EEE/model_MMM.safetensors")
@@ -216,7 +217,9 @@ class RunConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     checkpoints: CheckpointConfig = Field(default_factory=CheckpointConfig)
-    queries: list[str] = Field(default_factory=lambda: ["identity"])
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    queries: list[str] = Field(default_factory=lambda: ["identity"], description="query augmentations "
+                               "evaluated at every checkpoint (imported runs: labels of the stored augmentations)")
     attacks: list[str] = Field(
         default_factory=lambda: ["lira_online", "lira_online_fixed", "lira_offline_cdf"]
     )
@@ -264,6 +267,7 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
+        self._check_source()
         unknown = [a for a in self.attacks if a not in ATTACKS]
         if unknown:
             raise ValueError(f"attacks: unknown {unknown}; available: {ATTACKS.names()}")
@@ -275,8 +279,6 @@ class RunConfig(_Strict):
             raise ValueError(
                 f"analysis.default_attack={self.analysis.default_attack!r} is not in attacks {self.attacks}"
             )
-        for q in self.queries:
-            check_query(q)
         if not self.queries:
             raise ValueError("queries: list at least one query (e.g. identity)")
         half = self.training.n_models // 2
@@ -296,6 +298,22 @@ class RunConfig(_Strict):
                 )
         self._check_training()
         return self
+
+    def _check_source(self) -> None:
+        """Names privdyn must resolve are registered; labels of outside models and data are free."""
+        src = self.source.kind
+        if src == "train" and self.dataset.name not in DATASETS:
+            raise ValueError(f"dataset.name: unknown dataset {self.dataset.name!r}; available: "
+                             f"{', '.join(DATASETS.names())} (`privdyn datasets` lists them with where they are "
+                             "looked for)")
+        if src == "train" and self.model.arch not in MODELS:
+            raise ValueError(f"model.arch: unknown model {self.model.arch!r}; available: {', '.join(MODELS.names())}")
+        if self.source.trained_here:
+            if self.training.n_models % 2:
+                raise ValueError(f"training.n_models: must be even (got {self.training.n_models}): each sample "
+                                 "is IN for exactly half the models")
+            for q in self.queries:
+                check_query(q)
 
     def _check_training(self) -> None:
         tc, E = self.training, self.training.epochs
@@ -358,12 +376,14 @@ class RunConfig(_Strict):
         ``dataset.root`` is left out: it says where the files are, not what they hold.
         """
         data = self.model_dump(mode="json", exclude={"dataset": {"root"}})
-        blob = json.dumps({s: data[s] for s in sections}, sort_keys=True)
+        if self.source == SourceConfig():
+            data.pop("source")  # privdyn's own training: runs made before the section keep their hash
+        blob = json.dumps({s: data[s] for s in sections if s in data}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 #: Sections whose change invalidates each stage's artifacts.
-TRAIN_SECTIONS = ("seed", "dataset", "model", "training", "checkpoints", "queries")
+TRAIN_SECTIONS = ("seed", "source", "dataset", "model", "training", "checkpoints", "queries")
 SCORE_SECTIONS = (*TRAIN_SECTIONS, "attacks", "references", "attack_options")
 ANALYZE_SECTIONS = (*SCORE_SECTIONS, "analysis")
 

@@ -24,10 +24,11 @@ from rich.progress import (
 )
 
 from privdyn.config import ANALYZE_SECTIONS, SCORE_SECTIONS, TRAIN_SECTIONS, RunConfig
-from privdyn.data import load_dataset
+from privdyn.data import Dataset, load_dataset
 from privdyn.errors import PrivdynError
 from privdyn.store import atomic, provenance
 from privdyn.store.rundir import RunDir
+from privdyn.training.engine import MakeTrainer
 from privdyn.training.membership import balanced_membership
 
 console = Console(stderr=True)
@@ -43,37 +44,67 @@ def _progress(enabled: bool) -> Iterator[Progress | None]:
         yield p
 
 
-def train(cfg: RunConfig, run: RunDir, progress: bool = True) -> None:
-    """Run the train stage: the membership matrix, then every model's signals at each checkpoint. A done stage is
-    skipped unless an artifact is damaged or stale; then it retrains (seeded, so intact ones come out the same)."""
+#: What to do when the signals of a run privdyn cannot train itself are missing or stale.
+OUTSIDE_FIX = {
+    "python": "call privdyn.audit(...) again with the same model, data and recipe: it trains what is missing "
+              "and resumes a killed run",
+    "record": "record every model and checkpoint with privdyn.Recorder, then run `privdyn assemble {run}`",
+    "import": "import them again with `privdyn import ... --out {run}`",
+}
+
+
+def train(cfg: RunConfig, run: RunDir, progress: bool = True, data: Dataset | None = None,
+          make_trainer: MakeTrainer | None = None, group_size: int | None = None) -> None:
+    """The train stage: draw the membership, train every model group and assemble the signals.
+
+    ``data`` and ``make_trainer`` come from :func:`privdyn.audit` (a dataset and recipe given in
+    Python); without them the config's registered dataset and model are used. A run whose signals
+    come from outside privdyn (``source.kind`` record or import) is only checked here.
+    """
     from privdyn.training.engine import run_train_stage
 
     digest = cfg.section_hash(*TRAIN_SECTIONS)
     mpath, m_digest = run.path / "membership.npy", provenance.membership_digest(cfg)
+    outside = cfg.source.kind in ("record", "import") or (cfg.source.kind == "python" and make_trainer is None)
+    origin = f"{cfg.source.kind} ({cfg.source.description or 'no description'})"
     if run.stage_done("train", digest):
         s_digest = provenance.signal_digest(cfg, run)
-        stale = [mpath] if not provenance.is_current(run, mpath, m_digest) else []
+        stale = [mpath] if not provenance.is_current(run, mpath, m_digest) and not outside else []
         stale += [p for p in run.signal_files() if not provenance.is_current(run, p, s_digest)]
         if not stale:
             return
+        if outside:
+            raise PrivdynError(f"{run.path}: {', '.join(run.key(p) for p in stale)} damaged or stale, and privdyn "
+                               f"cannot remake them: the signals come from {origin}. To fix it, "
+                               + OUTSIDE_FIX[cfg.source.kind].format(run=run.path) + ".")
         # the per-group files are gone once the signals are assembled: retrain (seeded, so the
         # intact artifacts come out the same and what was computed from them stays current)
         console.print(f"damaged or stale: {', '.join(run.key(p) for p in stale)}; retraining")
         run.discard(*stale, run.path / "epochs.npy")
+    elif outside:
+        raise PrivdynError(f"{run.path} has no complete signals yet, and privdyn cannot train them from the "
+                           f"command line: they come from {origin}. To make them, "
+                           + OUTSIDE_FIX[cfg.source.kind].format(run=run.path) + ".")
     run.mark_stage("train", "running", digest)
-    ds = load_dataset(cfg.dataset.name, cfg.dataset.n_pool, cfg.dataset.n_test, cfg.seed, cfg.dataset.options,
-                      root=cfg.dataset.root)
-    if provenance.is_current(run, mpath, m_digest):
-        membership = np.load(mpath, allow_pickle=False)
-    else:
-        membership = balanced_membership(cfg.training.n_models, ds.n_pool, cfg.seed)
-        atomic.save_npy(mpath, membership)
-        provenance.record(run, m_digest, mpath)
+    ds = data if data is not None else load_dataset(cfg.dataset.name, cfg.dataset.n_pool, cfg.dataset.n_test,
+                                                    cfg.seed, cfg.dataset.options, root=cfg.dataset.root)
+    membership = ensure_membership(cfg, run, ds.n_pool)
     atomic.save_npy(run.path / "labels.npy", ds.y_pool)
     with _progress(progress) as p:
-        stats = run_train_stage(cfg, run, ds, membership, p)
+        stats = run_train_stage(cfg, run, ds, membership, p, make_trainer, group_size)
     provenance.record(run, provenance.signal_digest(cfg, run), *run.signal_files())
     run.mark_stage("train", "done", digest, n_pool=ds.n_pool, n_test=len(ds.y_test), **stats)
+
+
+def ensure_membership(cfg: RunConfig, run: RunDir, n_pool: int) -> np.ndarray:
+    """The run's membership matrix: the stored one when current, else drawn from the seed and recorded."""
+    mpath, m_digest = run.path / "membership.npy", provenance.membership_digest(cfg)
+    if provenance.is_current(run, mpath, m_digest):
+        return np.load(mpath, allow_pickle=False)
+    membership = balanced_membership(cfg.training.n_models, n_pool, cfg.seed)
+    atomic.save_npy(mpath, membership)
+    provenance.record(run, m_digest, mpath)
+    return membership
 
 
 def score(cfg: RunConfig, run: RunDir, attacks: list[str] | None = None, progress: bool = True) -> None:

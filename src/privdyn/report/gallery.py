@@ -31,6 +31,9 @@ def pool_inputs(d: RunData) -> tuple[np.ndarray, str]:
     if "inputs" in d.cache:
         return d.cache["inputs"]
     c = d.config.dataset
+    if d.config.source.kind != "train":
+        raise Missing(f"the inputs of a run whose data came from outside privdyn ({d.config.source.kind}) "
+                      "are not stored in it")
     if d.labels is None:
         raise Missing("the run has no labels.npy to check the reloaded dataset against")
     try:

@@ -16,6 +16,7 @@ import shutil
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -81,7 +82,13 @@ def check_training_data(cfg: RunConfig, ds: Dataset) -> None:
                            f"{ds.name} has inputs of shape {ds.input_shape}. Set training.augment=none.")
 
 
-def make_trainer(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: GroupTask, device: torch.device):
+#: Makes the trainer of one group: ``(cfg, dataset, membership, task, device) -> trainer``. A
+#: trainer has ``group`` (with ``model_ids``, ``evaluate`` and ``model_state_dicts``), ``x``, ``y``,
+#: ``train_epoch(epoch, step) -> step``, ``state(epoch, step)`` and ``load_state(state)``.
+MakeTrainer = Callable[["RunConfig", Dataset, np.ndarray, "GroupTask", torch.device], Any]
+
+
+def make_trainer(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: GroupTask, device: torch.device) -> Any:
     """The trainer of one group: stacked (plain or SAM) or, under DP, Opacus's DP-SGD."""
     from privdyn.training.trainer import StackedTrainer
 
@@ -108,7 +115,8 @@ def _save_state(path, state: dict) -> None:
 
 
 def train_group(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: GroupTask, run: RunDir,
-                device: torch.device, advance: Callable[[int], Any] | None = None) -> dict[str, int]:
+                device: torch.device, advance: Callable[[int], Any] | None = None,
+                make: MakeTrainer = make_trainer) -> dict[str, int]:
     """Train one group to the end (resuming from its last state); ``advance(n)`` reports epochs.
 
     Returns what this call did: epochs skipped thanks to a saved state, epochs trained, and
@@ -119,7 +127,7 @@ def train_group(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: Group
     if (gdir / "done").exists():
         tick(E)
         return {"resumed_epochs": E, "trained_epochs": 0, "evaluations": 0}
-    trainer = make_trainer(cfg, ds, membership, task, device)
+    trainer = make(cfg, ds, membership, task, device)
     group, ckpts, save_at = trainer.group, cfg.checkpoint_epochs(), set(cfg.checkpoints.save_weights)
     x_pool, y_pool = trainer.x, trainer.y
     x_test, y_test = torch.from_numpy(ds.x_test).to(device), torch.from_numpy(ds.y_test).to(device)
@@ -134,10 +142,9 @@ def train_group(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: Group
                 _save_state(state_path, trainer.state(e, step))
             t_path = gdir / f"t{ckpts.index(e):03d}.npz"
             if not t_path.exists():
-                q, bs = cfg.queries, cfg.training.eval_batch_size
-                pool, test = group.evaluate(x_pool, y_pool, q, bs), group.evaluate(x_test, y_test, q, bs)
-                atomic.save_npz(t_path, **pool, **{f"test_{k}": v for k, v in test.items()},
-                                writer_pid=np.int64(os.getpid()))
+                q, bs, lg = cfg.queries, cfg.training.eval_batch_size, cfg.checkpoints.save_logits
+                save_checkpoint_signals(t_path, group.evaluate(x_pool, y_pool, q, bs, lg),
+                                        group.evaluate(x_test, y_test, q, bs, lg))
                 counts["evaluations"] += 1
         if e in save_at:
             save_weights(run.path, e, group.model_ids, group.model_state_dicts(), meta)
@@ -157,6 +164,18 @@ def train_group(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: Group
     return counts
 
 
+def save_checkpoint_signals(path: Path, pool: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> None:
+    """One checkpoint's signals of a group (``[K, N, Q]`` per name, test split prefixed ``test_``),
+    written atomically with the writing process's id (the resume record)."""
+    named: dict[str, Any] = {**pool, **{f"test_{k}": v for k, v in test.items()}, "writer_pid": np.int64(os.getpid())}
+    atomic.save_npz(path, **named)
+
+
+def stored_names(cfg: RunConfig) -> tuple[str, ...]:
+    """The arrays training stores per split: every signal, and the logits when asked for."""
+    return (*SIGNALS, "logits") if cfg.checkpoints.save_logits else SIGNALS
+
+
 def assemble_signals(cfg: RunConfig, run: RunDir, groups: list[GroupTask], n_pool: int, n_test: int) -> dict[str, int]:
     """Gather the groups' per-checkpoint files into ``signals/NAME.zarr`` arrays ``[T, M, N, Q]``,
     one checkpoint at a time (each group's file is read once per checkpoint).
@@ -165,14 +184,17 @@ def assemble_signals(cfg: RunConfig, run: RunDir, groups: list[GroupTask], n_poo
     """
     T, M, Q = len(cfg.checkpoint_epochs()), cfg.training.n_models, len(cfg.queries)
     size, prefix = {"pool": n_pool, "test": n_test}, {"pool": "", "test": "test_"}
-    keys = [(split, name) for split in ("pool", "test") for name in SIGNALS]  # (split, signal)
+    keys = [(split, name) for split in ("pool", "test") for name in stored_names(cfg)]  # (split, signal)
     writers: Counter[str] = Counter()
+    with np.load(run.group_dir(groups[0].index) / "t000.npz", allow_pickle=False) as f:
+        tail = {key: f[prefix[key[0]] + key[1]].shape[3:] for key in keys}  # the logits' classes
     with contextlib.ExitStack() as stack:
         out = {(split, name): stack.enter_context(arrays.create_array(
-                   run.signal_path(name, split), (T, M, size[split], Q), bool if name == "correct" else np.float32))
+                   run.signal_path(name, split), (T, M, size[split], Q, *tail[split, name]),
+                   bool if name == "correct" else np.float32))
                for split, name in keys}
         for t in range(T):
-            chunk = {(split, name): np.empty((M, size[split], Q), out[split, name].dtype) for split, name in keys}
+            chunk = {key: np.empty(out[key].shape[1:], out[key].dtype) for key in keys}
             for g in groups:
                 path = run.group_dir(g.index) / f"t{t:03d}.npz"
                 integrity.verify(path)
@@ -213,25 +235,27 @@ def _clean_up(run: RunDir) -> None:
 
 
 def run_train_stage(cfg: RunConfig, run: RunDir, ds: Dataset, membership: np.ndarray,
-                    progress: Any = None) -> dict[str, Any]:
+                    progress: Any = None, make: MakeTrainer | None = None,
+                    group_size: int | None = None) -> dict[str, Any]:
     """Train every group (resuming unfinished ones), then assemble the signal arrays.
 
-    Returns what this attempt did, for the manifest. ``epochs.npy`` is written last, so when it
-    exists the arrays are complete and only the group files remain to delete.
+    ``make`` and ``group_size`` replace the config's trainer and group size (a model and recipe
+    given in Python). Returns what this attempt did, for the manifest. ``epochs.npy`` is written
+    last, so when it exists the arrays are complete and only the group files remain to delete.
     """
     if (run.path / "epochs.npy").exists():
         _clean_up(run)
         return {"assembled_before": True}
     check_training_data(cfg, ds)
     device = resolve_device(cfg.training.device)
-    size = effective_group_size(cfg)
+    size = group_size or effective_group_size(cfg)
     groups = plan_groups(cfg.training.n_models, size)
-    label = "train (DP, 1 at a time)" if cfg.training.dp.enabled else "train"
+    label = "train (1 at a time)" if size == 1 else "train"
     task_id = progress.add_task(label, total=len(groups) * cfg.training.epochs) if progress else None
     advance = (lambda n: progress.advance(task_id, n)) if progress else None
     totals: Counter[str] = Counter()
     for g in groups:
-        totals.update(train_group(cfg, ds, membership, g, run, device, advance))
+        totals.update(train_group(cfg, ds, membership, g, run, device, advance, make or make_trainer))
     writers = assemble_signals(cfg, run, groups, ds.n_pool, len(ds.y_test))
     if cfg.training.dp.enabled:
         atomic.write_json(run.path / "dp.json", dp_report(cfg, ds.n_pool // 2))

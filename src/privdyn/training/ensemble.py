@@ -20,8 +20,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from privdyn.training.grouped import fold_input, fold_tensors, grouped_module, unfold_output
-from privdyn.training.queries import apply_query
-from privdyn.training.signals import SIGNALS, signals_from_logits
+from privdyn.training.signals import evaluate_signals
 
 #: Seed stream of the per-epoch data order.
 ORDER_STREAM = 0xDA7A
@@ -113,20 +112,12 @@ class EnsembleGroup:
             torch.randperm(n, generator=epoch_generator(self.seed, m, epoch)) for m in self.model_ids
         ]).to(self.device)
 
-    @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, queries: list[str],
-                 batch_size: int) -> dict[str, np.ndarray]:
-        """Eval-mode signals of every model on every sample: name -> ``[K, N, Q]``."""
-        n, q = len(y), len(queries)
-        out = {s: np.empty((self.k, n, q), dtype=bool if s == "correct" else np.float32) for s in SIGNALS}
-        for start in range(0, n, batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            for j, name in enumerate(queries):
-                logits = self.forward(apply_query(name, xb), train=False, shared_input=True)
-                sig = signals_from_logits(logits, yb.expand(self.k, -1))
-                for s, v in sig.items():
-                    out[s][:, start:start + len(yb), j] = v.cpu().numpy()
-        return out
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, queries: list[str], batch_size: int,
+                 with_logits: bool = False) -> dict[str, np.ndarray]:
+        """Eval-mode signals of every model on every sample: name -> ``[K, N, Q]`` (and
+        ``logits`` ``[K, N, Q, C]`` float32 when ``with_logits``)."""
+        return evaluate_signals(lambda xb: self.forward(xb, train=False, shared_input=True), self.k, x, y,
+                                queries, batch_size, with_logits)
 
     # state --------------------------------------------------------------------------------
     def tensors(self) -> dict[str, dict[str, torch.Tensor]]:

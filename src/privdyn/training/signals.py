@@ -6,7 +6,12 @@ log p_y - log(sum_{y' != y} p_{y'}) exactly, without forming probabilities.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import torch
+
+from privdyn.training.queries import apply_query
 
 #: Signals stored per (checkpoint, model, sample, query).
 SIGNALS = ("phi", "loss", "correct", "entropy", "mentropy", "top1", "top2", "top3", "el2n")
@@ -51,3 +56,27 @@ def signals_from_logits(logits: torch.Tensor, y: torch.Tensor) -> dict[str, torc
         "entropy": entropy, "mentropy": mentropy,
         "top1": top[..., 0], "top2": top[..., 1], "top3": top[..., 2], "el2n": el2n,
     }
+
+
+@torch.no_grad()
+def evaluate_signals(forward: Callable[[torch.Tensor], torch.Tensor], k: int, x: torch.Tensor, y: torch.Tensor,
+                     queries: list[str], batch_size: int, with_logits: bool = False) -> dict[str, np.ndarray]:
+    """Every signal of ``k`` models on every sample under every query: name -> ``[K, N, Q]``.
+
+    ``forward`` maps a batch ``[B, ...]`` to logits ``[K, B, C]`` (the caller has put the models
+    in eval mode). With ``with_logits`` the float32 logits ``[K, N, Q, C]`` come too, so that the
+    signals can be recomputed from them exactly (``privdyn export`` and ``privdyn import``).
+    """
+    n, q = len(y), len(queries)
+    out = {s: np.empty((k, n, q), dtype=bool if s == "correct" else np.float32) for s in SIGNALS}
+    for start in range(0, n, batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        for j, name in enumerate(queries):
+            logits = forward(apply_query(name, xb))
+            if with_logits:
+                if "logits" not in out:
+                    out["logits"] = np.empty((k, n, q, logits.shape[-1]), dtype=np.float32)
+                out["logits"][:, start:start + len(yb), j] = logits.float().cpu().numpy()
+            for s, v in signals_from_logits(logits, yb.expand(k, -1)).items():
+                out[s][:, start:start + len(yb), j] = v.cpu().numpy()
+    return out
