@@ -80,7 +80,7 @@ def test_sam_step_matches_a_hand_written_reference():
     in_idx = torch.stack([torch.arange(0, n, 2), torch.arange(1, n, 2)])
     group = EnsembleGroup(factory, [0, 1], seed=5, device=torch.device("cpu"))
     oc = OptimizerConfig(name="sam", base="sgd", rho=rho, lr=lr, momentum=0.0, weight_decay=0.0)
-    trainer = StackedTrainer(group, oc, lambda s: lr, B, False, x, y, in_idx)
+    trainer = StackedTrainer.from_config(group, oc, lambda s: lr, B, False, x, y, in_idx)
     order = in_idx.gather(1, group.epoch_order(n // 2, 1))
     trainer.train_epoch(1, 0)  # n/2 = B: one step
     for k, m in enumerate([0, 1]):

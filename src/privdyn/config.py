@@ -111,6 +111,8 @@ class SourceConfig(_Strict):
     description: str = Field("", description="what the model, recipe or imported files were (for people)")
     fingerprint: str | None = Field(None, description="digest of the model and recipe code (python) or "
                                     "of the imported files (import): a change makes the signals stale")
+    optimizer: str | None = Field(None, description="the optimizer's name when training.optimizer does not "
+                                  "describe it (a user's recipe)")
 
     @property
     def trained_here(self) -> bool:
@@ -398,7 +400,8 @@ def check_rule(rule: str, where: str = "") -> str:
     return rule
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``data[a][b]... = value`` for the dotted key ``a.b...``, creating the sections on the way."""
     parts = key.split(".")
     node = data
     for p in parts[:-1]:
@@ -420,7 +423,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             problem = str(err).splitlines()[0]
             raise PrivdynError(f"--set {item!r}: the value is not valid YAML ({problem}). Quote lists and "
                                "mappings whole, e.g. --set 'attacks=[lira_online,rmia]'.") from None
-        _set_dotted(data, key.strip(), value)
+        set_dotted(data, key.strip(), value)
     return data
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -54,12 +55,14 @@ OUTSIDE_FIX = {
 
 
 def train(cfg: RunConfig, run: RunDir, progress: bool = True, data: Dataset | None = None,
-          make_trainer: MakeTrainer | None = None, group_size: int | None = None) -> None:
+          make_trainer: MakeTrainer | None = None, group_size: int | None = None,
+          note: dict[str, Any] | None = None) -> None:
     """The train stage: draw the membership, train every model group and assemble the signals.
 
-    ``data`` and ``make_trainer`` come from :func:`privdyn.audit` (a dataset and recipe given in
-    Python); without them the config's registered dataset and model are used. A run whose signals
-    come from outside privdyn (``source.kind`` record or import) is only checked here.
+    ``data``, ``make_trainer``, ``group_size`` and ``note`` (recorded with the stage) come from
+    :func:`privdyn.audit`, a dataset and recipe given in Python; without them the config's
+    registered dataset and model are used. A run whose signals come from outside privdyn
+    (``source.kind`` record or import) is only checked here.
     """
     from privdyn.training.engine import run_train_stage
 
@@ -93,7 +96,7 @@ def train(cfg: RunConfig, run: RunDir, progress: bool = True, data: Dataset | No
     with _progress(progress) as p:
         stats = run_train_stage(cfg, run, ds, membership, p, make_trainer, group_size)
     provenance.record(run, provenance.signal_digest(cfg, run), *run.signal_files())
-    run.mark_stage("train", "done", digest, n_pool=ds.n_pool, n_test=len(ds.y_test), **stats)
+    run.mark_stage("train", "done", digest, n_pool=ds.n_pool, n_test=len(ds.y_test), **stats, **(note or {}))
 
 
 def ensure_membership(cfg: RunConfig, run: RunDir, n_pool: int) -> np.ndarray:

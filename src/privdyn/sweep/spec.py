@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from privdyn.config import RunConfig, _set_dotted, config_from_dict, parse_rule
+from privdyn.config import RunConfig, config_from_dict, parse_rule, set_dotted
 from privdyn.errors import PrivdynError
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
@@ -311,7 +311,7 @@ def expand(spec: SweepSpec, base_dir: Path | None = None, data_root: str | Path 
             for k, v in combo.items():
                 if k == LABEL:
                     continue
-                _set_dotted(data, k, copy.deepcopy(v))
+                set_dotted(data, k, copy.deepcopy(v))
         except PrivdynError as err:
             raise PrivdynError(f"Sweep {spec.name}, point {slug}: {err}") from None
         data["name"] = f"{spec.name}-{slug}"

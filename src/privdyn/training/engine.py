@@ -106,7 +106,7 @@ def make_trainer(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: Grou
         from privdyn.training.dp import DPTrainer
 
         return DPTrainer(group, tc.optimizer, tc.dp, lr_at, tc.batch_size, augment, x, y, in_idx)
-    return StackedTrainer(group, tc.optimizer, lr_at, tc.batch_size, augment, x, y, in_idx)
+    return StackedTrainer.from_config(group, tc.optimizer, lr_at, tc.batch_size, augment, x, y, in_idx)
 
 
 def _save_state(path, state: dict) -> None:

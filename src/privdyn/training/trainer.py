@@ -23,16 +23,26 @@ DROPOUT_STREAM = 0xD80
 class StackedTrainer:
     """Trains the K models of ``group`` on their own IN samples ``x[in_idx[k]]``.
 
-    ``in_idx`` is ``[K, n]`` on the device. With ``oc.name == "sam"`` every step is a SAM step
-    whose ascent uses each model's own gradient norm.
+    ``in_idx`` is ``[K, n]`` on the device; ``opt`` steps the stacked parameters and must act
+    element by element (so the models stay independent). ``lr_at(step)`` sets the lr before each
+    step (None: the optimizer's own, e.g. under a user's epoch scheduler). With ``rho`` every step
+    is a SAM step whose ascent uses each model's own gradient norm.
     """
 
-    def __init__(self, group: EnsembleGroup, oc: OptimizerConfig, lr_at: Callable[[int], float],
-                 batch_size: int, augment: bool, x: torch.Tensor, y: torch.Tensor, in_idx: torch.Tensor):
+    def __init__(self, group: EnsembleGroup, opt: torch.optim.Optimizer, lr_at: Callable[[int], float] | None,
+                 batch_size: int, augment: bool, x: torch.Tensor, y: torch.Tensor, in_idx: torch.Tensor,
+                 rho: float | None = None):
         self.group, self.lr_at, self.batch_size, self.augment = group, lr_at, batch_size, augment
-        self.rho = oc.rho if oc.name == "sam" else None
-        self.opt = make_optimizer(group.params.values(), oc)
+        self.rho, self.opt = rho, opt
         self.x, self.y, self.in_idx = x, y, in_idx
+
+    @classmethod
+    def from_config(cls, group: EnsembleGroup, oc: OptimizerConfig, lr_at: Callable[[int], float],
+                    batch_size: int, augment: bool, x: torch.Tensor, y: torch.Tensor,
+                    in_idx: torch.Tensor) -> StackedTrainer:
+        """The trainer of a config's optimizer (SAM's radius when ``oc.name`` is sam)."""
+        return cls(group, make_optimizer(group.params.values(), oc), lr_at, batch_size, augment, x, y, in_idx,
+                   oc.rho if oc.name == "sam" else None)
 
     def train_epoch(self, epoch: int, step: int) -> int:
         """One epoch (1-based) over each model's IN samples; returns the global step reached."""
@@ -50,7 +60,8 @@ class StackedTrainer:
             xb = self.x[idx]
             if aug is not None:
                 xb = flip_crop(xb, aug[:, start:start + self.batch_size])
-            set_lr(self.opt, self.lr_at(step))
+            if self.lr_at is not None:
+                set_lr(self.opt, self.lr_at(step))
             if self.rho is None:
                 self.opt.zero_grad(set_to_none=True)
                 g.loss(xb, self.y[idx]).backward()

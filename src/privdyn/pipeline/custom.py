@@ -1,0 +1,116 @@
+"""``privdyn.audit``: the whole pipeline for a user's own model, data and recipe.
+
+It writes the same run directory as ``privdyn run`` (so ``privdyn score|analyze|report|compare``
+and ``privdyn.open_run`` work on it unchanged), with ``source.kind: python`` and a fingerprint of
+the model's and recipe's code and of the data, so a changed model or dataset is never mixed with
+stored signals. Training resumes after a kill when called again with the same arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from privdyn.config import config_from_dict, set_dotted
+from privdyn.data.convert import as_dataset, data_digest
+from privdyn.errors import PrivdynError
+from privdyn.store.api import Run, open_run
+from privdyn.store.rundir import RunDir
+from privdyn.training.custom import Recipe, code_digest, describe, plan_batching, recipe_trainers
+from privdyn.training.engine import resolve_device
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """What :func:`audit` made: the opened run, its report (None without one), and how it trained."""
+
+    run: Run
+    report: Path | None
+    batched: bool
+    reason: str
+
+
+def audit(model: Callable[[], nn.Module], data: Any, *, out: str | Path, recipe: Recipe | None = None,
+          n_models: int = 16, checkpoints: Sequence[int] | None = None, queries: Sequence[str] = ("identity",),
+          attacks: Sequence[str] | None = None, seed: int = 0, name: str = "audit",
+          settings: Mapping[str, Any] | None = None, device: str = "auto", group_size: int = 16,
+          batched: bool | None = None, progress: bool = True, report: bool = True) -> AuditResult:
+    """Train ``n_models`` copies of ``model()`` on random halves of the pool, record their signals at
+    every checkpoint, attack, analyse and report, into the run directory ``out``.
+
+    Args:
+        model: a factory returning a fresh, untrained ``nn.Module`` (a class, a lambda, anything);
+            it is called under a per-model seed, so initialisations are reproducible.
+        data: ``(x_pool, y_pool, x_test, y_test)`` arrays, a ``(pool, test)`` pair of torch
+            Datasets, a privdyn Dataset or a registered dataset name.
+        recipe: the optimizer and schedule factories, epochs, batch size, or a user training
+            step / epoch (:class:`~privdyn.training.custom.Recipe`).
+        checkpoints: epochs at which every model is evaluated (0 = initialisation); default every epoch.
+        queries, attacks, seed, name: as in the config file; ``settings`` sets any other config key
+            by dotted name, e.g. ``{"analysis.rule": "fpr:0.001"}``.
+        batched: force (True) or forbid (False) stacked training; None decides by probing the model.
+
+    Returns:
+        An :class:`AuditResult` with the opened run (``.summary()``, ``.tables()``, ``.plane()``).
+    """
+    from privdyn import pipeline
+
+    recipe = recipe or Recipe()
+    ds = as_dataset(data, name="user" if not isinstance(data, str) else data, seed=seed)
+    dev = resolve_device(device)
+    x, y = torch.from_numpy(ds.x_pool).to(dev), torch.from_numpy(ds.y_pool).to(dev)
+    plan = plan_batching(model, recipe, x, y, seed, dev)
+    if batched is True and not plan.batched:
+        raise PrivdynError(f"batched=True, but this model and recipe cannot train batched: {plan.reason}. "
+                           "Leave batched unset to train one model at a time.")
+    use_batched = plan.batched and batched is not False
+    reason = plan.reason if batched is not False else "batched=False was asked for"
+    epochs = list(checkpoints) if checkpoints is not None else list(range(1, recipe.epochs + 1))
+    cfg = _config(model, recipe, ds, epochs, n_models, queries, attacks, seed, name, settings, device, group_size)
+    pipeline.console.print(f"training {n_models} models of {describe(model)} "
+                           f"{f'in batched groups of {min(group_size, n_models)}' if use_batched else 'one at a time'}: {reason}")
+    run = RunDir(out)
+    with run.locked():
+        run.init(cfg)
+        pipeline.train(cfg, run, progress, data=ds, make_trainer=recipe_trainers(model, recipe, use_batched),
+                       group_size=group_size if use_batched else 1,
+                       note={"training_mode": "batched" if use_batched else "one at a time", "mode_reason": reason})
+        pipeline.score(cfg, run, progress=progress)
+        pipeline.analyze(cfg, run)
+        index = pipeline.report(cfg, run) if report else None
+    return AuditResult(open_run(out), index, use_batched, reason)
+
+
+def _config(model: Callable[[], nn.Module], recipe: Recipe, ds: Any, epochs: list[int], n_models: int,
+            queries: Sequence[str], attacks: Sequence[str] | None, seed: int, name: str,
+            settings: Mapping[str, Any] | None, device: str, group_size: int) -> Any:
+    """The run's config: the recipe's numbers where the config has a field, labels for the rest."""
+    parts = [recipe.optimizer, recipe.schedule, recipe.train_step, recipe.train_epoch, recipe.augment]
+    built = type(model()) if not isinstance(model, type) else model  # the class whose code matters
+    data: dict[str, Any] = {
+        "name": name, "seed": seed, "queries": list(queries),
+        "source": {"kind": "python",
+                   "description": f"model {describe(model)}; optimizer {describe(recipe.optimizer)}"
+                                  + "".join(f"; {n} {describe(getattr(recipe, n))}" for n in
+                                            ("schedule", "train_step", "train_epoch", "augment")
+                                            if getattr(recipe, n) is not None),
+                   "fingerprint": f"{code_digest(model, built, *parts)}-{data_digest(ds)}",
+                   "optimizer": describe(recipe.optimizer)},
+        "dataset": {"name": ds.name, "n_pool": ds.n_pool, "n_test": len(ds.y_test)},
+        "model": {"arch": describe(built)},
+        "training": {"n_models": n_models, "epochs": recipe.epochs, "batch_size": recipe.batch_size,
+                     "group_size": group_size, "device": device},
+        "checkpoints": {"schedule": "list", "epochs": [e for e in epochs if e != 0], "include_init": 0 in epochs},
+    }
+    if attacks is not None:
+        data["attacks"] = list(attacks)
+    for key, value in (settings or {}).items():
+        set_dotted(data, key, value)
+    if not data["checkpoints"]["epochs"]:
+        raise PrivdynError("checkpoints: give at least one epoch >= 1 (0 alone, the initialisation, is not enough)")
+    return config_from_dict(data, "privdyn.audit arguments")

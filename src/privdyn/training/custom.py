@@ -1,0 +1,273 @@
+"""Training a user's model with a user's recipe: batched when it can be, one model at a time otherwise.
+
+A :class:`Recipe` says how every model trains: an optimizer factory (``Callable[[params],
+Optimizer]``, as PyTorch's own optimizers are called), an optional epoch scheduler factory, the
+batch size and epochs, and, for recipes privdyn cannot express, a training step or a whole
+training epoch written by the user. :func:`plan_batching` decides whether the M models can run
+as stacked groups (:class:`~privdyn.training.ensemble.EnsembleGroup`): only when nothing in the
+recipe needs a real ``nn.Module``, the optimizer acts element by element, and a probe shows the
+batched forward reproduces the module's own outputs. Otherwise :class:`ModuleTrainer` trains
+each model as a plain module. Both draw each model's initialisation and data order from (seed,
+model index) alone, exactly as privdyn's own trainer does, and both resume from saved states.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from privdyn.config import RunConfig
+from privdyn.data import Dataset
+from privdyn.training.engine import GroupTask, MakeTrainer
+from privdyn.training.ensemble import EnsembleGroup, epoch_generator, model_seed, stream_seed
+from privdyn.training.signals import evaluate_signals
+from privdyn.training.trainer import DROPOUT_STREAM, StackedTrainer
+
+#: Seed stream of a user augmentation's generator.
+AUGMENT_STREAM = 0xA06
+
+#: Optimizers whose update of each element depends on that element alone: on stacked parameters
+#: the K models stay independent (norm-based ones such as LARS or LAMB would couple them).
+ELEMENTWISE = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.optim.Adagrad,
+               torch.optim.Adamax, torch.optim.NAdam, torch.optim.RAdam)
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+ScheduleFactory = Callable[[torch.optim.Optimizer], Any]
+#: ``train_step(model, optimizer, x, y)``: one step on a batch (zero_grad, backward and step included).
+TrainStep = Callable[[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor], Any]
+#: ``train_epoch(model, optimizer, batches, epoch)``: one epoch over ``(x, y)`` batches of the model's IN samples.
+TrainEpoch = Callable[[nn.Module, torch.optim.Optimizer, Iterator[tuple[torch.Tensor, torch.Tensor]], int], Any]
+#: ``augment(x, generator)``: a transformed batch, random draws from ``generator`` only (reproducible).
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """SGD with lr 0.05 and momentum 0.9, privdyn's default recipe."""
+    return torch.optim.SGD(params, lr=0.05, momentum=0.9)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How each of the M models trains. ``schedule(optimizer)`` is a PyTorch lr scheduler stepped
+    once per epoch; ``train_step`` / ``train_epoch`` replace privdyn's cross-entropy step for
+    recipes it cannot express (mixed precision, custom losses, clipping, EMA...)."""
+
+    optimizer: OptimizerFactory = default_optimizer
+    epochs: int = 10
+    batch_size: int = 128
+    schedule: ScheduleFactory | None = None
+    train_step: TrainStep | None = None
+    train_epoch: TrainEpoch | None = None
+    augment: Augment | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"Recipe: epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size})")
+        if self.train_step is not None and self.train_epoch is not None:
+            raise ValueError("Recipe: give train_step or train_epoch, not both (train_epoch owns its steps)")
+
+    def custom_parts(self) -> list[str]:
+        """The user functions that need a plain ``nn.Module`` (so no batched training)."""
+        return [n for n in ("train_step", "train_epoch", "augment") if getattr(self, n) is not None]
+
+
+def describe(obj: Any) -> str:
+    """``module.qualname`` of a class or function (the class of any other object)."""
+    target = obj if inspect.isclass(obj) or inspect.isroutine(obj) else type(obj)
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(target))}"
+
+
+def code_digest(*objs: Any) -> str:
+    """A digest of the source code of ``objs`` (a model factory, a recipe's functions, and the class
+    each factory returns), or of their names where no source is available: changing the model or
+    the recipe then makes the stored signals stale."""
+    h = hashlib.sha256()
+    for obj in objs:
+        if obj is None:
+            h.update(b"-")
+            continue
+        try:
+            h.update(inspect.getsource(obj).encode())
+        except (OSError, TypeError):
+            h.update(describe(obj).encode())
+        h.update(repr(getattr(obj, "keywords", "")).encode())  # functools.partial arguments
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class BatchingPlan:
+    """Whether the models train as stacked groups, and why (recorded and logged)."""
+
+    batched: bool
+    reason: str
+
+
+def plan_batching(factory: Callable[[], nn.Module], recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
+                  seed: int, device: torch.device) -> BatchingPlan:
+    """Decide batched or one-at-a-time training for a model factory and recipe (see the module docstring).
+
+    The probe builds two models both ways, runs a training loss and backward on a few samples of
+    ``x, y`` and compares eval-mode outputs: anything vmap cannot batch (data-dependent control
+    flow, ``.item()``, unsupported in-place updates) or that gives other outputs falls back.
+    """
+    parts = recipe.custom_parts()
+    if parts:
+        return BatchingPlan(False, f"the recipe's {', '.join(parts)} runs on a plain nn.Module")
+    probe = factory()
+    opt = recipe.optimizer(probe.parameters())
+    if not isinstance(opt, ELEMENTWISE):
+        return BatchingPlan(False, f"optimizer {describe(opt)} is not known to act element by element, so "
+                                   "stacked models could influence each other")
+    if len(opt.param_groups) > 1:
+        return BatchingPlan(False, "the optimizer has several parameter groups, which stacked parameters "
+                                   "cannot keep apart")
+    xb, yb = x[:4], y[:4]
+    try:
+        group = EnsembleGroup(factory, [0, 1], seed, device)
+        group.loss(torch.stack([xb, xb]), torch.stack([yb, yb])).backward()
+        batched_out = group.forward(xb, train=False, shared_input=True).detach()
+    except Exception as e:  # noqa: BLE001  # whatever vmap or a grouped layer refuses
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return BatchingPlan(False, f"torch.func cannot batch the model ({type(e).__name__}: {first[:200]})")
+    for k in range(2):
+        torch.manual_seed(model_seed(seed, k))
+        module = factory().to(device).eval()
+        with torch.no_grad():
+            own = module(xb)
+        if own.shape != batched_out[k].shape or not torch.allclose(own, batched_out[k], rtol=1e-4, atol=1e-5):
+            return BatchingPlan(False, "the batched forward does not reproduce the module's own outputs")
+    return BatchingPlan(True, "the model batches under torch.func and the optimizer acts element by element")
+
+
+class RecipeStackedTrainer(StackedTrainer):
+    """A stacked group trained with a user's optimizer and epoch scheduler (see :class:`Recipe`)."""
+
+    def __init__(self, group: EnsembleGroup, recipe: Recipe, x: torch.Tensor, y: torch.Tensor,
+                 in_idx: torch.Tensor):
+        super().__init__(group, recipe.optimizer(group.params.values()), None, recipe.batch_size, False, x, y,
+                         in_idx)
+        self.schedule = recipe.schedule(self.opt) if recipe.schedule is not None else None
+
+    def train_epoch(self, epoch: int, step: int) -> int:
+        """One epoch of every model of the group, then one step of the scheduler."""
+        step = super().train_epoch(epoch, step)
+        if self.schedule is not None:
+            self.schedule.step()
+        return step
+
+    def state(self, epoch: int, step: int) -> dict:
+        """The stacked trainer's state and the scheduler's."""
+        return {**super().state(epoch, step), "schedule": _schedule_state(self.schedule)}
+
+    def load_state(self, state: dict) -> tuple[int, int]:
+        """Restore :meth:`state`."""
+        if self.schedule is not None:
+            self.schedule.load_state_dict(state["schedule"])
+        return super().load_state(state)
+
+
+def _schedule_state(schedule: Any) -> dict:
+    return schedule.state_dict() if schedule is not None else {}
+
+
+class ModuleTrainer:
+    """One model, a plain ``nn.Module``, trained with a user's recipe on its IN samples ``in_idx`` ``[n]``.
+
+    It is its own ``group`` (``model_ids``, ``evaluate``, ``model_state_dicts``), so privdyn's
+    train stage drives it like a stacked group of one.
+    """
+
+    def __init__(self, factory: Callable[[], nn.Module], recipe: Recipe, model_id: int, seed: int,
+                 device: torch.device, x: torch.Tensor, y: torch.Tensor, in_idx: torch.Tensor):
+        torch.manual_seed(model_seed(seed, model_id))
+        self.model = factory().to(device)
+        self.recipe, self.seed, self.device = recipe, seed, device
+        self.opt = recipe.optimizer(self.model.parameters())
+        self.schedule = recipe.schedule(self.opt) if recipe.schedule is not None else None
+        self.model_ids = [model_id]
+        self.group = self
+        self.x, self.y, self.in_idx = x, y, in_idx
+
+    def _batches(self, order: torch.Tensor, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        gen = epoch_generator(self.seed, self.model_ids[0], epoch, AUGMENT_STREAM) if self.recipe.augment else None
+        for idx in order.split(self.recipe.batch_size):
+            xb = self.x[idx]
+            if self.recipe.augment is not None:
+                assert gen is not None
+                xb = self.recipe.augment(xb, gen)
+            yield xb, self.y[idx]
+
+    def train_epoch(self, epoch: int, step: int) -> int:
+        """One epoch (1-based) in the model's own seeded order; returns the global step reached."""
+        m, r = self.model_ids[0], self.recipe
+        torch.manual_seed(stream_seed(self.seed, m, epoch, DROPOUT_STREAM))
+        n = len(self.in_idx)
+        order = self.in_idx[torch.randperm(n, generator=epoch_generator(self.seed, m, epoch)).to(self.device)]
+        self.model.train()
+        if r.train_epoch is not None:
+            r.train_epoch(self.model, self.opt, self._batches(order, epoch), epoch)
+            step += -(-n // r.batch_size)
+        else:
+            for xb, yb in self._batches(order, epoch):
+                if r.train_step is not None:
+                    r.train_step(self.model, self.opt, xb, yb)
+                else:
+                    self.opt.zero_grad(set_to_none=True)
+                    nn.functional.cross_entropy(self.model(xb), yb).backward()
+                    self.opt.step()
+                step += 1
+        if self.schedule is not None:
+            self.schedule.step()
+        return step
+
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, queries: list[str], batch_size: int,
+                 with_logits: bool = False) -> dict[str, np.ndarray]:
+        """Eval-mode signals ``[1, N, Q]`` of the model (its train/eval mode restored after)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return evaluate_signals(lambda xb: self.model(xb).unsqueeze(0), 1, x, y, queries, batch_size,
+                                    with_logits)
+        finally:
+            self.model.train(was_training)
+
+    def model_state_dicts(self) -> list[dict[str, torch.Tensor]]:
+        """The model's ``state_dict`` (CPU copies), as a one-element list."""
+        return [{k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}]
+
+    def state(self, epoch: int, step: int) -> dict:
+        """Everything needed to resume exactly (tensors, numbers and dicts: weights_only-safe)."""
+        return {"model": self.model_state_dicts()[0], "optimizer": self.opt.state_dict(),
+                "schedule": _schedule_state(self.schedule), "epoch": epoch, "step": step,
+                "model_ids": list(self.model_ids)}
+
+    def load_state(self, state: dict) -> tuple[int, int]:
+        """Restore :meth:`state`; returns (epoch, step)."""
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        if self.schedule is not None:
+            self.schedule.load_state_dict(state["schedule"])
+        return int(state["epoch"]), int(state["step"])
+
+
+def recipe_trainers(factory: Callable[[], nn.Module], recipe: Recipe, batched: bool) -> MakeTrainer:
+    """The train stage's trainer maker for a user's model and recipe: a stacked group when
+    ``batched``, else a :class:`ModuleTrainer` (the groups are then of one model)."""
+
+    def make(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: GroupTask, device: torch.device) -> Any:
+        x, y = torch.from_numpy(ds.x_pool).to(device), torch.from_numpy(ds.y_pool).to(device)
+        ids = list(task.model_ids)
+        in_idx = torch.from_numpy(np.stack([np.flatnonzero(r) for r in membership[ids]])).to(device)
+        if batched:
+            return RecipeStackedTrainer(EnsembleGroup(factory, ids, cfg.seed, device), recipe, x, y, in_idx)
+        assert len(ids) == 1, "one-at-a-time training plans groups of one model"
+        return ModuleTrainer(factory, recipe, ids[0], cfg.seed, device, x, y, in_idx[0])
+
+    return make
