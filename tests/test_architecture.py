@@ -11,6 +11,7 @@ SRC = Path(__file__).parents[1] / "src" / "privdyn"
 LAYERS = [
     {"cli"},
     {"sweep"},
+    {"ingest"},
     {"pipeline"},
     {"report", "training"},
     {"store", "data", "models"},
