@@ -196,7 +196,7 @@ class AttackSummary:
         """The entry as JSON-ready values; ``final`` repeats the last checkpoint's metrics."""
         return {
             "attack": self.attack, "rule": self.rule, "epochs": self.epochs.tolist(),
-            "test_accuracy": self.test_accuracy.tolist(), "train_accuracy": self.train_accuracy.tolist(),
+            "test_accuracy": nums(self.test_accuracy), "train_accuracy": self.train_accuracy.tolist(),
             **{f"tpr_at_fpr_{a:g}": v.tolist() for a, v in self.tpr_at_fpr.items()},
             "auc": self.auc.tolist(), "balanced_accuracy": self.balanced_accuracy.tolist(),
             **{f"tpr_at_fpr_{a:g}_ci": v.tolist() for a, v in self.tpr_ci.items()},
@@ -205,7 +205,7 @@ class AttackSummary:
             "delta_entropy_bits": float(self.entropy_bits[-1] - self.entropy_bits[0]),
             "n_high_final": self.n_high_final,
             **self.dynamics.to_dict(),
-            "final": {"test_accuracy": float(self.test_accuracy[-1]), "auc": float(self.auc[-1]),
+            "final": {"test_accuracy": num(float(self.test_accuracy[-1])), "auc": float(self.auc[-1]),
                       "balanced_accuracy": float(self.balanced_accuracy[-1]),
                       **{f"tpr_at_fpr_{a:g}": float(v[-1]) for a, v in self.tpr_at_fpr.items()},
                       **{f"tpr_at_fpr_{a:g}_ci": v[-1].tolist() for a, v in self.tpr_ci.items()}},

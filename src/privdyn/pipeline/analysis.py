@@ -26,15 +26,24 @@ def identity_query(cfg: RunConfig) -> int:
     return cfg.queries.index("identity") if "identity" in cfg.queries else 0
 
 
+def has_test_split(run: RunDir) -> bool:
+    """False only for a run whose train stage recorded no test split (``n_test: 0``: imported logits without one)."""
+    return bool(run.manifest()["stages"].get("train", {}).get("n_test", 1))
+
+
 def model_metrics(cfg: RunConfig, run: RunDir, membership: np.ndarray) -> dict[str, np.ndarray]:
-    """Per checkpoint and model: train/test accuracy and loss ``[T, M]``, under the identity query."""
+    """Per checkpoint and model: train/test accuracy and loss ``[T, M]``, under the identity query
+    (test: NaN for a run without a test split)."""
     q = identity_query(cfg)
 
     def mean(name: str, split: str, z: np.ndarray | None) -> np.ndarray:
         return model_level.per_model_mean(run.checkpoints(run.signal_path(name, split), f"signal {name}"), z, q)
 
+    test = has_test_split(run)
+    nan = np.full((len(cfg.checkpoint_epochs()), cfg.training.n_models), np.nan)
     return {"train_accuracy": mean("correct", "pool", membership), "train_loss": mean("loss", "pool", membership),
-            "test_accuracy": mean("correct", "test", None), "test_loss": mean("loss", "test", None)}
+            "test_accuracy": mean("correct", "test", None) if test else nan,
+            "test_loss": mean("loss", "test", None) if test else nan}
 
 
 def difficulty_signals(cfg: RunConfig, run: RunDir) -> dict[str, CheckpointArray | None]:
