@@ -223,6 +223,67 @@ def datasets(data_root: DataRootOpt = None) -> None:
     out.print(f"data root: {root} (--data-root, dataset.root or $PRIVDYN_DATA_ROOT; default ~/.privdyn/data)")
 
 
+LayoutOpt = Annotated[str, typer.Option("--layout", help="lira (LOGDIR/experiment-*/keep.npy, logits/%010d.npy, "
+                                        "y_train.npy) or generic (labels, membership, epochs and logits .npy files); "
+                                        "docs/import.md.")]
+
+
+@app.command("import")
+def import_(
+    source: Annotated[Path, typer.Argument(help="The folder holding the logits (a LiRA LOGDIR or a generic folder).")],
+    layout: LayoutOpt,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/NAME).")] = None,
+    name: Annotated[str | None, typer.Option(help="The run's name (default: the source folder's).")] = None,
+    queries: Annotated[str | None, typer.Option(
+        help="Comma-separated names of the Q augmentations (default: identity, aug1, aug2, ...).")] = None,
+    attacks: Annotated[str | None, typer.Option(help="Comma-separated attacks (default: the config's).")] = None,
+    set_: SetOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a run in --out made from other files.")] = False,
+    no_analysis: Annotated[bool, typer.Option("--no-analysis", help="Only import the signals.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide progress.")] = False,
+) -> None:
+    """Import logits of models trained elsewhere; then score, analyze and report (docs/import.md)."""
+    from privdyn.ingest.api import import_logits
+
+    def split(v: str | None) -> list[str] | None:
+        return [x.strip() for x in v.split(",")] if v is not None else None
+
+    t0 = time.perf_counter()
+    res = import_logits(source, layout, out_dir, name=name, queries=split(queries), attacks=split(attacks),
+                        overrides=set_, force=force, analysis=not no_analysis, progress=not no_progress,
+                        log=lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True))
+    s = res.summary
+    if s is not None:
+        def f(v: Any) -> str:
+            return "n/a" if v is None else f"{v:.3f}"
+
+        out.print(f"[bold]done[/] in {time.perf_counter() - t0:.0f} s: {res.config.default_attack()} at "
+                  f"{res.config.analysis.rule}, final TPR at 1% FPR {f(s['final']['tpr_at_fpr_0.01'])}, AUC "
+                  f"{f(s['final']['auc'])}, test accuracy {f(s['final']['test_accuracy'])}, {s['n_high_final']} "
+                  "samples in the high state")
+    out.print(f"run directory: {res.run.path}")
+    if res.report is not None:
+        out.print(f"report: {res.report}")
+
+
+@app.command()
+def export(
+    run_dir: RunDirArg,
+    layout: LayoutOpt,
+    out_dir: Annotated[Path, typer.Option("--out", help="A new (or empty) folder for the files.")],
+    form: Annotated[str, typer.Option(help="generic layout: logits as one array, one file per checkpoint "
+                                      "(logits/t000.npy ...) or per model (logits/m000.npy ...).")] = "checkpoint",
+) -> None:
+    """Write a run's stored logits (`checkpoints.save_logits: true`) in the LiRA or the generic layout."""
+    from privdyn.ingest.export import export_logits
+    from privdyn.store.rundir import RunDir
+
+    target = export_logits(run_dir, layout, out_dir, form)
+    if layout == "lira" and RunDir(run_dir).signal_path("logits", "test").exists():
+        err.print("note: the LiRA layout has no test split, so the test logits were not exported "
+                  "(--layout generic keeps them)")
+    out.print(f"exported: {target}")
+
 def main() -> None:
     """The ``privdyn`` entry point: a user error (exit 2), a full disk (2) or Ctrl-C (130) prints one line
     instead of a traceback."""
