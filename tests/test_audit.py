@@ -56,7 +56,7 @@ def sgd(params):
 
 
 def hand_trained_phi(factory, membership: np.ndarray, data: tuple[np.ndarray, ...]) -> np.ndarray:
-    """phi [T, M, N] of M models trained by a plain loop with privdyn's seeds."""
+    """The margin phi [T, M, N] of M models trained by a plain loop with privdyn's seeds."""
     x, y = torch.from_numpy(data[0]), torch.from_numpy(data[1])
     out = np.empty((E, M, len(y)), dtype=np.float32)
     for m in range(M):

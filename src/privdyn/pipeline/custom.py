@@ -38,6 +38,7 @@ class AuditResult:
 def audit(model: Callable[[], nn.Module], data: Any, *, out: str | Path, recipe: Recipe | None = None,
           n_models: int = 16, checkpoints: Sequence[int] | None = None, queries: Sequence[str] = ("identity",),
           attacks: Sequence[str] | None = None, seed: int = 0, name: str = "audit",
+          n_pool: int | None = None, n_test: int | None = None,
           settings: Mapping[str, Any] | None = None, device: str = "auto", group_size: int = 16,
           batched: bool | None = None, progress: bool = True, report: bool = True) -> AuditResult:
     """Train ``n_models`` copies of ``model()`` on random halves of the pool, record their signals at
@@ -52,7 +53,8 @@ def audit(model: Callable[[], nn.Module], data: Any, *, out: str | Path, recipe:
             step / epoch (:class:`~privdyn.training.custom.Recipe`).
         checkpoints: epochs at which every model is evaluated (0 = initialisation); default every epoch.
         queries, attacks, seed, name: as in the config file; ``settings`` sets any other config key
-            by dotted name, e.g. ``{"analysis.rule": "fpr:0.001"}``.
+            by dotted name, e.g. ``{"analysis.rule": "fpr:0.001"}`` (not ``dataset.*``: the data is given).
+        n_pool, n_test: a seeded subsample of a registered dataset (given by name).
         batched: force (True) or forbid (False) stacked training; None decides by probing the model.
 
     Returns:
@@ -61,7 +63,11 @@ def audit(model: Callable[[], nn.Module], data: Any, *, out: str | Path, recipe:
     from privdyn import pipeline
 
     recipe = recipe or Recipe()
-    ds = as_dataset(data, name="user" if not isinstance(data, str) else data, seed=seed)
+    if any(k.startswith("dataset.") for k in settings or {}):
+        raise PrivdynError("settings: the dataset is given by the data argument; pass n_pool and n_test for a "
+                           "subsample of a registered dataset instead of dataset.* settings")
+    ds = as_dataset(data, name="user" if not isinstance(data, str) else data, seed=seed, n_pool=n_pool,
+                    n_test=n_test)
     dev = resolve_device(device)
     x, y = torch.from_numpy(ds.x_pool).to(dev), torch.from_numpy(ds.y_pool).to(dev)
     plan = plan_batching(model, recipe, x, y, seed, dev)
@@ -72,8 +78,8 @@ def audit(model: Callable[[], nn.Module], data: Any, *, out: str | Path, recipe:
     reason = plan.reason if batched is not False else "batched=False was asked for"
     epochs = list(checkpoints) if checkpoints is not None else list(range(1, recipe.epochs + 1))
     cfg = _config(model, recipe, ds, epochs, n_models, queries, attacks, seed, name, settings, device, group_size)
-    pipeline.console.print(f"training {n_models} models of {describe(model)} "
-                           f"{f'in batched groups of {min(group_size, n_models)}' if use_batched else 'one at a time'}: {reason}")
+    how = f"in batched groups of {min(group_size, n_models)}" if use_batched else "one at a time"
+    pipeline.console.print(f"training {n_models} models of {describe(model)} {how}: {reason}")
     run = RunDir(out)
     with run.locked():
         run.init(cfg)
