@@ -136,6 +136,21 @@ def report(run_dir: RunDirArg) -> None:
 
 
 @app.command()
+def assemble(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by privdyn.Recorder.create(...).")],
+    no_analysis: Annotated[bool, typer.Option("--no-analysis", help="Only build the signal arrays.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")] = False,
+) -> None:
+    """Check a recorded run is complete and build its signal arrays; then score, analyze and report."""
+    from privdyn.pipeline.assemble import assemble as assemble_run
+
+    rd, index = assemble_run(run_dir, analysis=not no_analysis, progress=not no_progress)
+    out.print(f"assembled: {rd.path / 'signals'}")
+    if index is not None:
+        out.print(f"report: {index}")
+
+
+@app.command()
 def verify(run_dir: RunDirArg) -> None:
     """Check every artifact of a run directory against its checksums (truncation, bit flips)."""
     from privdyn.store.rundir import RunDir
