@@ -16,6 +16,7 @@ from privdyn.ingest.configure import import_config
 from privdyn.ingest.fingerprint import fingerprint
 from privdyn.ingest.source import LogitSource
 from privdyn.ingest.validate import membership_stats
+from privdyn.ingest.writer import is_imported, write_import
 from privdyn.store.rundir import LOCK_NAME, RunDir
 
 
@@ -81,11 +82,8 @@ def import_logits(source: str | Path, layout: str, out: str | Path | None = None
     attacks, ``overrides`` are ``key=value`` config settings (seed, analysis.*). ``log`` receives
     progress lines and warnings (default: printed to stderr).
     """
-    from privdyn import pipeline
-    from privdyn.ingest.writer import is_imported, write_import
-
-    say = log or (lambda line: pipeline.console.print(line, markup=False, highlight=False, soft_wrap=True))
-    src = read_source(source, layout)
+    say = log or _stderr
+    src = read_source(source, layout)  # before the pipeline (and torch) load: a bad source fails fast
     warnings = membership_stats(src.membership).warnings()
     for w in warnings:
         say(f"warning: {w}")
@@ -102,6 +100,8 @@ def import_logits(source: str | Path, layout: str, out: str | Path | None = None
                                "source, other contents, queries or seed), so importing into it would mix stale "
                                "artifacts. Choose a new --out directory, or pass --force to delete that run and "
                                "import anew.")
+        from privdyn import pipeline  # loads torch: only once the source and the run directory are checked
+
         imported = conflict or not is_imported(cfg, run, src.test is not None)
         if imported:
             if not checked:
@@ -130,6 +130,12 @@ def import_logits(source: str | Path, layout: str, out: str | Path | None = None
             if report:
                 result.report = pipeline.report(cfg, run)
     return result
+
+
+def _stderr(line: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _read_summary(run: RunDir) -> dict[str, Any]:

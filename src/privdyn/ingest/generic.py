@@ -56,7 +56,7 @@ def form_of(root: Path, stem: str) -> str | None:
 def open_logits(root: Path, stem: str, T: int, M: int, n: int) -> Logits:
     """A split's logits ``[T, M, n, Q, C]`` in whichever form ``root`` holds them."""
     form = form_of(root, stem)
-    what = f"the logits ({stem})"
+    what = "the test split's logits" if stem.startswith("test") else "the logits"
     if form is None:
         raise PrivdynError(f"{root} holds no {stem}: give {stem}.npy [T, M, N, Q, C], or {stem}/t000.npy ... "
                            f"[M, N, Q, C] (one per checkpoint), or {stem}/m000.npy ... [T, N, Q, C] (one per model).")
@@ -92,11 +92,11 @@ def read_generic(root: Path) -> LogitSource:
     n = len(labels)
     membership = open_npy(mpath, "the membership, bool [M, N]")
     check_shape(membership, (None, n), "[M, N]", mpath, "the membership (one column per sample of labels.npy)")
+    z = check_membership(membership, n, mpath)
     epochs = check_epochs(open_npy(epath, "the checkpoint epochs [T] (integers)"), epath)
     M, T = int(membership.shape[0]), len(epochs)
     pool = open_logits(root, "logits", T, M, n)
     y = check_labels(labels, pool.shape[4], lpath)
-    z = check_membership(np.asarray(membership), n, mpath)
     test: Split | None = None
     files = [lpath, mpath, epath, *pool.files]
     tl_path = root / "test_labels.npy"

@@ -84,6 +84,7 @@ def read_lira(root: Path) -> LogitSource:
     keeps = [open_npy(e / "keep.npy", "the experiment's membership, bool [N]") for e in exps]
     for e, k in zip(exps, keeps):
         check_shape(k, (n,), "[N]", e / "keep.npy", "keep.npy (one entry per sample of y_train.npy)")
+    membership = check_membership(np.stack([np.asarray(k) for k in keeps]), n, root / "experiment-*/keep.npy")
     files = [epoch_files(e) for e in exps]
     epochs = check_epochs(np.array(_same_epochs(exps, files), dtype=np.int64), exps[0] / "logits")
     grid = [[f[int(ep)] for ep in epochs] for f in files]  # [M][T]
@@ -91,7 +92,6 @@ def read_lira(root: Path) -> LogitSource:
                             "logits of one experiment at one epoch")
     _, _, q, c = maps[0].shape
     check_classes(q, c, grid[0][0])
-    membership = check_membership(np.stack([np.asarray(k) for k in keeps]), n, root / "experiment-*/keep.npy")
     T, M = len(epochs), len(exps)
 
     def read(t: int) -> np.ndarray:

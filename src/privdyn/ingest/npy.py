@@ -20,7 +20,7 @@ def open_npy(path: Path, what: str) -> np.ndarray:
     try:
         arr = np.load(path, allow_pickle=False, mmap_mode="r")
     except ValueError as e:
-        if "allow_pickle" in str(e) or "Object arrays" in str(e):
+        if any(k in str(e) for k in ("allow_pickle", "Object arrays", "Python objects")):
             raise PrivdynError(f"{path} holds Python objects (a pickle), which privdyn never loads: it should "
                                f"hold {what}. Save it as a plain numeric array with numpy.save.") from None
         if "empty" in str(e):  # numpy cannot memory-map an array of zero bytes
