@@ -52,6 +52,18 @@ def _open(run_dir: Path, overrides: list[str] | None = None) -> Iterator[tuple[A
         yield run, cfg
 
 
+def _headline(cfg: Any, s: dict[str, Any], seconds: float) -> None:
+    """Print a finished run's headline numbers (n/a where the analysis has none, e.g. no test split)."""
+
+    def f(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    final = s["final"]
+    out.print(f"[bold]done[/] in {seconds:.0f} s: {cfg.default_attack()} at {cfg.analysis.rule}, final TPR at 1% "
+              f"FPR {f(final['tpr_at_fpr_0.01'])}, AUC {f(final['auc'])}, test accuracy {f(final['test_accuracy'])}, "
+              f"{s['n_high_final']} samples in the high state")
+
+
 @app.command()
 def run(
     config: Annotated[Path | None, typer.Argument(help="YAML config; omit for the built-in quickstart.")] = None,
@@ -68,10 +80,7 @@ def run(
     target = out_dir or Path("runs") / cfg.name
     t0 = time.perf_counter()
     rd, index = run_all(cfg, target, progress=not no_progress)
-    s = __import__("json").loads(rd.summary_path.read_text())
-    out.print(f"[bold]done[/] in {time.perf_counter() - t0:.0f} s: {cfg.default_attack()} at {cfg.analysis.rule}, "
-              f"final TPR at 1% FPR {s['final']['tpr_at_fpr_0.01']:.3f}, AUC {s['final']['auc']:.3f}, "
-              f"test accuracy {s['final']['test_accuracy']:.3f}, {s['n_high_final']} samples in the high state")
+    _headline(cfg, __import__("json").loads(rd.summary_path.read_text()), time.perf_counter() - t0)
     out.print(f"run directory: {rd.path}")
     out.print(f"report: {index}")
 
@@ -267,15 +276,8 @@ def import_(
     res = import_logits(source, layout, out_dir, name=name, queries=split(queries), attacks=split(attacks),
                         overrides=set_, force=force, analysis=not no_analysis, progress=not no_progress,
                         log=lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True))
-    s = res.summary
-    if s is not None:
-        def f(v: Any) -> str:
-            return "n/a" if v is None else f"{v:.3f}"
-
-        out.print(f"[bold]done[/] in {time.perf_counter() - t0:.0f} s: {res.config.default_attack()} at "
-                  f"{res.config.analysis.rule}, final TPR at 1% FPR {f(s['final']['tpr_at_fpr_0.01'])}, AUC "
-                  f"{f(s['final']['auc'])}, test accuracy {f(s['final']['test_accuracy'])}, {s['n_high_final']} "
-                  "samples in the high state")
+    if res.summary is not None:
+        _headline(res.config, res.summary, time.perf_counter() - t0)
     out.print(f"run directory: {res.run.path}")
     if res.report is not None:
         out.print(f"report: {res.report}")

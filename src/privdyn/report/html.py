@@ -43,11 +43,18 @@ def run_description(d: RunData) -> list[tuple[str, Any]]:
     opt = f"{o.name}, lr {o.lr:g}" + (f", momentum {o.momentum:g}" if o.name == "sgd" else "")
     opt += f", weight decay {o.weight_decay:g}, {t.schedule} schedule, batch {t.batch_size}"
     b = c.analysis.states
+    src = c.source
+    if src.kind == "train":
+        trained = [("model", f"{c.model.arch}, width {c.model.width}, depth {c.model.depth}, norm {c.model.norm}"),
+                   ("optimizer", opt)]
+    else:  # a user's model and recipe, recorded loops or imported logits: the config's zoo fields do not apply
+        trained = [("source", f"{src.kind}: {src.description or 'no description'}"), ("model", c.model.arch)]
+        trained += [("optimizer", src.optimizer)] if src.optimizer else []
+    share = f"each sample IN for {d.n_models // 2}" if src.trained_here else "IN counts as imported"
     return [
         ("dataset", f"{c.dataset.name}: {d.n_samples:,} pool samples"),
-        ("model", f"{c.model.arch}, width {c.model.width}, depth {c.model.depth}, norm {c.model.norm}"),
-        ("optimizer", opt),
-        ("models M", f"{d.n_models} (each sample IN for {d.n_models // 2})"),
+        *trained,
+        ("models M", f"{d.n_models} ({share})"),
         ("epochs", f"{t.epochs}; {len(d.epochs)} checkpoints ({fmt(int(d.epochs[0]))} to {fmt(int(d.epochs[-1]))})"),
         ("queries", ", ".join(c.queries)),
         ("attack", d.attack),
