@@ -6,17 +6,23 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["AuditResult", "Recipe", "Run", "Tables", "__version__", "audit", "open_run"]
+__all__ = ["AuditResult", "ImportResult", "PrivdynCallback", "Recipe", "Recorder", "Run", "Tables", "__version__",
+           "assemble", "audit", "export_logits", "import_logits", "import_weights", "open_run"]
 
 #: Public names by the module that defines them (imported on first use).
 _LAZY = {"Run": "privdyn.store.api", "Tables": "privdyn.store.api", "open_run": "privdyn.store.api",
          "audit": "privdyn.pipeline.custom", "AuditResult": "privdyn.pipeline.custom",
-         "Recipe": "privdyn.training.custom"}
+         "Recipe": "privdyn.training.custom",
+         "Recorder": "privdyn.training.recorder", "import_weights": "privdyn.training.recorder",
+         "PrivdynCallback": "privdyn.training.lightning", "assemble": "privdyn.pipeline.assemble",
+         "import_logits": "privdyn.ingest.api", "ImportResult": "privdyn.ingest.api",
+         "export_logits": "privdyn.ingest.export"}
 
 
 def __getattr__(name: str) -> Any:
-    """``privdyn.open_run`` and friends, imported on first use: importing a core module
-    (``privdyn.attacks``, ``privdyn.analysis``) then loads no I/O layer."""
+    """``privdyn.open_run``, ``privdyn.audit`` and the other entry points, imported on first use:
+    importing a core module (``privdyn.attacks``, ``privdyn.analysis``) then loads no I/O layer,
+    and ``PrivdynCallback`` needs Lightning only when it is used."""
     if name in _LAZY:
         import importlib
 
