@@ -183,13 +183,15 @@ def test_other_data_or_model_in_the_same_directory_is_refused(tmp_path):
 
 @pytest.mark.parametrize(("data", "match"), [
     ((np.zeros((8, 3), np.float32), np.zeros(7, np.int64), np.zeros((2, 3), np.float32), np.zeros(2, np.int64)),
-     "labels must be"),
+     "7 labels but x_pool has 8"),
     ((np.zeros((8, 3), np.float32), np.zeros(8, np.float32), np.zeros((2, 3), np.float32), np.zeros(2, np.int64)),
-     "non-negative integers"),
-    ((np.full((8, 3), np.nan, np.float32), np.zeros(8, np.int64), np.zeros((2, 3), np.float32),
+     "integer class labels"),
+    ((np.full((8, 3), np.nan, np.float32), np.arange(8) % 2, np.zeros((2, 3), np.float32),
       np.zeros(2, np.int64)), "NaN"),
+    ((np.zeros((8, 3), np.float32), np.zeros(8, np.int64), np.zeros((2, 3), np.float32), np.zeros(2, np.int64)),
+     "C >= 2 classes"),
     ((np.zeros((8, 3), np.float32), np.zeros(8, np.int64), np.zeros((2, 4), np.float32), np.zeros(2, np.int64)),
-     "test split"),
+     "pool and test samples differ"),
     (42, "registered dataset name"),
 ])
 def test_bad_data_is_a_clear_error(tmp_path, data, match):

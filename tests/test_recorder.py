@@ -260,7 +260,7 @@ def test_open_and_create_refuse_other_data_or_settings(tmp_path):
     ({"queries": ["spin"]}, "spin"),
     ({"queries": ["hflip"], "data": (np.zeros((10, 3)), np.arange(10) % 2, np.zeros((5, 3)), np.ones(5, int))},
      "tabular data takes identity only"),
-    ({"data": "mnist1d"}, "a privdyn Dataset or a tuple"),
+    ({"data": 42}, "a privdyn Dataset, a registered dataset name"),
     ({"data": (np.zeros((10, 3)), np.zeros(10), np.zeros((5, 3)), np.zeros(5, int))}, "integer class labels"),
     ({"data": (np.zeros((10, 3)), np.zeros(9, int), np.zeros((5, 3)), np.zeros(5, int))}, "9 labels"),
     ({"data": (np.full((10, 3), np.nan), np.zeros(10, int), np.zeros((5, 3)), np.ones(5, int))}, "NaN"),

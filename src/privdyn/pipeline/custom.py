@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from privdyn.config import config_from_dict, set_dotted
-from privdyn.data.convert import as_dataset, data_digest
+from privdyn.data.convert import as_dataset, data_fingerprint
 from privdyn.errors import PrivdynError
 from privdyn.store.api import Run, open_run
 from privdyn.store.rundir import RunDir
@@ -105,7 +105,7 @@ def _config(model: Callable[[], nn.Module], recipe: Recipe, ds: Any, epochs: lis
                                   + "".join(f"; {n} {describe(getattr(recipe, n))}" for n in
                                             ("schedule", "train_step", "train_epoch", "augment")
                                             if getattr(recipe, n) is not None),
-                   "fingerprint": f"{code_digest(model, built, *parts)}-{data_digest(ds)}",
+                   "fingerprint": f"{code_digest(model, built, *parts)}-{data_fingerprint(ds)[:16]}",
                    "optimizer": describe(recipe.optimizer)},
         "dataset": {"name": ds.name, "n_pool": ds.n_pool, "n_test": len(ds.y_test)},
         "model": {"arch": describe(built)},

@@ -33,6 +33,7 @@ from torch import nn
 
 from privdyn.config import TRAIN_SECTIONS, RunConfig, config_from_dict
 from privdyn.data import Dataset
+from privdyn.data.convert import as_dataset, data_fingerprint
 from privdyn.errors import PrivdynError
 from privdyn.store import atomic, integrity, provenance
 from privdyn.store.rundir import RunDir
@@ -46,64 +47,6 @@ DataLike = Dataset | tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 #: The model label of a recorded run's config (the model is the user's; privdyn never builds it).
 RECORDED_ARCH = "recorded"
-
-
-def as_dataset(data: DataLike, name: str = "user data") -> Dataset:
-    """``data`` as a validated :class:`Dataset` (float32 features, int64 labels), or a :class:`PrivdynError`.
-
-    A tuple is ``(x_pool, y_pool, x_test, y_test)``: features ``[N, ...]`` (any real dtype,
-    converted to float32, all finite), integer labels ``[N]`` in ``0..C-1``.
-    """
-    parts: tuple[Any, ...]
-    if isinstance(data, Dataset):
-        parts = (data.x_pool, data.y_pool, data.x_test, data.y_test)
-        name, num_classes = data.name, int(data.num_classes)
-    elif isinstance(data, tuple | list) and len(data) == 4:
-        parts, num_classes = tuple(data), -1
-    else:
-        raise PrivdynError(f"data: give a privdyn Dataset or a tuple (x_pool, y_pool, x_test, y_test) of numpy "
-                           f"arrays, not {type(data).__name__}")
-    arrays_ = [np.asarray(p.detach().cpu().numpy() if isinstance(p, torch.Tensor) else p) for p in parts]
-    x_pool, y_pool, x_test, y_test = arrays_
-    for what, x in (("x_pool", x_pool), ("x_test", x_test)):
-        if x.ndim < 2 or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-            raise PrivdynError(f"data: {what} must be a real array [N, ...] of features (one row per sample), got "
-                               f"dtype {x.dtype} and shape {x.shape}")
-    for what, y, x in (("y_pool", y_pool, x_pool), ("y_test", y_test, x_test)):
-        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-            raise PrivdynError(f"data: {what} must be integer class labels [N], got dtype {y.dtype} and shape "
-                               f"{y.shape}; convert with .astype(np.int64)")
-        if len(y) != len(x):
-            raise PrivdynError(f"data: {what} has {len(y)} labels but x_{what[2:]} has {len(x)} samples")
-    if x_pool.shape[1:] != x_test.shape[1:]:
-        raise PrivdynError(f"data: pool and test samples differ in shape ({x_pool.shape[1:]} vs {x_test.shape[1:]})")
-    if len(y_pool) < 4 or len(y_test) < 1:
-        raise PrivdynError(f"data: need at least 4 pool samples and 1 test sample, got {len(y_pool)} and {len(y_test)}")
-    lo = min(int(y_pool.min()), int(y_test.min()))
-    hi = max(int(y_pool.max()), int(y_test.max()))
-    if num_classes < 0:
-        num_classes = hi + 1
-    if lo < 0 or hi >= num_classes or num_classes < 2:
-        raise PrivdynError(f"data: labels must lie in 0..C-1 with C >= 2 classes; found labels {lo}..{hi}"
-                           + (f" for num_classes={num_classes}" if isinstance(data, Dataset) else ""))
-    x_pool = np.ascontiguousarray(x_pool, dtype=np.float32)
-    x_test = np.ascontiguousarray(x_test, dtype=np.float32)
-    for what, x in (("x_pool", x_pool), ("x_test", x_test)):
-        if not np.isfinite(x).all():
-            raise PrivdynError(f"data: {what} holds NaN or infinite values; clean or impute them first")
-    kind = data.kind if isinstance(data, Dataset) else ("tabular" if x_pool.ndim == 2 else
-                                                        "sequence" if x_pool.ndim == 3 else "image")
-    return Dataset(name, kind, x_pool, np.ascontiguousarray(y_pool, dtype=np.int64), x_test,
-                   np.ascontiguousarray(y_test, dtype=np.int64), num_classes)
-
-
-def data_fingerprint(ds: Dataset) -> str:
-    """A sha256 of the features and labels (dtype, shape and bytes of each split): other data, other digest."""
-    h = hashlib.sha256(f"privdyn-record-data-v1:{ds.num_classes}".encode())
-    for a in (ds.x_pool, ds.y_pool, ds.x_test, ds.y_test):
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(np.ascontiguousarray(a).data)
-    return h.hexdigest()
 
 
 def check_membership(membership: Any, n_models: int, n_pool: int) -> np.ndarray:
