@@ -1,6 +1,10 @@
 import copy
 import os
 
+# Ray clusters the tests start listen on loopback only: with this, Ray resolves 127.0.0.1 to
+# itself instead of to the machine's outward address.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 import pytest
 import torch
 from hypothesis import settings

@@ -97,8 +97,27 @@ class TrainingConfig(_Strict):
     dp: DPConfig = Field(default_factory=DPConfig)
     group_size: int = Field(16, ge=1, description="models trained at once in one batched group")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    devices: list[str] | Literal["auto"] = Field(
+        default_factory=list, description="several devices, one worker process each (groups round robin): a "
+        "list such as [cuda:0, cuda:1], or auto = every visible GPU; empty = training.device alone. Where groups "
+        "train does not change the result, so it is not part of the training setup's hash")
+    backend: Literal["local", "ray"] = Field("local", description="local, or ray: every model group a Ray task "
+                                             "(the ray section; privdyn[ray] extra); not part of the hash either")
     eval_batch_size: int = Field(4096, ge=1)
 
+
+
+class RayConfig(_Strict):
+    """``ray``: the cluster and the resources of each group's task, with ``training.backend: ray``."""
+
+    address: str | None = Field(None, description="a running cluster (HOST:PORT or ray://...); None = start a "
+                                "local one on loopback for this run")
+    cpus_per_task: float = Field(1.0, gt=0, description="CPUs each group's task reserves")
+    gpus_per_task: float | None = Field(None, ge=0, description="GPUs each task reserves; None = 1 when this "
+                                        "machine has CUDA, else 0")
+    max_retries: int = Field(3, ge=0, description="retries of a task whose worker dies (it resumes from its "
+                             "group's last saved state)")
+    local_cpus: int | None = Field(None, ge=1, description="CPUs of the local cluster (None = all)")
 
 
 class SourceConfig(_Strict):
@@ -233,6 +252,7 @@ class RunConfig(_Strict):
         default_factory=dict, description="per attack, its options (e.g. attack_options.lira_online.center); "
         "validated against the attack's registered options model, defaults filled in for every listed attack")
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
 
     @field_validator("name")
     @classmethod
@@ -375,9 +395,10 @@ class RunConfig(_Strict):
     def section_hash(self, *sections: str) -> str:
         """Stable hash of the named top-level sections: what produced an artifact.
 
-        ``dataset.root`` is left out: it says where the files are, not what they hold.
+        ``dataset.root`` is left out: it says where the files are, not what they hold; so are
+        ``training.devices`` and ``training.backend``: where the groups train, not what they learn.
         """
-        data = self.model_dump(mode="json", exclude={"dataset": {"root"}})
+        data = self.model_dump(mode="json", exclude={"dataset": {"root"}, "training": {"devices", "backend"}})
         if self.source == SourceConfig():
             data.pop("source")  # privdyn's own training: runs made before the section keep their hash
         blob = json.dumps({s: data[s] for s in sections if s in data}, sort_keys=True)

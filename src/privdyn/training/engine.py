@@ -246,20 +246,18 @@ def run_train_stage(cfg: RunConfig, run: RunDir, ds: Dataset, membership: np.nda
     if (run.path / "epochs.npy").exists():
         _clean_up(run)
         return {"assembled_before": True}
+    from privdyn.training.executors import run_groups
+
     check_training_data(cfg, ds)
-    device = resolve_device(cfg.training.device)
     size = group_size or effective_group_size(cfg)
     groups = plan_groups(cfg.training.n_models, size)
     label = "train (1 at a time)" if size == 1 else "train"
     task_id = progress.add_task(label, total=len(groups) * cfg.training.epochs) if progress else None
     advance = (lambda n: progress.advance(task_id, n)) if progress else None
-    totals: Counter[str] = Counter()
-    for g in groups:
-        totals.update(train_group(cfg, ds, membership, g, run, device, advance, make or make_trainer))
+    where = run_groups(cfg, run, ds, membership, groups, advance, make)
     writers = assemble_signals(cfg, run, groups, ds.n_pool, len(ds.y_test))
     if cfg.training.dp.enabled:
         atomic.write_json(run.path / "dp.json", dp_report(cfg, ds.n_pool // 2))
     atomic.save_npy(run.path / "epochs.npy", np.asarray(cfg.checkpoint_epochs(), dtype=np.int64))
     _clean_up(run)
-    return {**totals, "groups": len(groups), "group_size": size, "device": str(device),
-            "checkpoint_writers": writers}
+    return {**where, "groups": len(groups), "group_size": size, "checkpoint_writers": writers}
