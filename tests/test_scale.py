@@ -104,12 +104,11 @@ def test_an_unreachable_cluster_or_a_missing_extra_is_a_clear_error(tmp_path, ti
 def test_the_cli_runs_on_a_local_ray_cluster_it_starts_itself(tmp_path, tiny_config_dict):
     import yaml
 
-    tiny_config_dict["training"]["backend"] = "ray"
     tiny_config_dict["ray"] = {"local_cpus": 2}
     tiny_config_dict["attacks"] = ["loss"]
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_config_dict))
     done = subprocess.run([sys.executable, "-m", "privdyn.cli", "run", str(tmp_path / "c.yaml"), "--out",
-                           str(tmp_path / "run"), "--no-progress"], capture_output=True, text=True, timeout=600,
-                          check=False)
+                           str(tmp_path / "run"), "--no-progress", "--ray-address", "local"], capture_output=True,
+                          text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr
     assert RunDir(tmp_path / "run").manifest()["stages"]["train"]["ray_address"] == "local"

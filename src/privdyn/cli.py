@@ -27,6 +27,20 @@ DataRootOpt = Annotated[Path | None, typer.Option(
     help="Folder holding dataset files (sets dataset.root; default $PRIVDYN_DATA_ROOT or ~/.privdyn/data).")]
 
 
+RayAddressOpt = Annotated[str | None, typer.Option(
+    "--ray-address", help="Train on this Ray cluster (HOST:PORT; 'local' starts one on loopback): sets "
+    "training.backend=ray and ray.address.")]
+
+
+def _ray_set(address: str | None) -> list[str]:
+    """--set overrides for --ray-address."""
+    import json
+
+    if address is None:
+        return []
+    return ["training.backend=ray", f"ray.address={json.dumps(None if address == 'local' else address)}"]
+
+
 def _root_set(data_root: Path | None) -> list[str]:
     """A --set override for dataset.root (absolute, so the run directory works from anywhere)."""
     import json
@@ -71,12 +85,13 @@ def run(
     set_: SetOpt = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")] = False,
     data_root: DataRootOpt = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Train, score, analyze and report: every stage that is not done yet (resumes a killed run)."""
     from privdyn.config import load_config
     from privdyn.pipeline import run_all
 
-    cfg = load_config(config, [*(set_ or []), *_root_set(data_root)])
+    cfg = load_config(config, [*(set_ or []), *_root_set(data_root), *_ray_set(ray_address)])
     target = out_dir or Path("runs") / cfg.name
     t0 = time.perf_counter()
     rd, index = run_all(cfg, target, progress=not no_progress)
@@ -86,11 +101,12 @@ def run(
 
 
 @app.command()
-def train(run_dir: RunDirArg, set_: SetOpt = None, data_root: DataRootOpt = None) -> None:
+def train(run_dir: RunDirArg, set_: SetOpt = None, data_root: DataRootOpt = None,
+          ray_address: RayAddressOpt = None) -> None:
     """Train the models of a run directory (resumes at the last completed checkpoint)."""
     from privdyn import pipeline
 
-    with _open(run_dir, [*(set_ or []), *_root_set(data_root)]) as (rd, cfg):
+    with _open(run_dir, [*(set_ or []), *_root_set(data_root), *_ray_set(ray_address)]) as (rd, cfg):
         pipeline.train(cfg, rd)
         out.print(f"trained: {rd.path}")
 
