@@ -104,6 +104,9 @@ class TrainingConfig(_Strict):
     backend: Literal["local", "ray"] = Field("local", description="local, or ray: every model group a Ray task "
                                              "(the ray section; privdyn[ray] extra); not part of the hash either")
     eval_batch_size: int = Field(4096, ge=1)
+    precision: Literal["fp32", "tf32", "bf16"] = Field(
+        "fp32", description="training arithmetic: fp32; tf32 (CUDA matmuls and convolutions in TF32); bf16 "
+        "(the training forward under bfloat16 autocast). Evaluation, and so every stored signal, is always fp32")
 
 
 
@@ -397,11 +400,11 @@ class RunConfig(_Strict):
 
         ``dataset.root`` is left out: it says where the files are, not what they hold; so are
         ``training.devices`` and ``training.backend``: where the groups train, not what they learn.
+        So are fields at their defaults, so that a field a later version adds keeps old hashes.
         """
-        data = self.model_dump(mode="json", exclude={"dataset": {"root"}, "training": {"devices", "backend"}})
-        if self.source == SourceConfig():
-            data.pop("source")  # privdyn's own training: runs made before the section keep their hash
-        blob = json.dumps({s: data[s] for s in sections if s in data}, sort_keys=True)
+        data = self.model_dump(mode="json", exclude_defaults=True,
+                               exclude={"dataset": {"root"}, "training": {"devices", "backend"}})
+        blob = json.dumps({s: data.get(s) for s in sections}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

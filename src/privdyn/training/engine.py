@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,7 +96,9 @@ def make_trainer(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: Grou
     tc = cfg.training
     mc = cfg.model.model_dump(exclude={"arch"})
     group = EnsembleGroup(lambda: build_model(cfg.model.arch, ds.input_shape, ds.num_classes, **mc),
-                          list(task.model_ids), cfg.seed, device)
+                          list(task.model_ids), cfg.seed, device, tc.precision)
+    if device.type == "cuda":  # process-wide switches; fp32 and bf16 keep full-precision matmuls
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tc.precision == "tf32"
     x = torch.from_numpy(ds.x_pool).to(device)
     y = torch.from_numpy(ds.y_pool).to(device)
     in_idx = torch.from_numpy(np.stack([np.flatnonzero(r) for r in membership[list(task.model_ids)]])).to(device)
@@ -109,6 +112,13 @@ def make_trainer(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: Grou
     return StackedTrainer.from_config(group, tc.optimizer, lr_at, tc.batch_size, augment, x, y, in_idx)
 
 
+def _clock(device: torch.device) -> float:
+    """Seconds now, after the device's queued work (so a split of train and eval time is honest)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def _save_state(path, state: dict) -> None:
     with atomic.atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -116,11 +126,11 @@ def _save_state(path, state: dict) -> None:
 
 def train_group(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: GroupTask, run: RunDir,
                 device: torch.device, advance: Callable[[int], Any] | None = None,
-                make: MakeTrainer = make_trainer) -> dict[str, int]:
+                make: MakeTrainer = make_trainer) -> dict[str, Any]:
     """Train one group to the end (resuming from its last state); ``advance(n)`` reports epochs.
 
-    Returns what this call did: epochs skipped thanks to a saved state, epochs trained, and
-    checkpoints evaluated.
+    Returns what this call did: epochs skipped thanks to a saved state, epochs trained,
+    checkpoints evaluated, and the seconds spent training and evaluating.
     """
     tick = advance or (lambda n: None)
     E, gdir = cfg.training.epochs, run.group_dir(task.index)
@@ -132,7 +142,8 @@ def train_group(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: Group
     x_pool, y_pool = trainer.x, trainer.y
     x_test, y_test = torch.from_numpy(ds.x_test).to(device), torch.from_numpy(ds.y_test).to(device)
     meta = weights_meta(cfg.model.model_dump(mode="json"), ds.input_shape, ds.num_classes)
-    counts = {"resumed_epochs": 0, "trained_epochs": 0, "evaluations": 0}
+    counts: dict[str, Any] = {"resumed_epochs": 0, "trained_epochs": 0, "evaluations": 0,
+                              "train_seconds": 0.0, "eval_seconds": 0.0}
     state_path = gdir / "state.pt"
 
     def finish(e: int, step: int, resumed: bool) -> None:
@@ -143,8 +154,10 @@ def train_group(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: Group
             t_path = gdir / f"t{ckpts.index(e):03d}.npz"
             if not t_path.exists():
                 q, bs, lg = cfg.queries, cfg.training.eval_batch_size, cfg.checkpoints.save_logits
-                save_checkpoint_signals(t_path, group.evaluate(x_pool, y_pool, q, bs, lg),
-                                        group.evaluate(x_test, y_test, q, bs, lg))
+                t0 = _clock(device)
+                pool, test = group.evaluate(x_pool, y_pool, q, bs, lg), group.evaluate(x_test, y_test, q, bs, lg)
+                counts["eval_seconds"] += _clock(device) - t0
+                save_checkpoint_signals(t_path, pool, test)
                 counts["evaluations"] += 1
         if e in save_at:
             save_weights(run.path, e, group.model_ids, group.model_state_dicts(), meta)
@@ -156,7 +169,9 @@ def train_group(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: Group
         tick(epoch)
     finish(epoch, step, resumed)
     for e in range(epoch + 1, E + 1):
+        t0 = _clock(device)
         step = trainer.train_epoch(e, step)
+        counts["train_seconds"] += _clock(device) - t0
         counts["trained_epochs"] += 1
         finish(e, step, resumed=False)
         tick(1)

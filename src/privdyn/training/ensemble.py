@@ -48,7 +48,7 @@ class EnsembleGroup:
     """A group of models with stacked state; ``factory()`` builds one untrained model."""
 
     def __init__(self, factory: Callable[[], nn.Module], model_ids: list[int], seed: int,
-                 device: torch.device):
+                 device: torch.device, precision: str = "fp32"):
         modules = []
         for m in model_ids:
             torch.manual_seed(model_seed(seed, m))
@@ -65,6 +65,7 @@ class EnsembleGroup:
         self.model_ids = list(model_ids)
         self.seed = seed
         self.device = device
+        self.precision = precision  # bf16: training forward under autocast; evaluation is always fp32
 
     @property
     def k(self) -> int:
@@ -101,9 +102,10 @@ class EnsembleGroup:
         The sum keeps the models' gradients apart: model k's slice of the gradient is the
         gradient of its own mean loss.
         """
-        logits = self.forward(x, train=True, buffers=buffers)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            logits = self.forward(x, train=True, buffers=buffers)
         return nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none"
+            logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none"
         ).view(y.shape).mean(dim=1).sum()
 
     def epoch_order(self, n: int, epoch: int) -> torch.Tensor:

@@ -64,7 +64,7 @@ def run_groups(cfg: RunConfig, run: RunDir, ds: Dataset, membership: np.ndarray,
 
 
 def _train_on(cfg_data: dict[str, Any], run_path: str, ds: Dataset, membership: np.ndarray,
-              task: dict[str, Any], device: str, report: Any = None) -> dict[str, int]:
+              task: dict[str, Any], device: str, report: Any = None) -> dict[str, Any]:
     """One group in a worker (a process or a Ray task): the config arrives as JSON-ready data."""
     cfg = RunConfig.model_validate(cfg_data)
     tick = (lambda n: report.advance.remote(n)) if report is not None else None

@@ -1,0 +1,44 @@
+"""training.precision: bf16 trains under autocast, but every stored signal comes from an fp32
+evaluation; the train stage reports how its time splits between training and evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from privdyn.config import config_from_dict
+from privdyn.pipeline import train
+from privdyn.store.api import open_run
+from privdyn.store.rundir import RunDir
+from privdyn.training.ensemble import EnsembleGroup
+
+
+def trained(cfg_dict: dict, out):
+    cfg = config_from_dict(cfg_dict)
+    run = RunDir(out)
+    with run.locked():
+        run.init(cfg)
+        train(cfg, run, progress=False)
+    return open_run(out), run.manifest()["stages"]["train"]
+
+
+def test_bf16_changes_training_but_not_the_precision_of_the_signals(tmp_path, tiny_config_dict):
+    fp32, stage = trained(tiny_config_dict, tmp_path / "fp32")
+    tiny_config_dict["training"]["precision"] = "bf16"
+    bf16, _ = trained(tiny_config_dict, tmp_path / "bf16")
+    a, b = np.asarray(fp32.signal("phi")), np.asarray(bf16.signal("phi"))
+    assert not np.array_equal(a, b)  # autocast was on while training
+    assert np.abs(a - b).mean() < 0.25 * np.abs(a).mean()  # ... and it trained the same models, roughly
+    assert stage["train_seconds"] > 0 and stage["eval_seconds"] > 0
+
+
+def test_the_evaluation_forward_is_fp32_even_for_a_bf16_group():
+    group = EnsembleGroup(lambda: torch.nn.Linear(4, 3), [0, 1], 0, torch.device("cpu"), precision="bf16")
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    out = group.evaluate(x, y, ["identity"], 8, with_logits=True)
+    direct = group.forward(x, train=False, shared_input=True)
+    assert direct.dtype == torch.float32
+    np.testing.assert_array_equal(out["logits"][..., 0, :], direct.detach().numpy())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = group.forward(x, train=False, shared_input=True)
+    assert not torch.equal(low.float(), direct)  # bf16 would have shown in the stored logits
