@@ -51,11 +51,65 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def step_flops(arch: str, ds: Dataset, batch_size: int) -> tuple[float, float]:
+    """FLOPs per sample of one model: a training step (forward and backward) and an evaluation forward,
+    counted by torch's FlopCounterMode on one plain model (matmuls and convolutions)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build(arch, ds)
+    x, y = torch.from_numpy(ds.x_pool[:batch_size]), torch.from_numpy(ds.y_pool[:batch_size])
+    with FlopCounterMode(display=False) as train_count:
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as eval_count:
+        model(x)
+    return train_count.get_total_flops() / len(y), eval_count.get_total_flops() / len(y)
+
+
+def build(arch: str, ds: Dataset) -> torch.nn.Module:
+    """One plain model of ``arch`` for ``ds``."""
+    from privdyn.models import build_model
+
+    opts = {k: v for k, v in MODELS[arch].items() if k != "arch"}
+    return build_model(MODELS[arch]["arch"], ds.input_shape, ds.num_classes, **opts)
+
+
+def measure_eval(arch: str, ds: Dataset, k: int, device: str, clock=time.perf_counter) -> float:
+    """Model-samples per second of the per-checkpoint evaluation of a group of k models on the pool
+    (one identity query, every signal computed), best of two passes."""
+    from privdyn.training.ensemble import EnsembleGroup
+
+    dev = resolve_device(device)
+    group = EnsembleGroup(lambda: build(arch, ds), list(range(k)), 0, dev)
+    x, y = torch.from_numpy(ds.x_pool).to(dev), torch.from_numpy(ds.y_pool).to(dev)
+    best = float("inf")
+    for _ in range(2):
+        sync(dev)
+        t0 = clock()
+        group.evaluate(x, y, ["identity"], 4096)
+        sync(dev)
+        best = min(best, clock() - t0)
+    return k * ds.n_pool / best
+
+
+#: The paper-scale run of examples/paper/cifar10_wrn28_2.yaml.
+PAPER = {"models": 64, "epochs": 100, "train_per_model": 25_000, "pool": 50_000, "test": 10_000, "queries": 2,
+         "checkpoints": 37}
+
+
+def projection(train_flops: float, eval_flops: float, rate: float) -> tuple[float, float]:
+    """Hours of training and of evaluation of the paper run at ``rate`` FLOP/s."""
+    p = PAPER
+    train = train_flops * p["train_per_model"] * p["epochs"] * p["models"]
+    evaluate = eval_flops * (p["pool"] + p["test"]) * p["queries"] * p["checkpoints"] * p["models"]
+    return train / rate / 3600, evaluate / rate / 3600
+
+
 def measure(arch: str, ds: Dataset, k: int, rounds: int, batch_size: int, device: str,
             clock=time.perf_counter) -> tuple[float, float]:
     """Best-round model-samples per second of a group of k models and of a group of one."""
     cfg = config_from_dict({
-        "dataset": {"name": ds.name}, "model": MODELS[arch],
+        "dataset": {"name": "synthetic"}, "model": MODELS[arch],  # the data is passed to make_trainer itself
         "training": {"n_models": max(2, k + k % 2), "epochs": rounds + 1, "batch_size": batch_size,
                      "group_size": k, "device": device, "optimizer": {"name": "sgd", "lr": 0.01}},
     })
@@ -87,6 +141,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=2, help="timed epochs per side (best one counts)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--eval", action="store_true", help="also time the per-checkpoint evaluation")
+    ap.add_argument("--flops", action="store_true", help="also count FLOPs per sample, the achieved FLOP "
+                    "rate and, for wrn, the paper run's projected time")
     ap.add_argument("--clock", choices=["wall", "process"], default="wall",
                     help="time wall seconds or this process's CPU seconds")
     args = ap.parse_args()
@@ -104,6 +161,23 @@ def main() -> None:
         speedups.append(batched / single)
         print(f"{arch:9s} group of {args.group_size}: {batched:10.0f} model-samples/s   "
               f"one at a time: {single:10.0f} model-samples/s   ratio {batched / single:5.2f}")
+        if args.eval or args.flops:
+            evaluation = measure_eval(arch, ds, args.group_size, args.device, clock)
+            print(f"{'':9s} evaluation, group of {args.group_size}: {evaluation:10.0f} model-samples/s "
+                  f"({evaluation / batched:.1f}x the training rate)")
+        if args.flops:
+            tf, ef = step_flops(arch, ds, min(args.batch_size, ds.n_pool))
+            rate = batched * tf
+            print(f"{'':9s} {tf / 1e6:.1f} MFLOP per training sample, {ef / 1e6:.1f} per evaluated sample: "
+                  f"{rate / 1e9:.1f} GFLOP/s achieved while training")
+            if arch == "wrn":
+                t, e = projection(tf, ef, rate)
+                print(f"{'':9s} the paper run (64 WRN-28-2, CIFAR-10, 100 epochs) at this rate: {t:.0f} h training "
+                      f"+ {e:.0f} h evaluation")
+                for name, peak in (("one H200 at 30% of its 989 TFLOP/s bf16 peak (assumed, not measured)", 0.3e15),):
+                    t, e = projection(tf, ef, peak)
+                    print(f"{'':9s} on {name}: {60 * t:.0f} min training + {60 * e:.0f} min evaluation; on 8: "
+                          f"{60 * (t + e) / 8:.0f} min")
     print(f"speedup: {min(speedups):.2f}")
 
 
