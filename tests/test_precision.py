@@ -42,3 +42,13 @@ def test_the_evaluation_forward_is_fp32_even_for_a_bf16_group():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = group.forward(x, train=False, shared_input=True)
     assert not torch.equal(low.float(), direct)  # bf16 would have shown in the stored logits
+
+
+def test_a_compiled_training_loss_trains_the_same_models(tmp_path, tiny_config_dict):
+    tiny_config_dict["training"].update(n_models=2, group_size=2, epochs=2)
+    tiny_config_dict["analysis"]["grid"] = 1
+    plain, _ = trained(tiny_config_dict, tmp_path / "plain")
+    tiny_config_dict["training"]["compile"] = True
+    compiled, _ = trained(tiny_config_dict, tmp_path / "compiled")
+    np.testing.assert_allclose(np.asarray(compiled.signal("phi")), np.asarray(plain.signal("phi")),
+                               rtol=1e-4, atol=1e-5)

@@ -107,6 +107,8 @@ class TrainingConfig(_Strict):
     precision: Literal["fp32", "tf32", "bf16"] = Field(
         "fp32", description="training arithmetic: fp32; tf32 (CUDA matmuls and convolutions in TF32); bf16 "
         "(the training forward under bfloat16 autocast). Evaluation, and so every stored signal, is always fp32")
+    compile: bool = Field(False, description="torch.compile the batched training loss (worth it for long GPU runs; "
+                          "compiling takes tens of seconds; not with DP-SGD)")
 
 
 
@@ -353,6 +355,9 @@ class RunConfig(_Strict):
             if bad:
                 raise ValueError(f"training.milestones: {bad} outside 1..training.epochs={E}")
         if tc.dp.enabled:
+            if tc.compile:
+                raise ValueError("training.compile: DP-SGD trains plain modules through Opacus; set "
+                                 "training.compile=false")
             if tc.optimizer.name == "sam":
                 raise ValueError("training.dp: DP-SGD does not combine with optimizer.name=sam; "
                                  "use sgd, adam or adamw")

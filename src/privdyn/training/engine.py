@@ -109,7 +109,7 @@ def make_trainer(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: Grou
         from privdyn.training.dp import DPTrainer
 
         return DPTrainer(group, tc.optimizer, tc.dp, lr_at, tc.batch_size, augment, x, y, in_idx)
-    return StackedTrainer.from_config(group, tc.optimizer, lr_at, tc.batch_size, augment, x, y, in_idx)
+    return StackedTrainer.from_config(group, tc.optimizer, lr_at, tc.batch_size, augment, x, y, in_idx, tc.compile)
 
 
 def _clock(device: torch.device) -> float:

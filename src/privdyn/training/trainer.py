@@ -31,18 +31,19 @@ class StackedTrainer:
 
     def __init__(self, group: EnsembleGroup, opt: torch.optim.Optimizer, lr_at: Callable[[int], float] | None,
                  batch_size: int, augment: bool, x: torch.Tensor, y: torch.Tensor, in_idx: torch.Tensor,
-                 rho: float | None = None):
+                 rho: float | None = None, compile: bool = False):
         self.group, self.lr_at, self.batch_size, self.augment = group, lr_at, batch_size, augment
         self.rho, self.opt = rho, opt
         self.x, self.y, self.in_idx = x, y, in_idx
+        self.loss = torch.compile(group.loss) if compile else group.loss
 
     @classmethod
     def from_config(cls, group: EnsembleGroup, oc: OptimizerConfig, lr_at: Callable[[int], float],
                     batch_size: int, augment: bool, x: torch.Tensor, y: torch.Tensor,
-                    in_idx: torch.Tensor) -> StackedTrainer:
+                    in_idx: torch.Tensor, compile: bool = False) -> StackedTrainer:
         """The trainer of a config's optimizer (SAM's radius when ``oc.name`` is sam)."""
         return cls(group, make_optimizer(group.params.values(), oc), lr_at, batch_size, augment, x, y, in_idx,
-                   oc.rho if oc.name == "sam" else None)
+                   oc.rho if oc.name == "sam" else None, compile)
 
     def train_epoch(self, epoch: int, step: int) -> int:
         """One epoch (1-based) over each model's IN samples; returns the global step reached."""
@@ -64,7 +65,7 @@ class StackedTrainer:
                 set_lr(self.opt, self.lr_at(step))
             if self.rho is None:
                 self.opt.zero_grad(set_to_none=True)
-                g.loss(xb, self.y[idx]).backward()
+                self.loss(xb, self.y[idx]).backward()
             else:
                 self._sam_gradient(xb, self.y[idx])
             self.opt.step()
@@ -79,7 +80,7 @@ class StackedTrainer:
         """
         g = self.group
         params = list(g.params.values())
-        raw = torch.autograd.grad(g.loss(xb, yb), params, allow_unused=True)
+        raw = torch.autograd.grad(self.loss(xb, yb), params, allow_unused=True)
         grads = [torch.zeros_like(p) if d is None else d for p, d in zip(params, raw)]
         assert self.rho is not None  # SAM steps only
         saved = [p.detach().clone() for p in params]
@@ -87,7 +88,7 @@ class StackedTrainer:
             for p, e in zip(params, sam_perturbation(grads, self.rho)):
                 p.add_(e)
         self.opt.zero_grad(set_to_none=True)
-        g.loss(xb, yb, buffers={k: v.clone() for k, v in g.buffers.items()}).backward()
+        self.loss(xb, yb, buffers={k: v.clone() for k, v in g.buffers.items()}).backward()
         with torch.no_grad():
             for p, w in zip(params, saved):
                 p.copy_(w)
