@@ -615,11 +615,14 @@ def test_generic_npz_images_tabular_sequences(tmp_path):
 
 
 # ----- CLI, the example configs and the preparation script ------------------------------------
-def test_datasets_command_shows_where_and_found(tmp_path):
+def test_datasets_command_shows_where_and_found(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
+    from privdyn import cli
     from privdyn.cli import app
 
+    # the console is made at import, before COLUMNS is set: widen it so no cell wraps
+    monkeypatch.setattr(cli.out, "width", 400)
     d = shared("mnist_train20k_test10k_uint8.npz", 10, 10)
     write_idx_folder(tmp_path / "mnist", d, False)
     res = CliRunner().invoke(app, ["datasets", "--data-root", str(tmp_path)], env={"COLUMNS": "400"})
