@@ -235,3 +235,24 @@ def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_result(tmp_path)
     assert stage["resumed_epochs"] == 2  # model 0 restarted from its saved state at epoch 2
     whole = audit(Branchy, tmp_path / "whole")
     np.testing.assert_array_equal(np.asarray(resumed.run.signal("phi")), np.asarray(whole.run.signal("phi")))
+
+
+def negate(x: torch.Tensor) -> torch.Tensor:
+    """A user's query: every feature's sign flipped."""
+    return -x
+
+
+def same(x: torch.Tensor) -> torch.Tensor:
+    """A user's query that changes nothing."""
+    return x.clone()
+
+
+def test_a_query_given_as_a_function_is_evaluated_and_the_run_reopens_from_the_cli(tmp_path):
+    res = audit(mlp, tmp_path / "run", queries=["identity", negate, same])
+    assert res.run.config.queries == ["identity", "user.test_audit.negate", "user.test_audit.same"]
+    phi = np.asarray(res.run.signal("phi"))
+    np.testing.assert_array_equal(phi[..., 2], phi[..., 0])  # the unchanged inputs give the same signal
+    assert not np.allclose(phi[..., 1], phi[..., 0])  # the negated ones do not
+    done = subprocess.run([sys.executable, "-m", "privdyn.cli", "analyze", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr  # the config loads without the function registered

@@ -21,7 +21,14 @@ from privdyn.data.convert import as_dataset, data_fingerprint
 from privdyn.errors import PrivdynError
 from privdyn.store.api import Run, open_run
 from privdyn.store.rundir import RunDir
-from privdyn.training.custom import Recipe, code_digest, describe, plan_batching, recipe_trainers
+from privdyn.training.custom import (
+    Recipe,
+    code_digest,
+    describe,
+    plan_batching,
+    recipe_trainers,
+    register_user_queries,
+)
 from privdyn.training.engine import resolve_device
 
 
@@ -36,7 +43,8 @@ class AuditResult:
 
 
 def audit(model: Callable[[], nn.Module], data: Any, *, out: str | Path, recipe: Recipe | None = None,
-          n_models: int = 16, checkpoints: Sequence[int] | None = None, queries: Sequence[str] = ("identity",),
+          n_models: int = 16, checkpoints: Sequence[int] | None = None,
+          queries: Sequence[str | Callable[[torch.Tensor], torch.Tensor]] = ("identity",),
           attacks: Sequence[str] | None = None, seed: int = 0, name: str = "audit",
           n_pool: int | None = None, n_test: int | None = None,
           settings: Mapping[str, Any] | None = None, device: str = "auto", group_size: int = 16,
@@ -52,6 +60,8 @@ def audit(model: Callable[[], nn.Module], data: Any, *, out: str | Path, recipe:
         recipe: the optimizer and schedule factories, epochs, batch size, or a user training
             step / epoch (:class:`~privdyn.training.custom.Recipe`).
         checkpoints: epochs at which every model is evaluated (0 = initialisation); default every epoch.
+        queries: names (``identity``, ``hflip``, ``shift:1,0``) or functions ``f(x) -> x'`` that transform a
+            batch deterministically; every model is evaluated under each at every checkpoint.
         queries, attacks, seed, name: as in the config file; ``settings`` sets any other config key
             by dotted name, e.g. ``{"analysis.rule": "fpr:0.001"}`` (not ``dataset.*``: the data is given).
         n_pool, n_test: a seeded subsample of a registered dataset (given by name).
@@ -78,6 +88,7 @@ def audit(model: Callable[[], nn.Module], data: Any, *, out: str | Path, recipe:
     reason = plan.reason if batched is not False else "batched=False was asked for"
     epochs = list(checkpoints) if checkpoints is not None else list(range(1, recipe.epochs + 1))
     cfg = _config(model, recipe, ds, epochs, n_models, queries, attacks, seed, name, settings, device, group_size)
+
     how = f"in batched groups of {min(group_size, n_models)}" if use_batched else "one at a time"
     pipeline.console.print(f"training {n_models} models of {describe(model)} {how}: {reason}")
     run = RunDir(out)
@@ -93,13 +104,14 @@ def audit(model: Callable[[], nn.Module], data: Any, *, out: str | Path, recipe:
 
 
 def _config(model: Callable[[], nn.Module], recipe: Recipe, ds: Any, epochs: list[int], n_models: int,
-            queries: Sequence[str], attacks: Sequence[str] | None, seed: int, name: str,
+            queries: Sequence[Any], attacks: Sequence[str] | None, seed: int, name: str,
             settings: Mapping[str, Any] | None, device: str, group_size: int) -> Any:
     """The run's config: the recipe's numbers where the config has a field, labels for the rest."""
-    parts = [recipe.optimizer, recipe.schedule, recipe.train_step, recipe.train_epoch, recipe.augment]
+    parts = [recipe.optimizer, recipe.schedule, recipe.train_step, recipe.train_epoch, recipe.augment,
+             *(q for q in queries if not isinstance(q, str))]
     built = type(model()) if not isinstance(model, type) else model  # the class whose code matters
     data: dict[str, Any] = {
-        "name": name, "seed": seed, "queries": list(queries),
+        "name": name, "seed": seed, "queries": register_user_queries(queries),
         "source": {"kind": "python",
                    "description": f"model {describe(model)}; optimizer {describe(recipe.optimizer)}"
                                   + "".join(f"; {n} {describe(getattr(recipe, n))}" for n in

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from torch import nn
 
 from privdyn.config import RunConfig
 from privdyn.data import Dataset
+from privdyn.errors import PrivdynError
 from privdyn.training.engine import GroupTask, MakeTrainer
 from privdyn.training.ensemble import EnsembleGroup, epoch_generator, model_seed, stream_seed
 from privdyn.training.signals import evaluate_signals
@@ -271,3 +272,31 @@ def recipe_trainers(factory: Callable[[], nn.Module], recipe: Recipe, batched: b
         return ModuleTrainer(factory, recipe, ids[0], cfg.seed, device, x, y, in_idx[0])
 
     return make
+
+
+def register_user_queries(queries: Sequence[str | Callable[[torch.Tensor], torch.Tensor]]) -> list[str]:
+    """Query names for the config: names as they are; each function ``f(x) -> x'`` (a deterministic
+    transform of a batch) registered in this session as ``user.<module.qualname>``."""
+    from privdyn.config import USER_QUERY
+    from privdyn.registry import QUERIES
+    from privdyn.training.queries import Query
+
+    names = []
+    for q in queries:
+        if isinstance(q, str):
+            names.append(q)
+            continue
+        if not callable(q):
+            raise PrivdynError(f"queries: give names or functions of a batch, got {type(q).__name__}")
+        name = USER_QUERY + describe(q).replace(":", "_")
+
+        def check(args: str, name: str = name) -> None:
+            if args:
+                raise ValueError(f"query {name!r} takes no arguments")
+
+        def apply(x: torch.Tensor, _args: str, fn: Callable[[torch.Tensor], torch.Tensor] = q) -> torch.Tensor:
+            return fn(x)
+
+        QUERIES.register(name, Query(check, apply, name), replace=True)
+        names.append(name)
+    return names

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from privdyn.config import USER_QUERY
 from privdyn.registry import QUERIES
 
 
@@ -33,9 +34,9 @@ def split_query(name: str) -> tuple[str, str]:
 
 def apply_query(name: str, x: torch.Tensor) -> torch.Tensor:
     """Apply a query (validated with the config: ``config.check_query``) to a batch ``[B, C, L]``
-    or ``[B, C, H, W]`` (tabular data: identity only)."""
+    or ``[B, C, H, W]`` (tabular data: identity, or a function given to ``privdyn.audit``)."""
     kind, args = split_query(name)
-    if kind != "identity" and x.ndim < 3:
+    if kind != "identity" and not kind.startswith(USER_QUERY) and x.ndim < 3:
         raise ValueError(f"query {name!r} needs sequence or image inputs; tabular data takes identity only")
     return QUERIES[kind].apply(x, args)
 
