@@ -1,0 +1,64 @@
+"""Where a run's wall time goes: the share of each stage, and of training against evaluation.
+
+    python benchmarks/pipeline_cost.py                 # runs the quickstart in a temporary folder
+    python benchmarks/pipeline_cost.py --run RUN_DIR   # reads a finished run's manifest instead
+    python benchmarks/pipeline_cost.py CONFIG.yaml --set training.epochs=5
+
+Stage times come from the manifest (every stage records its seconds); inside the train stage,
+``train_seconds`` and ``eval_seconds`` split model updates from the per-checkpoint evaluation of
+every model on the pool and test split. The last line, ``bookkeeping: X``, is the share of
+analyze and report (issue #16's target for the quickstart: at most 0.15).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+STAGES = ("train", "score", "analyze", "report")
+
+
+def split(manifest: dict) -> dict[str, float]:
+    """Seconds per stage, and the train stage's own split, from a run's manifest."""
+    st = manifest["stages"]
+    out = {s: float(st[s]["seconds"]) for s in STAGES if s in st and "seconds" in st[s]}
+    train = st.get("train", {})
+    for key in ("train_seconds", "eval_seconds"):
+        if key in train:
+            out[key] = float(train[key])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config", nargs="?", default=None, help="a YAML config (default: the quickstart)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="key=value, as in privdyn run")
+    ap.add_argument("--run", type=Path, default=None, help="a finished run directory to read instead")
+    args = ap.parse_args()
+    if args.run is None:
+        from privdyn.config import load_config
+        from privdyn.pipeline import run_all
+
+        cfg = load_config(args.config, args.overrides)
+        with tempfile.TemporaryDirectory() as tmp:
+            run, _ = run_all(cfg, Path(tmp) / "run", progress=False)
+            manifest = json.loads(run.manifest_path.read_text())
+    else:
+        manifest = json.loads((args.run / "manifest.json").read_text())
+    times = split(manifest)
+    total = sum(times.get(s, 0.0) for s in STAGES)
+    for s in STAGES:
+        if s in times:
+            print(f"{s:8s} {times[s]:8.1f} s  {times[s] / total:6.1%}")
+    if "train_seconds" in times:
+        rest = times["train"] - times["train_seconds"] - times["eval_seconds"]
+        print(f"  of train: updates {times['train_seconds']:.1f} s, evaluation {times['eval_seconds']:.1f} s, "
+              f"the rest (data, assembly, start-up) {rest:.1f} s")
+    print(f"total    {total:8.1f} s")
+    print(f"bookkeeping: {(times.get('analyze', 0.0) + times.get('report', 0.0)) / total:.2f}")
+
+
+if __name__ == "__main__":
+    main()
