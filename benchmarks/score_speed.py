@@ -10,7 +10,9 @@ process (time.process_time), so that other jobs on a shared machine do not infla
    Attack-R likewise. Running it on all M x N x T cells would take hours, so it is timed on a
    random subset of (checkpoint, target, sample) cells and extrapolated linearly (its cost is
    the same for every cell); the output says so.
-3. Scaling: the vectorised attacks at M = 16, 32, 64, 128 (seconds per checkpoint, the fastest
+3. Against the memory-bandwidth bound: the bytes of float32 signals each attack reads per
+   checkpoint over the measured copy bandwidth, and how far the measured time is from it.
+4. Scaling: the vectorised attacks at M = 16, 32, 64, 128 (seconds per checkpoint, the fastest
    of a few checkpoints), to show linear growth in M.
 
     python benchmarks/score_speed.py                   # M=64, N=20,000, T=10; scaling at N=20,000
@@ -66,6 +68,19 @@ def time_vectorised(attacks: list[str], m: int, n: int, n_test: int, q: int, t: 
             ATTACKS[a].run(data)
             times[a].append(clock() - t0)
     return times
+
+
+def copy_bandwidth(mb: int = 256, repeat: int = 5) -> float:
+    """Bytes per second this machine copies (read + write counted once, as a read-only bound):
+    the fastest of a few ``np.copyto`` of ``mb`` MB of float32."""
+    src = np.ones(mb * 2**20 // 4, dtype=np.float32)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t0)
+    return src.nbytes / best
 
 
 # ----- the loop baseline (one target, one sample at a time) -----------------------------------
@@ -133,6 +148,17 @@ def main() -> None:
     for a in attacks:
         print(f"| {a} | {vec[a]:.2f} | {vec[a] / T:.3f} |")
     print(f"| **all {len(attacks)} attacks** | **{sum(vec.values()):.2f}** | {sum(vec.values()) / T:.3f} |")
+
+    bandwidth = copy_bandwidth()
+    print(f"\n## against the memory-bandwidth bound (measured copy bandwidth {bandwidth / 1e9:.1f} GB/s; "
+          "bytes = the float32 signals an attack reads per checkpoint, as stored)\n")
+    print("| attack | MB read per checkpoint | bound (s) | measured (s) | measured / bound |")
+    print("|---|---:|---:|---:|---:|")
+    for a in attacks:
+        spec = ATTACKS[a]
+        read = 4 * Q * (M * N * len(spec.needs) + M * args.n_test * len(spec.needs_test))
+        bound, took = read / bandwidth, vec[a] / T
+        print(f"| {a} | {read / 1e6:.0f} | {bound:.4f} | {took:.3f} | {took / bound:,.0f}x |")
 
     one = {a: sum(v) for a, v in time_vectorised(attacks, M, N, args.n_test, Q, T, rule="one").items()}
     print("\n## reference rules in the same run: default `pair` (leave-pair-out) against `one` "
