@@ -10,6 +10,7 @@ import numpy as np
 
 from privdyn.errors import PrivdynError
 from privdyn.ingest.npy import shape_str
+from privdyn.training.membership import checked_membership
 
 #: Sample indices listed in a message before "and N more".
 SHOWN = 5
@@ -53,23 +54,11 @@ def check_labels(labels: np.ndarray, n_classes: int, path: Path) -> np.ndarray:
 def check_membership(membership: np.ndarray, n: int, path: Path) -> np.ndarray:
     """The membership ``[M, N]`` as bool: M >= 2 models, every sample IN for one model and OUT for another."""
     check_shape(membership, (None, n), "[M, N]", path, "the membership (model m trained on sample i)")
-    if membership.dtype != bool and (membership.dtype.kind not in "iu" or not np.isin(membership, (0, 1)).all()):
-        raise PrivdynError(f"{path} holds {membership.dtype} values, but the membership must be bool (or "
-                           "integers 0 and 1): True where model m trained on sample i.")
-    z = np.array(membership, dtype=bool)
-    M = z.shape[0]
-    if M < 2:
-        raise PrivdynError(f"{path}: the source has {M} model(s), but a membership-inference audit needs at "
-                           "least 2 (every sample IN for one model and OUT for another; at least 4 for "
-                           "attacks that fit reference distributions). Import more models.")
-    k_in = z.sum(axis=0)
-    for side, bad in (("never IN (no model trained on it)", np.flatnonzero(k_in == 0)),
-                      ("never OUT (every model trained on it)", np.flatnonzero(k_in == M))):
-        if len(bad):
-            raise PrivdynError(f"{path}: {len(bad)} of {n} samples are {side}: samples {_first(bad)}. Every "
-                               "sample needs at least one IN and one OUT model, or its membership cannot be "
-                               "inferred. Remove those samples from every file, or import more models.")
-    return z
+    if membership.shape[0] < 2:
+        raise PrivdynError(f"{path}: the source has {membership.shape[0]} model(s), but a membership-inference "
+                           "audit needs at least 2 (every sample IN for one model and OUT for another; at least 4 "
+                           "for attacks that fit reference distributions). Import more models.")
+    return checked_membership(membership, str(path))
 
 
 def check_epochs(epochs: np.ndarray, path: Path) -> np.ndarray:

@@ -151,7 +151,7 @@ def train_group(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: Group
         if e in ckpts:
             if not resumed:
                 _save_state(state_path, trainer.state(e, step))
-            t_path = gdir / f"t{ckpts.index(e):03d}.npz"
+            t_path = checkpoint_file(run, task.index, ckpts.index(e))
             if not t_path.exists():
                 q, bs, lg = cfg.queries, cfg.training.eval_batch_size, cfg.checkpoints.save_logits
                 t0 = _clock(device)
@@ -179,6 +179,11 @@ def train_group(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: Group
     return counts
 
 
+def checkpoint_file(run: RunDir, group: int, t: int) -> Path:
+    """``RUN/train/group_GGG/tTTT.npz``: group ``group``'s signals at checkpoint index ``t``."""
+    return run.group_dir(group) / f"t{t:03d}.npz"
+
+
 def save_checkpoint_signals(path: Path, pool: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> None:
     """One checkpoint's signals of a group (``[K, N, Q]`` per name, test split prefixed ``test_``),
     written atomically with the writing process's id (the resume record)."""
@@ -201,7 +206,7 @@ def assemble_signals(cfg: RunConfig, run: RunDir, groups: list[GroupTask], n_poo
     size, prefix = {"pool": n_pool, "test": n_test}, {"pool": "", "test": "test_"}
     keys = [(split, name) for split in ("pool", "test") for name in stored_names(cfg)]  # (split, signal)
     writers: Counter[str] = Counter()
-    with np.load(run.group_dir(groups[0].index) / "t000.npz", allow_pickle=False) as f:
+    with np.load(checkpoint_file(run, groups[0].index, 0), allow_pickle=False) as f:
         tail = {key: f[prefix[key[0]] + key[1]].shape[3:] for key in keys}  # the logits' classes
     with contextlib.ExitStack() as stack:
         out = {(split, name): stack.enter_context(arrays.create_array(
@@ -211,7 +216,7 @@ def assemble_signals(cfg: RunConfig, run: RunDir, groups: list[GroupTask], n_poo
         for t in range(T):
             chunk = {key: np.empty(out[key].shape[1:], out[key].dtype) for key in keys}
             for g in groups:
-                path = run.group_dir(g.index) / f"t{t:03d}.npz"
+                path = checkpoint_file(run, g.index, t)
                 integrity.verify(path)
                 with np.load(path, allow_pickle=False) as f:
                     for split, name in keys:
@@ -237,7 +242,7 @@ def dp_report(cfg: RunConfig, n_train: int) -> dict[str, Any]:
             "note": "DP-SGD trains one model at a time (group_size forced to 1)"}
 
 
-def _clean_up(run: RunDir) -> None:
+def clean_up(run: RunDir) -> None:
     """Delete ``RUN/train`` (renamed first, so a kill never leaves it half deleted) and the
     temporary files that killed attempts left among the saved weights."""
     trash = run.path / ".train.trash"
@@ -247,6 +252,18 @@ def _clean_up(run: RunDir) -> None:
     shutil.rmtree(trash, ignore_errors=True)
     for tmp in (run.path / "weights").glob("epoch_*/.*.tmp"):
         tmp.unlink()
+
+
+def finish_signals(cfg: RunConfig, run: RunDir, groups: list[GroupTask], n_pool: int, n_test: int) -> dict[str, int]:
+    """Assemble the groups' files into the signal arrays, write ``dp.json`` under DP-SGD, then
+    ``epochs.npy`` last (its presence says the arrays are complete) and delete ``RUN/train``.
+    Returns :func:`assemble_signals`' resume record."""
+    writers = assemble_signals(cfg, run, groups, n_pool, n_test)
+    if cfg.training.dp.enabled:
+        atomic.write_json(run.path / "dp.json", dp_report(cfg, n_pool // 2))
+    atomic.save_npy(run.path / "epochs.npy", np.asarray(cfg.checkpoint_epochs(), dtype=np.int64))
+    clean_up(run)
+    return writers
 
 
 def run_train_stage(cfg: RunConfig, run: RunDir, ds: Dataset, membership: np.ndarray,
@@ -259,7 +276,7 @@ def run_train_stage(cfg: RunConfig, run: RunDir, ds: Dataset, membership: np.nda
     last, so when it exists the arrays are complete and only the group files remain to delete.
     """
     if (run.path / "epochs.npy").exists():
-        _clean_up(run)
+        clean_up(run)
         return {"assembled_before": True}
     from privdyn.training.executors import run_groups
 
@@ -270,9 +287,5 @@ def run_train_stage(cfg: RunConfig, run: RunDir, ds: Dataset, membership: np.nda
     task_id = progress.add_task(label, total=len(groups) * cfg.training.epochs) if progress else None
     advance = (lambda n: progress.advance(task_id, n)) if progress else None
     where = run_groups(cfg, run, ds, membership, groups, advance, make)
-    writers = assemble_signals(cfg, run, groups, ds.n_pool, len(ds.y_test))
-    if cfg.training.dp.enabled:
-        atomic.write_json(run.path / "dp.json", dp_report(cfg, ds.n_pool // 2))
-    atomic.save_npy(run.path / "epochs.npy", np.asarray(cfg.checkpoint_epochs(), dtype=np.int64))
-    _clean_up(run)
+    writers = finish_signals(cfg, run, groups, ds.n_pool, len(ds.y_test))
     return {**where, "groups": len(groups), "group_size": size, "checkpoint_writers": writers}

@@ -37,8 +37,15 @@ from privdyn.data.convert import as_dataset, data_fingerprint
 from privdyn.errors import PrivdynError
 from privdyn.store import atomic, integrity, provenance
 from privdyn.store.rundir import RunDir
-from privdyn.training.engine import GroupTask, _clean_up, assemble_signals, save_checkpoint_signals, stored_names
-from privdyn.training.membership import balanced_membership
+from privdyn.training.engine import (
+    GroupTask,
+    checkpoint_file,
+    clean_up,
+    finish_signals,
+    save_checkpoint_signals,
+    stored_names,
+)
+from privdyn.training.membership import balanced_membership, checked_membership
 from privdyn.training.queries import apply_query
 from privdyn.training.signals import evaluate_signals
 
@@ -50,21 +57,12 @@ RECORDED_ARCH = "recorded"
 
 
 def check_membership(membership: Any, n_models: int, n_pool: int) -> np.ndarray:
-    """A user's membership as bool ``[M, N]``: every sample IN for >= 1 model and OUT for >= 1, every
-    model trained on >= 1 sample; otherwise a :class:`PrivdynError`."""
-    z = np.asarray(membership)
-    if z.shape != (n_models, n_pool):
-        raise PrivdynError(f"membership: expected shape [n_models, N] = [{n_models}, {n_pool}], got {list(z.shape)}")
-    if z.dtype != bool:
-        if not np.issubdtype(z.dtype, np.integer) or not np.isin(z, (0, 1)).all():
-            raise PrivdynError(f"membership: expected bool (or 0/1) entries, got dtype {z.dtype}")
-        z = z.astype(bool)
-    n_in = z.sum(0)
-    never_in, never_out = np.flatnonzero(n_in == 0), np.flatnonzero(n_in == n_models)
-    for what, bad in (("IN for no model", never_in), ("IN for every model", never_out)):
-        if len(bad):
-            raise PrivdynError(f"membership: {len(bad)} sample(s) are {what} (first: {bad[:5].tolist()}); every "
-                               "sample needs at least one IN and one OUT model for its TPR and FPR to be defined")
+    """A user's membership as bool ``[M, N]`` (:func:`~privdyn.training.membership.checked_membership`),
+    every model trained on >= 1 sample; otherwise a :class:`PrivdynError`."""
+    shape = np.shape(membership)
+    if shape != (n_models, n_pool):
+        raise PrivdynError(f"membership: expected shape [n_models, N] = [{n_models}, {n_pool}], got {list(shape)}")
+    z = checked_membership(membership, "membership")
     empty = np.flatnonzero(z.sum(1) == 0)
     if len(empty):
         raise PrivdynError(f"membership: model(s) {empty[:5].tolist()} train on no sample")
@@ -294,11 +292,10 @@ class Recorder:
 
         modes = [(m, m.training) for m in model.modules()]
         model.eval()
-        try:
-            with torch.no_grad():
-                args = (cfg.queries, cfg.training.eval_batch_size, cfg.checkpoints.save_logits)
-                return (evaluate_signals(forward, 1, x_pool, y_pool, *args),
-                        evaluate_signals(forward, 1, x_test, y_test, *args))
+        try:  # evaluate_signals runs without gradients
+            args = (cfg.queries, cfg.training.eval_batch_size, cfg.checkpoints.save_logits)
+            return (evaluate_signals(forward, 1, x_pool, y_pool, *args),
+                    evaluate_signals(forward, 1, x_test, y_test, *args))
         finally:
             for m, mode in modes:
                 m.training = mode
@@ -331,11 +328,6 @@ class Recorder:
         """Check that every (model, epoch) is recorded and intact, then build the signal arrays (idempotent);
         see :func:`assemble_recorded`."""
         return assemble_recorded(self.run)
-
-
-def checkpoint_file(run: RunDir, model_index: int, t: int) -> Path:
-    """``RUN/train/group_MMM/tTTT.npz``: model ``model_index``'s signals at checkpoint index ``t``."""
-    return run.group_dir(model_index) / f"t{t:03d}.npz"
 
 
 def recorded_config(run: RunDir) -> RunConfig:
@@ -401,7 +393,7 @@ def assemble_recorded(run: RunDir) -> dict[str, Any]:
         s_digest = provenance.signal_digest(cfg, run)
         files = run.signal_files()
         if run.stage_done("train", digest) and all(provenance.is_current(run, p, s_digest) for p in files):
-            _clean_up(run)
+            clean_up(run)
             return {"assembled_before": True}
         epochs = cfg.checkpoint_epochs()
         M, T = cfg.training.n_models, len(epochs)
@@ -426,8 +418,7 @@ def assemble_recorded(run: RunDir) -> dict[str, Any]:
                     f"{'; ...' if len(bad) > 8 else ''}). Record those (model, epoch) pairs again with "
                     f"recorder.record(model, epoch, module), then run `privdyn assemble {run.path}` again.")
             run.mark_stage("train", "running", digest)
-            writers = assemble_signals(cfg, run, [GroupTask(m, (m,)) for m in range(M)], n_pool, n_test)
-            atomic.save_npy(run.path / "epochs.npy", np.asarray(epochs, dtype=np.int64))
+            writers = finish_signals(cfg, run, [GroupTask(m, (m,)) for m in range(M)], n_pool, n_test)
         else:  # killed after the arrays were complete: only the bookkeeping is left
             writers = {}
             damaged = [run.key(p) for p in run.signal_files() if not run.intact(p)]
@@ -437,7 +428,7 @@ def assemble_recorded(run: RunDir) -> dict[str, Any]:
         provenance.record(run, provenance.signal_digest(cfg, run), *run.signal_files())
         run.mark_stage("train", "done", digest, n_pool=n_pool, n_test=n_test, recorded=M * T,
                        checkpoint_writers=writers)
-        _clean_up(run)
+        clean_up(run)
     return {"models": M, "checkpoints": T, "checkpoint_writers": writers}
 
 
