@@ -256,3 +256,9 @@ def test_a_query_given_as_a_function_is_evaluated_and_the_run_reopens_from_the_c
     done = subprocess.run([sys.executable, "-m", "privdyn.cli", "analyze", str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr  # the config loads without the function registered
+
+
+def test_a_python_recipe_is_refused_on_ray_or_several_devices_instead_of_silently_using_one(tmp_path):
+    for setting in ({"training.backend": "ray"}, {"training.devices": ["cpu", "cpu"]}):
+        with pytest.raises(PrivdynError, match="train here, on one device"):
+            audit(mlp, tmp_path / str(len(setting)) / next(iter(setting)), settings=setting)

@@ -27,7 +27,7 @@ from privdyn.config import RunConfig
 from privdyn.data import Dataset
 from privdyn.errors import PrivdynError
 from privdyn.training.engine import GroupTask, MakeTrainer
-from privdyn.training.ensemble import EnsembleGroup, epoch_generator, model_seed, stream_seed
+from privdyn.training.ensemble import EnsembleGroup, epoch_generator, epoch_permutation, model_seed, stream_seed
 from privdyn.training.signals import evaluate_signals
 from privdyn.training.trainer import DROPOUT_STREAM, StackedTrainer
 
@@ -210,7 +210,7 @@ class ModuleTrainer:
         m, r = self.model_ids[0], self.recipe
         torch.manual_seed(stream_seed(self.seed, m, epoch, DROPOUT_STREAM))
         n = len(self.in_idx)
-        order = self.in_idx[torch.randperm(n, generator=epoch_generator(self.seed, m, epoch)).to(self.device)]
+        order = self.in_idx[epoch_permutation(self.seed, m, epoch, n).to(self.device)]
         self.model.train()
         if r.train_epoch is not None:
             r.train_epoch(self.model, self.opt, self._batches(order, epoch), epoch)

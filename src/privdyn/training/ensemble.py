@@ -44,6 +44,11 @@ def epoch_generator(seed: int, model: int, epoch: int, stream: int = ORDER_STREA
     return g
 
 
+def epoch_permutation(seed: int, model: int, epoch: int, n: int) -> torch.Tensor:
+    """Model ``model``'s order of its ``n`` IN samples in ``epoch`` (CPU): the same however it is grouped."""
+    return torch.randperm(n, generator=epoch_generator(seed, model, epoch))
+
+
 class EnsembleGroup:
     """A group of models with stacked state; ``factory()`` builds one untrained model."""
 
@@ -110,9 +115,7 @@ class EnsembleGroup:
 
     def epoch_order(self, n: int, epoch: int) -> torch.Tensor:
         """Each model's shuffled positions ``0..n-1`` for this epoch, ``[K, n]`` on the device."""
-        return torch.stack([
-            torch.randperm(n, generator=epoch_generator(self.seed, m, epoch)) for m in self.model_ids
-        ]).to(self.device)
+        return torch.stack([epoch_permutation(self.seed, m, epoch, n) for m in self.model_ids]).to(self.device)
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, queries: list[str], batch_size: int,
                  with_logits: bool = False) -> dict[str, np.ndarray]:

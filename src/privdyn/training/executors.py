@@ -50,12 +50,13 @@ def run_groups(cfg: RunConfig, run: RunDir, ds: Dataset, membership: np.ndarray,
     """Train every group with the config's backend; returns the summed counts of
     :func:`~privdyn.training.engine.train_group` and where the groups ran."""
     devices = devices_of(cfg)
+    if make is not None and (cfg.training.backend == "ray" or len(devices) > 1):
+        raise PrivdynError("training.backend=ray and several training.devices are for privdyn's registered models; "
+                           "a model and recipe given in Python (privdyn.audit) are closures of this session and "
+                           "train here, on one device. Leave training.backend and training.devices at their defaults.")
     if cfg.training.backend == "ray":
-        if make is not None:
-            raise PrivdynError("training.backend=ray trains privdyn's registered models; a model and recipe given "
-                               "in Python (privdyn.audit) train locally. Leave training.backend at local.")
         return _ray(cfg, run, ds, membership, groups, advance)
-    if len(devices) > 1 and make is None:
+    if len(devices) > 1:
         return _processes(cfg, run, ds, membership, groups, devices, advance)
     totals: Counter[str] = Counter()
     for g in groups:
