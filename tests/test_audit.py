@@ -136,6 +136,9 @@ def test_the_plan_falls_back_for_custom_steps_coupled_optimizers_and_groups():
 
     assert "parameter groups" in plan_batching(mlp, Recipe(optimizer=two_groups), x, y, 0, dev).reason
     assert plan_batching(mlp, Recipe(), x, y, 0, dev).batched
+    # BatchNorm updates its running statistics in the probe's training step: still batchable
+    bn = lambda: nn.Sequential(nn.Linear(6, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 3))  # noqa: E731
+    assert plan_batching(bn, Recipe(), x, y, 0, dev).batched
 
 
 def test_a_user_training_epoch_and_scheduler_are_used_and_resumable(tmp_path):

@@ -114,9 +114,10 @@ def plan_batching(factory: Callable[[], nn.Module], recipe: Recipe, x: torch.Ten
                   seed: int, device: torch.device) -> BatchingPlan:
     """Decide batched or one-at-a-time training for a model factory and recipe (see the module docstring).
 
-    The probe builds two models both ways, runs a training loss and backward on a few samples of
-    ``x, y`` and compares eval-mode outputs: anything vmap cannot batch (data-dependent control
-    flow, ``.item()``, unsupported in-place updates) or that gives other outputs falls back.
+    The probe builds two models both ways and compares their eval-mode outputs on a few samples
+    of ``x`` (before any training step, so BatchNorm's running statistics agree), then runs a
+    training loss and backward on the batched pair: anything vmap cannot batch (data-dependent
+    control flow, ``.item()``, unsupported in-place updates) or that gives other outputs falls back.
     """
     parts = recipe.custom_parts()
     if parts:
@@ -132,8 +133,8 @@ def plan_batching(factory: Callable[[], nn.Module], recipe: Recipe, x: torch.Ten
     xb, yb = x[:4], y[:4]
     try:
         group = EnsembleGroup(factory, [0, 1], seed, device)
-        group.loss(torch.stack([xb, xb]), torch.stack([yb, yb])).backward()
         batched_out = group.forward(xb, train=False, shared_input=True).detach()
+        group.loss(torch.stack([xb, xb]), torch.stack([yb, yb])).backward()
     except Exception as e:  # noqa: BLE001  # whatever vmap or a grouped layer refuses
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         return BatchingPlan(False, f"torch.func cannot batch the model ({type(e).__name__}: {first[:200]})")
