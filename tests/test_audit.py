@@ -209,7 +209,9 @@ def test_cli_stages_work_on_an_audited_run_and_train_explains_what_it_cannot_do(
     for cmd in (["train", str(run)], ["analyze", str(run)], ["report", str(run)]):
         done = subprocess.run(cli + cmd, capture_output=True, text=True, timeout=300, check=False)
         assert done.returncode == 0, done.stderr
-    assert (run / "report" / "index.html").exists()
+    page = (run / "report" / "index.html").read_text()
+    assert "python: model test_audit.mlp" in page  # the run description names the source, not zoo fields
+    assert "IN for 2" in page and "width None" not in page
     (run / "signals" / "phi.zarr" / "zarr.json").write_text("{}")  # damage: privdyn cannot retrain it
     done = subprocess.run(cli + ["train", str(run)], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 2 and "privdyn.audit" in done.stderr and "Traceback" not in done.stderr

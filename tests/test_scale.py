@@ -112,3 +112,28 @@ def test_the_cli_runs_on_a_local_ray_cluster_it_starts_itself(tmp_path, tiny_con
                           text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr
     assert RunDir(tmp_path / "run").manifest()["stages"]["train"]["ray_address"] == "local"
+
+
+@pytest.mark.parametrize("where", ["devices", "ray"])
+def test_progress_reaches_the_driver_epoch_by_epoch_or_group_by_group(tmp_path, tiny_config_dict, where, cluster):
+    from privdyn.data import load_dataset
+    from privdyn.training.engine import plan_groups
+    from privdyn.training.executors import run_groups
+    from privdyn.training.membership import balanced_membership
+
+    if where == "ray":
+        tiny_config_dict["training"]["backend"] = "ray"
+        tiny_config_dict["ray"] = {"address": cluster.address}
+    else:
+        tiny_config_dict["training"]["devices"] = ["cpu", "cpu"]
+    cfg = config_from_dict(tiny_config_dict)
+    d = cfg.dataset
+    ds = load_dataset(d.name, d.n_pool, d.n_test, cfg.seed, d.options)
+    groups = plan_groups(cfg.training.n_models, cfg.training.group_size)
+    ticks: list[int] = []
+    run = RunDir(tmp_path / "run")
+    with run.locked():
+        run.init(cfg)
+        done = run_groups(cfg, run, ds, balanced_membership(cfg.training.n_models, ds.n_pool, cfg.seed), groups,
+                          ticks.append)
+    assert sum(ticks) == len(groups) * cfg.training.epochs and done["trained_epochs"] == sum(ticks)
