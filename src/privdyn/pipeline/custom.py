@@ -22,6 +22,7 @@ from privdyn.errors import PrivdynError
 from privdyn.store.api import Run, open_run
 from privdyn.store.rundir import RunDir
 from privdyn.training.custom import (
+    BatchingPlan,
     Recipe,
     code_digest,
     describe,
@@ -78,17 +79,18 @@ def audit(model: Callable[[], nn.Module], data: Any, *, out: str | Path, recipe:
                            "subsample of a registered dataset instead of dataset.* settings")
     ds = as_dataset(data, name="user" if not isinstance(data, str) else data, seed=seed, n_pool=n_pool,
                     n_test=n_test)
-    dev = resolve_device(device)
-    x, y = torch.from_numpy(ds.x_pool).to(dev), torch.from_numpy(ds.y_pool).to(dev)
-    plan = plan_batching(model, recipe, x, y, seed, dev)
-    if batched is True and not plan.batched:
-        raise PrivdynError(f"batched=True, but this model and recipe cannot train batched: {plan.reason}. "
-                           "Leave batched unset to train one model at a time.")
-    use_batched = plan.batched and batched is not False
-    reason = plan.reason if batched is not False else "batched=False was asked for"
+    if batched is False:
+        plan = BatchingPlan(False, "batched=False was asked for")
+    else:
+        dev = resolve_device(device)
+        x, y = (torch.from_numpy(a[:4]).to(dev) for a in (ds.x_pool, ds.y_pool))  # the probe needs a few samples
+        plan = plan_batching(model, recipe, x, y, seed, dev)
+        if batched is True and not plan.batched:
+            raise PrivdynError(f"batched=True, but this model and recipe cannot train batched: {plan.reason}. "
+                               "Leave batched unset to train one model at a time.")
+    use_batched, reason = plan.batched, plan.reason
     epochs = list(checkpoints) if checkpoints is not None else list(range(1, recipe.epochs + 1))
     cfg = _config(model, recipe, ds, epochs, n_models, queries, attacks, seed, name, settings, device, group_size)
-
     how = f"in batched groups of {min(group_size, n_models)}" if use_batched else "one at a time"
     pipeline.console.print(f"training {n_models} models of {describe(model)} {how}: {reason}")
     run = RunDir(out)
