@@ -178,6 +178,22 @@ class StatesConfig(_Strict):
         return Bands(self.low, self.medium, self.high)
 
 
+class EarlyWarningConfig(_Strict):
+    """``analysis.early_warning``: validate the one-model proxies against the shadow-model ground truth."""
+
+    enabled: bool = Field(True, description="validate every early-warning proxy at every checkpoint, "
+                          "from the stored signals (no extra training)")
+
+
+class DPAuditConfig(_Strict):
+    """``analysis.dp_audit``: empirical epsilon lower bounds per checkpoint and attack."""
+
+    enabled: bool | None = Field(None, description="None = on for DP-SGD runs, off otherwise")
+    confidence: float = Field(0.95, gt=0, lt=1, description="1 - beta of every lower bound")
+    delta: float | None = Field(None, gt=0, lt=1, description="delta of the epsilon bounds; "
+                                "None = the DP run's delta, else 1/N_train")
+
+
 class AnalysisConfig(_Strict):
     """``analysis``: the operating-point rule, grid, state bands, clusters, bootstrap draws and sensitivity."""
 
@@ -199,6 +215,8 @@ class AnalysisConfig(_Strict):
     sensitivity: bool = Field(True, description="recompute the headline dynamics at rules fpr:0.001/0.01/0.1 "
                               "and score:0 (LiRA online), grids 5/10/20 and bands 0.2/0.4/0.7 from the "
                               "stored scores: sensitivity.parquet, a summary.json entry and a report table")
+    early_warning: EarlyWarningConfig = Field(default_factory=EarlyWarningConfig)
+    dp_audit: DPAuditConfig = Field(default_factory=DPAuditConfig)
 
     @field_validator("recall_levels")
     @classmethod

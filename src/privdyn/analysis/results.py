@@ -215,8 +215,9 @@ class AttackSummary:
 @dataclass(frozen=True)
 class Summary:
     """``summary.json``: the run's description, the default attack's entries at top level, and
-    every attack's entry (an :meth:`AttackSummary.to_dict`, possibly with ``sensitivity``)
-    under ``attacks``."""
+    every attack's entry (an :meth:`AttackSummary.to_dict`, with the run-level analyses'
+    per-attack entries such as ``sensitivity``) under ``attacks``, and the run-level analyses'
+    own entries (``run_level``, e.g. ``early_warning``) at top level."""
 
     name: str
     dataset: str
@@ -226,6 +227,7 @@ class Summary:
     n_samples: int
     default_attack: str
     attacks: Mapping[str, Mapping[str, Any]]
+    run_level: Mapping[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
         """The file's content."""
@@ -235,4 +237,5 @@ class Summary:
             "n_models": self.n_models, "n_samples": self.n_samples, "default_attack": self.default_attack,
             **{k: v for k, v in default.items() if k != "attack"},
             "attacks": {a: dict(e) for a, e in self.attacks.items()},
+            **self.run_level,
         }

@@ -148,14 +148,11 @@ def require_current_scores(cfg: RunConfig, run: RunDir, attack: str) -> None:
 
 def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | None = None) -> dict:
     """Analyse every configured attack at the config's rule (or one ``attack`` and ``rule``),
-    then write ``summary.json``. An attack whose analysis is current is not redone."""
-    from privdyn.analysis.sensitivity import summarise_by_attack
+    then the run-level analyses (:mod:`privdyn.pipeline.run_level`), then write ``summary.json``.
+    An analysis that is current is not redone."""
     from privdyn.pipeline.analysis import analyze as analyze_one
-    from privdyn.pipeline.analysis import (
-        sensitivity_stage,
-        training_measures,
-        write_summary,
-    )
+    from privdyn.pipeline.analysis import training_measures, write_summary
+    from privdyn.pipeline.run_level import run_analyses
 
     for a in [attack] if attack else cfg.attacks:
         require_current_scores(cfg, run, a)
@@ -167,20 +164,19 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | 
     rule = cfg.analysis.rule
     todo = [a for a in cfg.attacks
             if not provenance.is_current(run, run.analysis_dir(a, rule), provenance.analysis_digest(cfg, run, a, rule))]
-    sens_path = run.path / "analysis" / "sensitivity.parquet"
-    sens_todo = cfg.analysis.sensitivity and not provenance.is_current(
-        run, sens_path, provenance.sensitivity_digest(cfg, run))
+    extras = [x for x in run_analyses() if x.enabled(cfg)]
+    extras_todo = [x for x in extras if not x.current(cfg, run)]
     entries = [run.analysis_dir(a, rule) / ENTRY for a in cfg.attacks]
-    entries += [sens_path] if cfg.analysis.sensitivity else []
+    entries += [p for x in extras for p in x.paths(run)[-1:]]
     digest = cfg.section_hash(*ANALYZE_SECTIONS)
-    if not todo and not sens_todo and provenance.is_current(
+    if not todo and not extras_todo and provenance.is_current(
             run, run.summary_path, provenance.summary_digest(cfg, run, entries)):
         _mark_done(run, "analyze", digest)  # e.g. killed after its last write
         return {}
     run.mark_stage("analyze", "running", digest)
     membership = run.load_array(run.path / "membership.npy", "membership")
     epochs = run.load_array(run.path / "epochs.npy", "checkpoint epochs")
-    measures = training_measures(cfg, run, membership, epochs) if todo or sens_todo else None  # shared
+    measures = training_measures(cfg, run, membership, epochs) if todo or extras_todo else None  # shared
     per_attack = {}
     for a in cfg.attacks:
         if a in todo:
@@ -188,15 +184,18 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | 
             _record_analysis(cfg, run, a, rule, per_attack[a])
         else:
             per_attack[a] = atomic.read_json(run.analysis_dir(a, rule) / ENTRY)
-    if sens_todo:
-        assert measures is not None
-        sens = sensitivity_stage(cfg, run, membership, epochs, measures)
-        provenance.record(run, provenance.sensitivity_digest(cfg, run), sens_path)
-    elif cfg.analysis.sensitivity:
-        sens = summarise_by_attack(atomic.read_parquet(sens_path))
-    for a, entry in (sens.items() if cfg.analysis.sensitivity else ()):
-        per_attack[a]["sensitivity"] = entry
-    summary = write_summary(cfg, run, per_attack)
+    run_entries: dict[str, Any] = {}
+    for x in extras:
+        if x in extras_todo:
+            assert measures is not None
+            got = x.run_and_record(cfg, run, membership, epochs, measures)
+        else:
+            got = x.read(run)
+        for a, e in got.get("attacks", {}).items():
+            per_attack[a][x.name] = e
+        if "run" in got:
+            run_entries[x.name] = got["run"]
+    summary = write_summary(cfg, run, per_attack, run_entries)
     provenance.record(run, provenance.summary_digest(cfg, run, entries), run.summary_path)
     run.mark_stage("analyze", "done", digest)
     return summary

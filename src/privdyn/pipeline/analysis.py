@@ -16,7 +16,8 @@ from privdyn.analysis import difficulty, dynamics, model_level, population, sens
 from privdyn.analysis.plane import compute_plane
 from privdyn.analysis.results import AttackSummary, DynamicsOptions, Summary, measure_dynamics
 from privdyn.config import RunConfig
-from privdyn.store import atomic
+from privdyn.pipeline.run_level import Entries, RunAnalysis
+from privdyn.store import atomic, provenance
 from privdyn.store.arrays import CheckpointArray
 from privdyn.store.rundir import RunDir
 
@@ -156,7 +157,7 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str, rule: str,
 
 
 def sensitivity_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: np.ndarray,
-                      measures: TrainingMeasures) -> dict[str, Any]:
+                      measures: TrainingMeasures) -> Entries:
     """``analysis/sensitivity.parquet`` for every attack; returns each attack's summary entry."""
     tables = []
     for attack in cfg.attacks:
@@ -169,17 +170,23 @@ def sensitivity_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epoch
     table = pd.concat(tables, ignore_index=True)
     table.insert(0, "attack", table.pop("attack"))
     atomic.write_parquet(run.path / "analysis" / "sensitivity.parquet", table)
-    return sensitivity.summarise_by_attack(table)
+    return Entries(attacks=sensitivity.summarise_by_attack(table))
 
 
-def write_summary(cfg: RunConfig, run: RunDir, per_attack: dict[str, dict[str, Any]]) -> dict[str, Any]:
+#: The sensitivity of the headline dynamics to the rule, grid and bands (DESIGN.md, "Sensitivity").
+SENSITIVITY = RunAnalysis("sensitivity", ("sensitivity.parquet",), lambda cfg: cfg.analysis.sensitivity,
+                          provenance.sensitivity_digest, sensitivity_stage)
+
+
+def write_summary(cfg: RunConfig, run: RunDir, per_attack: dict[str, dict[str, Any]],
+                  run_entries: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``summary.json`` (:class:`~privdyn.analysis.results.Summary`) and return its content."""
     summary = Summary(
         name=cfg.name, dataset=cfg.dataset.name, model=cfg.model.arch,
         optimizer=cfg.source.optimizer or cfg.training.optimizer.name,
         n_models=cfg.training.n_models,
         n_samples=int(run.load_array(run.path / "membership.npy", "membership").shape[1]),
-        default_attack=cfg.default_attack(), attacks=per_attack,
+        default_attack=cfg.default_attack(), attacks=per_attack, run_level=run_entries or {},
     ).to_dict()
     atomic.write_json(run.summary_path, summary)
     return summary

@@ -60,7 +60,8 @@ def _analysis_inputs(run: RunDir) -> list[Path]:
 
 
 def _analysis_options(cfg: RunConfig) -> dict[str, Any]:
-    return cfg.analysis.model_dump(mode="json", exclude={"sensitivity", "rule"})
+    # the run-level analyses' switches and options do not change what one attack's analysis is
+    return cfg.analysis.model_dump(mode="json", exclude={"sensitivity", "rule", "early_warning", "dp_audit"})
 
 
 def analysis_digest(cfg: RunConfig, run: RunDir, attack: str, rule: str) -> str:

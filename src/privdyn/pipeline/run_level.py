@@ -1,0 +1,77 @@
+"""Run-level analyses: computed once per run from every attack's stored scores and signals.
+
+The sensitivity table, the early-warning validation and the DP audit each read all attacks at
+once. They share one protocol (:class:`RunAnalysis`): a name, whether the config asks for it, the
+digest of what it reads, and a function that writes its files under ``analysis/`` and returns its
+summary entries. The stage records the entries in ``analysis/NAME.json`` with the files, so a
+current analysis is read back instead of redone and its entries reach ``summary.json``: under each
+attack's entry (``attacks``) and, for what belongs to the run, at the top level (``run``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
+
+import numpy as np
+
+from privdyn.config import RunConfig
+from privdyn.store import atomic, provenance
+from privdyn.store.rundir import RunDir
+
+if TYPE_CHECKING:
+    from privdyn.pipeline.analysis import TrainingMeasures
+
+
+class Entries(TypedDict, total=False):
+    """A run-level analysis's summary entries: per attack, and for the run as a whole."""
+
+    attacks: dict[str, Any]
+    run: Any
+
+
+@dataclass(frozen=True)
+class RunAnalysis:
+    """One run-level analysis: its ``name`` (the summary key and the stem of ``analysis/NAME.json``),
+    the ``files`` it writes under ``analysis/``, and its ``enabled``, ``digest`` and ``compute``
+    functions. ``compute`` writes the files and returns the entries."""
+
+    name: str
+    files: tuple[str, ...]
+    enabled: Callable[[RunConfig], bool]
+    digest: Callable[[RunConfig, RunDir], str]
+    compute: Callable[[RunConfig, RunDir, np.ndarray, np.ndarray, TrainingMeasures], Entries]
+
+    def paths(self, run: RunDir) -> list[Path]:
+        """The analysis's files, its entries file last."""
+        folder = run.path / "analysis"
+        return [*(folder / f for f in self.files), folder / f"{self.name}.json"]
+
+    def current(self, cfg: RunConfig, run: RunDir) -> bool:
+        """True when every file exists, is intact and was made from today's config and inputs."""
+        digest = self.digest(cfg, run)
+        return all(provenance.is_current(run, p, digest) for p in self.paths(run))
+
+    def run_and_record(self, cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: np.ndarray,
+                       measures: TrainingMeasures) -> Entries:
+        """Compute, write the entries file and record every file with its digest."""
+        digest = self.digest(cfg, run)  # of the inputs as read now, before anything is written
+        entries = self.compute(cfg, run, membership, epochs, measures)
+        *_, entry_file = self.paths(run)
+        atomic.write_json(entry_file, dict(entries))
+        provenance.record(run, digest, *self.paths(run))
+        return entries
+
+    def read(self, run: RunDir) -> Entries:
+        """The stored entries (of a current analysis)."""
+        *_, entry_file = self.paths(run)
+        return Entries(**atomic.read_json(entry_file))
+
+
+def run_analyses() -> list[RunAnalysis]:
+    """Every run-level analysis, in the order the summary lists them."""
+    from privdyn.pipeline.analysis import SENSITIVITY
+
+    return [SENSITIVITY]
