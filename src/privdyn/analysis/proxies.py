@@ -1,0 +1,285 @@
+"""Early-warning proxies: per-sample risk scores from one model's own training signals.
+
+A monitored model sees only its own signals on its own training samples, up to the current
+epoch: no reference models (DESIGN.md, "Early warning"). A proxy turns those traces into one
+score per sample, **higher = more at risk** of membership inference, so that the top-k samples
+by a proxy are the ones to worry about first. Every proxy here is vectorised over the time axis
+(axis 0) and works on any middle axes (several models at once): ``[t, ..., N] -> [..., N]``.
+
+Missing entries (NaN, e.g. a sample the monitor did not see in an epoch) are skipped: each
+proxy uses the finite entries of a sample's trace, and a sample with too few of them scores
+NaN, which :func:`top_k` and the validation rank below every finite score.
+
+Built in (:data:`PROXIES`): ``lt_iqr``, ``loss_mean``, ``loss_slope``, ``margin_mean``,
+``margin_slope``, ``forgetting_events``, ``early_el2n``. Users register their own::
+
+    PROXIES.register("loss_max", Proxy(lambda tr: np.nanmax(tr.loss, axis=0), needs=("loss",),
+                                       direction="a high worst-case loss marks a hard sample"))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from privdyn.registry import Registry
+
+#: The signal fields of :class:`Traces` a proxy may need.
+SIGNALS = ("loss", "phi", "correct", "el2n")
+
+
+@dataclass(frozen=True)
+class Traces:
+    """One or several models' own signals on the samples, time first: arrays ``[t, ..., N]``.
+
+    ``epochs`` ``[t]`` are the checkpoint epochs seen so far (increasing); ``loss`` is required,
+    ``phi`` (the LiRA margin), ``correct`` and ``el2n`` are optional. Every given signal has the
+    shape of ``loss``.
+    """
+
+    epochs: np.ndarray            # [t] checkpoint epochs seen so far
+    loss: np.ndarray              # [t, ..., N]
+    phi: np.ndarray | None = None
+    correct: np.ndarray | None = None
+    el2n: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        epochs = np.asarray(self.epochs, dtype=np.float64).reshape(-1)
+        object.__setattr__(self, "epochs", epochs)
+        loss = np.asarray(self.loss)
+        object.__setattr__(self, "loss", loss)
+        if loss.ndim < 2 or loss.shape[0] != len(epochs):
+            raise ValueError(f"loss must be [t, ..., N] with t = len(epochs) = {len(epochs)}, got shape {loss.shape}")
+        if len(epochs) > 1 and (np.diff(epochs) <= 0).any():
+            raise ValueError(f"epochs must increase, got {epochs.tolist()}")
+        for name in SIGNALS[1:]:
+            v = getattr(self, name)
+            if v is None:
+                continue
+            v = np.asarray(v)
+            if v.shape != loss.shape:
+                raise ValueError(f"{name} has shape {v.shape}, loss has {loss.shape}: give every signal as [t, ..., N]")
+            object.__setattr__(self, name, v)
+
+    @property
+    def n_epochs(self) -> int:
+        """t, the number of checkpoints in the traces."""
+        return len(self.epochs)
+
+    def signal(self, name: str) -> np.ndarray:
+        """The signal ``name`` as float64 (correctness as 0/1); an error when it was not given."""
+        v = getattr(self, name, None) if name in SIGNALS else None
+        if v is None:
+            raise ValueError(f"these traces have no {name!r} signal (have: {', '.join(self.available())})")
+        return np.asarray(v, dtype=np.float64)
+
+    def available(self) -> tuple[str, ...]:
+        """The names of the signals given."""
+        return tuple(n for n in SIGNALS if getattr(self, n) is not None)
+
+    def head(self, n: int) -> Traces:
+        """The first ``n`` checkpoints (what a monitor had seen at the n-th checkpoint)."""
+        if not 1 <= n <= self.n_epochs:
+            raise ValueError(f"head({n}): the traces hold {self.n_epochs} checkpoints")
+        return self._rows(slice(0, n))
+
+    def since(self, epoch: float | None) -> Traces:
+        """Only the checkpoints at or after ``epoch`` (None: all); at least the last one is kept."""
+        if epoch is None:
+            return self
+        first = min(int(np.searchsorted(self.epochs, epoch, side="left")), self.n_epochs - 1)
+        return self if first == 0 else self._rows(slice(first, None))
+
+    def _rows(self, rows: slice) -> Traces:
+        def cut(v: np.ndarray | None) -> np.ndarray | None:
+            return None if v is None else v[rows]
+
+        return Traces(self.epochs[rows], self.loss[rows], cut(self.phi), cut(self.correct), cut(self.el2n))
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """One registered proxy: ``score(traces, **opts) -> [..., N]`` (higher = more at risk), the
+    signals it ``needs`` from :class:`Traces`, and in ``direction`` why a higher score is riskier."""
+
+    score: Callable[..., np.ndarray]
+    needs: tuple[str, ...] = ("loss",)
+    direction: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = set(self.needs) - set(SIGNALS)
+        if unknown:
+            raise ValueError(f"a proxy can need only {', '.join(SIGNALS)}; got {', '.join(sorted(unknown))}")
+
+
+#: Every proxy by name; :meth:`~privdyn.registry.Registry.register` refuses a taken name unless
+#: ``replace=True``. Plugins may register through the entry-point group ``privdyn.proxies``.
+PROXIES: Registry[Proxy] = Registry("proxy", "privdyn.proxies")
+
+
+def proxy_scores(name: str, traces: Traces, **opts: Any) -> np.ndarray:
+    """The proxy ``name`` on ``traces``: float64 ``[..., N]``, higher = more at risk.
+
+    Raises a ValueError naming the signal when the traces lack one the proxy needs.
+    """
+    proxy = PROXIES[name]
+    missing = [s for s in proxy.needs if getattr(traces, s) is None]
+    if missing:
+        raise ValueError(f"proxy {name!r} needs the {', '.join(missing)} signal(s); these traces have "
+                         f"{', '.join(traces.available())}")
+    out = np.asarray(proxy.score(traces, **opts), dtype=np.float64)
+    if out.shape != traces.loss.shape[1:]:
+        raise ValueError(f"proxy {name!r} returned shape {out.shape}, expected {traces.loss.shape[1:]}")
+    return out
+
+
+def available_proxies(traces: Traces) -> list[str]:
+    """The registered proxies whose needed signals ``traces`` has, in registration order."""
+    have = set(traces.available())
+    return [n for n, p in PROXIES.items() if set(p.needs) <= have]
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest scores along the last axis, highest first; NaN ranks last and
+    ties keep the lower index first (a deterministic order for display; the validation's
+    metrics do not depend on it)."""
+    s = np.where(np.isnan(scores), -np.inf, np.asarray(scores, dtype=np.float64))
+    order = np.argsort(-s, axis=-1, kind="stable")
+    return order[..., :k]
+
+
+# --- vectorised, NaN-aware reductions along the time axis -------------------------------------
+
+def nan_quantile(x: np.ndarray, q: float) -> np.ndarray:
+    """Numpy's linear quantile along axis 0 over the finite entries (NaN where none), without
+    ``np.nanquantile``'s per-column Python loop: one sort (NaN sorts last) and one gather."""
+    s = np.sort(np.asarray(x, dtype=np.float64), axis=0)
+    n = np.isfinite(s).sum(axis=0)
+    h = np.maximum(n - 1, 0) * q
+    lo = np.floor(h).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
+    a = np.take_along_axis(s, lo[None], axis=0)[0]
+    b = np.take_along_axis(s, hi[None], axis=0)[0]
+    out = a + (b - a) * (h - lo)
+    return np.where(n > 0, out, np.nan)
+
+
+def nan_mean(x: np.ndarray) -> np.ndarray:
+    """Mean along axis 0 over the finite entries; NaN where there are none (no warning)."""
+    ok = np.isfinite(x)
+    n = ok.sum(axis=0)
+    total = np.where(ok, x, 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
+def nan_slope(epochs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least-squares slope of ``y`` ``[t, ...]`` against ``epochs`` ``[t]`` (per epoch), over the
+    finite entries; NaN where fewer than two distinct epochs are finite."""
+    ok = np.isfinite(y)
+    x = np.broadcast_to(np.asarray(epochs, dtype=np.float64).reshape((-1,) + (1,) * (y.ndim - 1)), y.shape)
+    w = ok.astype(np.float64)
+    n = w.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        xm = (w * x).sum(axis=0) / n
+        ym = np.where(ok, y, 0.0).sum(axis=0) / n
+        dx = np.where(ok, x - xm, 0.0)
+        sxx = (dx * dx).sum(axis=0)
+        sxy = (dx * np.where(ok, y - ym, 0.0)).sum(axis=0)
+        return np.where(sxx > 0, sxy / np.where(sxx > 0, sxx, 1.0), np.nan)
+
+
+# --- the built-in proxies ----------------------------------------------------------------------
+
+def lt_iqr(traces: Traces, since: float | None = None, q: tuple[float, float] = (0.25, 0.75)) -> np.ndarray:
+    """LT-IQR (Pollock et al. 2024): the interquartile range Q3 - Q1 of the sample's loss trace.
+
+    Direction: a wide loss range marks a sample whose loss stayed high for a long time and then
+    fell (an "easy-to-fit outlier" the model memorised late, the paper's most vulnerable group);
+    typical samples fall fast and stay low (a narrow range). Higher = riskier. The paper takes the
+    loss of the sample at every training epoch; here every checkpoint in ``traces`` at or after
+    ``since`` (None: all of them), linear quantiles as numpy's default.
+    """
+    loss = traces.since(since).signal("loss")
+    return nan_quantile(loss, q[1]) - nan_quantile(loss, q[0])
+
+
+def loss_mean(traces: Traces, since: float | None = None) -> np.ndarray:
+    """The mean of the sample's loss trace.
+
+    Direction: a high average training loss marks a hard or atypical sample, which the model can
+    only fit by memorising it; higher = riskier (the loss baseline of Pollock et al.).
+    """
+    return nan_mean(traces.since(since).signal("loss"))
+
+
+def loss_slope(traces: Traces, since: float | None = None) -> np.ndarray:
+    """Minus the least-squares slope of the loss trace against the epoch: how fast the loss falls.
+
+    Direction: a sample whose loss keeps falling is still being fitted (memorised) while the
+    typical ones are already at rest near zero; a steeper fall = riskier.
+    """
+    tr = traces.since(since)
+    return -nan_slope(tr.epochs, tr.signal("loss"))
+
+
+def margin_mean(traces: Traces, since: float | None = None) -> np.ndarray:
+    """Minus the mean of the sample's margin (phi, the LiRA logit of the true class) trace.
+
+    Direction: a sample that spends training at a low or negative margin is fitted late and by
+    itself; a low average margin = riskier. Unlike the loss, phi does not saturate at zero for
+    fitted samples, so it also ranks the fitted ones by how confidently they are fitted.
+    """
+    return -nan_mean(traces.since(since).signal("phi"))
+
+
+def margin_slope(traces: Traces, since: float | None = None) -> np.ndarray:
+    """The least-squares slope of the margin (phi) trace against the epoch: how fast it grows.
+
+    Direction: the margin of a sample the model is memorising climbs from negative to positive,
+    a larger rise than the slow drift of already-fitted samples; a steeper climb = riskier.
+    """
+    tr = traces.since(since)
+    return nan_slope(tr.epochs, tr.signal("phi"))
+
+
+def forgetting_events(traces: Traces) -> np.ndarray:
+    """The number of correct -> incorrect transitions between consecutive checkpoints (Toneva et
+    al. 2019), over consecutive pairs where both are observed.
+
+    Direction: a sample that is learned and forgotten again sits near the decision boundary, is
+    atypical and is held in place by its own gradient; more forgetting = riskier.
+    """
+    c = traces.signal("correct")
+    if c.shape[0] < 2:
+        return np.zeros(c.shape[1:])
+    prev, nxt = c[:-1], c[1:]
+    ok = np.isfinite(prev) & np.isfinite(nxt)
+    return (ok & (prev > 0.5) & (nxt <= 0.5)).sum(axis=0).astype(np.float64)
+
+
+def early_el2n(traces: Traces, epoch: float | None = None) -> np.ndarray:
+    """EL2N (||softmax - onehot||_2, Paul et al. 2021) at the last checkpoint at or before
+    ``epoch`` (None: the latest checkpoint), i.e. early in training when ``epoch`` is early.
+
+    Direction: a sample the model still gets badly wrong early in training is hard or atypical;
+    a high early EL2N = riskier. A sample without a finite value there scores NaN.
+    """
+    el2n = traces.signal("el2n")
+    k = traces.n_epochs - 1 if epoch is None else int(np.searchsorted(traces.epochs, epoch, side="right")) - 1
+    return el2n[max(k, 0)].copy()
+
+
+for _name, _proxy in {
+    "lt_iqr": Proxy(lt_iqr, ("loss",), "a wide loss range: high for long, then fitted (memorised)"),
+    "loss_mean": Proxy(loss_mean, ("loss",), "a high average loss: a hard or atypical sample"),
+    "loss_slope": Proxy(loss_slope, ("loss",), "a loss still falling fast: being fitted now"),
+    "margin_mean": Proxy(margin_mean, ("phi",), "a low average margin: fitted late"),
+    "margin_slope": Proxy(margin_slope, ("phi",), "a margin climbing fast: being memorised"),
+    "forgetting_events": Proxy(forgetting_events, ("correct",), "learned and forgotten: near the boundary"),
+    "early_el2n": Proxy(early_el2n, ("el2n",), "far from its label early: hard or atypical"),
+}.items():
+    PROXIES.register(_name, _proxy)
