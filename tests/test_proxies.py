@@ -8,7 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from privdyn.analysis.proxies import PROXIES, Proxy, Traces, available_proxies, nan_quantile, proxy_scores, top_k
+from privdyn.analysis.proxies import (
+    PROXIES,
+    Proxy,
+    Traces,
+    available_proxies,
+    nan_quantile,
+    proxy_curve,
+    proxy_scores,
+    top_k,
+)
 
 # --- loop references: one sample's trace at a time, Python lists -------------------------------
 
@@ -245,3 +254,29 @@ def test_ties_and_sample_order(t, n, data):
                  el2n=base[:, perm])
     for name in BUILTIN:
         np.testing.assert_array_equal(proxy_scores(name, tr)[perm], proxy_scores(name, trp))
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+@pytest.mark.parametrize("nan_share", [0.0, 0.25])
+def test_curve_equals_the_score_of_every_prefix(name, nan_share):
+    """proxy_curve's fast paths (prefix sorts, cumulative sums) equal the score of each head."""
+    tr = random_traces(np.random.default_rng(6), t=7, nan_share=nan_share)
+    opts = {"epoch": float(tr.epochs[2])} if name == "early_el2n" else {}
+    curve = proxy_curve(name, tr, **opts)
+    assert curve.shape == tr.loss.shape
+    for j in range(tr.n_epochs):
+        np.testing.assert_allclose(curve[j], proxy_scores(name, tr.head(j + 1), **opts), rtol=1e-8, atol=1e-10,
+                                   equal_nan=True)
+
+
+def test_curve_with_since_and_without_a_fast_path():
+    tr = random_traces(np.random.default_rng(7), t=5)
+    since = float(tr.epochs[2])
+    curve = proxy_curve("lt_iqr", tr, since=since)
+    for j in range(tr.n_epochs):
+        np.testing.assert_allclose(curve[j], proxy_scores("lt_iqr", tr.head(j + 1), since=since))
+    PROXIES.register("test_last_loss", Proxy(lambda tr: tr.loss[-1]))
+    try:
+        np.testing.assert_array_equal(proxy_curve("test_last_loss", tr), tr.loss)
+    finally:
+        PROXIES.unregister("test_last_loss")

@@ -103,11 +103,17 @@ class Traces:
 @dataclass(frozen=True)
 class Proxy:
     """One registered proxy: ``score(traces, **opts) -> [..., N]`` (higher = more at risk), the
-    signals it ``needs`` from :class:`Traces`, and in ``direction`` why a higher score is riskier."""
+    signals it ``needs`` from :class:`Traces`, and in ``direction`` why a higher score is riskier.
+
+    ``curve(traces, **opts) -> [t, ..., N]``, optional, gives the score after every prefix of the
+    traces at once (row j = ``score(traces.head(j + 1))``); without it :func:`proxy_curve` calls
+    ``score`` once per prefix.
+    """
 
     score: Callable[..., np.ndarray]
     needs: tuple[str, ...] = ("loss",)
     direction: str = ""
+    curve: Callable[..., np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.needs) - set(SIGNALS)
@@ -136,6 +142,19 @@ def proxy_scores(name: str, traces: Traces, **opts: Any) -> np.ndarray:
     return out
 
 
+def proxy_curve(name: str, traces: Traces, **opts: Any) -> np.ndarray:
+    """The proxy ``name`` after every prefix of ``traces``: float64 ``[t, ..., N]``, row j being
+    :func:`proxy_scores` on ``traces.head(j + 1)`` (what a monitor would have ranked by then)."""
+    proxy = PROXIES[name]
+    if proxy.curve is None:
+        return np.stack([proxy_scores(name, traces.head(j + 1), **opts) for j in range(traces.n_epochs)])
+    proxy_scores(name, traces.head(1), **opts)  # the same checks of signals and shape
+    out = np.asarray(proxy.curve(traces, **opts), dtype=np.float64)
+    if out.shape != traces.loss.shape:
+        raise ValueError(f"proxy {name!r}'s curve returned shape {out.shape}, expected {traces.loss.shape}")
+    return out
+
+
 def available_proxies(traces: Traces) -> list[str]:
     """The registered proxies whose needed signals ``traces`` has, in registration order."""
     have = set(traces.available())
@@ -153,6 +172,13 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
 # --- vectorised, NaN-aware reductions along the time axis -------------------------------------
 
+def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Numpy's quantile interpolation between neighbours, bit for bit: a + (b - a) t, computed
+    from b's side when t >= 1/2 (so that equal traces give equal quantiles on every path)."""
+    diff = b - a
+    return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+
+
 def nan_quantile(x: np.ndarray, q: float) -> np.ndarray:
     """Numpy's linear quantile along axis 0 over the finite entries (NaN where none), without
     ``np.nanquantile``'s per-column Python loop: one sort (NaN sorts last) and one gather."""
@@ -163,7 +189,7 @@ def nan_quantile(x: np.ndarray, q: float) -> np.ndarray:
     hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
     a = np.take_along_axis(s, lo[None], axis=0)[0]
     b = np.take_along_axis(s, hi[None], axis=0)[0]
-    out = a + (b - a) * (h - lo)
+    out = lerp(a, b, h - lo)
     return np.where(n > 0, out, np.nan)
 
 
@@ -190,6 +216,73 @@ def nan_slope(epochs: np.ndarray, y: np.ndarray) -> np.ndarray:
         sxx = (dx * dx).sum(axis=0)
         sxy = (dx * np.where(ok, y - ym, 0.0)).sum(axis=0)
         return np.where(sxx > 0, sxy / np.where(sxx > 0, sxx, 1.0), np.nan)
+
+
+def cumsum0(y: np.ndarray) -> np.ndarray:
+    """``np.cumsum(y, axis=0)`` one time step at a time: each step adds contiguous rows, several
+    times faster than numpy's strided accumulation along the first axis of a C-ordered array."""
+    out = np.empty(y.shape, dtype=np.result_type(y.dtype, np.float64))
+    if len(y):
+        out[0] = y[0]
+        for j in range(1, len(y)):
+            np.add(out[j - 1], y[j], out=out[j])
+    return out
+
+
+def _prefix_sums(epochs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Cumulative (over time) count, sum of x, y, x^2 and xy over the finite entries, x being the
+    epochs centred on their mean (for conditioning)."""
+    ok = np.isfinite(y)
+    e = np.asarray(epochs, dtype=np.float64)
+    x = np.broadcast_to((e - e.mean()).reshape((-1,) + (1,) * (y.ndim - 1)), y.shape)
+    w = ok.astype(np.float64)
+    y0 = np.where(ok, y, 0.0)
+    return tuple(cumsum0(v) for v in (w, w * x, y0, w * x * x, x * y0))
+
+
+def _slope_curve(epochs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    n, sx, sy, sxx, sxy = _prefix_sums(epochs, y)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        den = n * sxx - sx * sx
+        ok = den > 1e-12 * np.maximum(n * sxx, 1e-300)
+        return np.where(ok, (n * sxy - sx * sy) / np.where(ok, den, 1.0), np.nan)
+
+
+def _mean_curve(y: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(y)
+    n = cumsum0(ok)
+    total = cumsum0(np.where(ok, y, 0.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
+def _iqr_curve(loss: np.ndarray, q: tuple[float, float]) -> np.ndarray:
+    """Q3 - Q1 of every prefix: the samples as contiguous rows, one sort of each prefix."""
+    t = loss.shape[0]
+    rows = np.ascontiguousarray(loss.reshape(t, -1).T)  # [samples, t]
+    out = np.empty((t, rows.shape[0]))
+    for j in range(t):
+        s = np.sort(rows[:, :j + 1], axis=1)
+        n = np.isfinite(s).sum(axis=1)
+        top = np.maximum(n - 1, 0)
+        qs = []
+        for level in q:
+            h = top * level
+            lo = np.floor(h).astype(np.int64)
+            a = np.take_along_axis(s, lo[:, None], axis=1)[:, 0].astype(np.float64)
+            b = np.take_along_axis(s, np.minimum(lo + 1, top)[:, None], axis=1)[:, 0].astype(np.float64)
+            qs.append(lerp(a, b, h - lo))
+        out[j] = np.where(n > 0, qs[1] - qs[0], np.nan)
+    return out.reshape(loss.shape)
+
+
+def _forgetting_curve(correct: np.ndarray) -> np.ndarray:
+    out = np.zeros(correct.shape)
+    if correct.shape[0] > 1:
+        prev, nxt = correct[:-1], correct[1:]
+        ev = np.isfinite(prev) & np.isfinite(nxt) & (prev > 0.5) & (nxt <= 0.5)
+        out[1:] = cumsum0(ev)
+    return out
 
 
 # --- the built-in proxies ----------------------------------------------------------------------
@@ -273,13 +366,57 @@ def early_el2n(traces: Traces, epoch: float | None = None) -> np.ndarray:
     return el2n[max(k, 0)].copy()
 
 
+def _by_prefix(score: Callable[..., np.ndarray], traces: Traces, **opts: Any) -> np.ndarray:
+    return np.stack([score(traces.head(j + 1), **opts) for j in range(traces.n_epochs)])
+
+
+def _lt_iqr_curve(traces: Traces, since: float | None = None, q: tuple[float, float] = (0.25, 0.75)) -> np.ndarray:
+    if since is not None:
+        return _by_prefix(lt_iqr, traces, since=since, q=q)
+    loss = np.asarray(traces.loss)
+    return _iqr_curve(loss if loss.dtype.kind == "f" else loss.astype(np.float64), q)  # float32 sorts faster
+
+
+def _loss_mean_curve(traces: Traces, since: float | None = None) -> np.ndarray:
+    return _by_prefix(loss_mean, traces, since=since) if since is not None else _mean_curve(traces.signal("loss"))
+
+
+def _loss_slope_curve(traces: Traces, since: float | None = None) -> np.ndarray:
+    if since is not None:
+        return _by_prefix(loss_slope, traces, since=since)
+    return -_slope_curve(traces.epochs, traces.signal("loss"))
+
+
+def _margin_mean_curve(traces: Traces, since: float | None = None) -> np.ndarray:
+    return _by_prefix(margin_mean, traces, since=since) if since is not None else -_mean_curve(traces.signal("phi"))
+
+
+def _margin_slope_curve(traces: Traces, since: float | None = None) -> np.ndarray:
+    if since is not None:
+        return _by_prefix(margin_slope, traces, since=since)
+    return _slope_curve(traces.epochs, traces.signal("phi"))
+
+
+def _forgetting_events_curve(traces: Traces) -> np.ndarray:
+    return _forgetting_curve(traces.signal("correct"))
+
+
+def _early_el2n_curve(traces: Traces, epoch: float | None = None) -> np.ndarray:
+    el2n = traces.signal("el2n")
+    rows = np.arange(traces.n_epochs)
+    if epoch is not None:
+        rows = np.minimum(rows, max(int(np.searchsorted(traces.epochs, epoch, side="right")) - 1, 0))
+    return el2n[rows]
+
+
 for _name, _proxy in {
-    "lt_iqr": Proxy(lt_iqr, ("loss",), "a wide loss range: high for long, then fitted (memorised)"),
-    "loss_mean": Proxy(loss_mean, ("loss",), "a high average loss: a hard or atypical sample"),
-    "loss_slope": Proxy(loss_slope, ("loss",), "a loss still falling fast: being fitted now"),
-    "margin_mean": Proxy(margin_mean, ("phi",), "a low average margin: fitted late"),
-    "margin_slope": Proxy(margin_slope, ("phi",), "a margin climbing fast: being memorised"),
-    "forgetting_events": Proxy(forgetting_events, ("correct",), "learned and forgotten: near the boundary"),
-    "early_el2n": Proxy(early_el2n, ("el2n",), "far from its label early: hard or atypical"),
+    "lt_iqr": Proxy(lt_iqr, ("loss",), "a wide loss range: high for long, then fitted (memorised)", _lt_iqr_curve),
+    "loss_mean": Proxy(loss_mean, ("loss",), "a high average loss: a hard or atypical sample", _loss_mean_curve),
+    "loss_slope": Proxy(loss_slope, ("loss",), "a loss still falling fast: being fitted now", _loss_slope_curve),
+    "margin_mean": Proxy(margin_mean, ("phi",), "a low average margin: fitted late", _margin_mean_curve),
+    "margin_slope": Proxy(margin_slope, ("phi",), "a margin climbing fast: being memorised", _margin_slope_curve),
+    "forgetting_events": Proxy(forgetting_events, ("correct",), "learned and forgotten: near the boundary",
+                               _forgetting_events_curve),
+    "early_el2n": Proxy(early_el2n, ("el2n",), "far from its label early: hard or atypical", _early_el2n_curve),
 }.items():
     PROXIES.register(_name, _proxy)
