@@ -90,7 +90,13 @@ def test_report_has_every_panel_and_no_external_reference(tiny):
     assert "Not shown" not in html and "panel(s) not shown" not in html
     # self-contained: plotly.js inline, no script, stylesheet or image loaded from anywhere
     assert "<script src" not in html and "<link" not in html and 'src="http' not in html
-    assert html.count("Plotly.newPlot") >= 1 and len(html) > 3_000_000  # plotly.js is in the page
+    assert html.count("Plotly.newPlot") >= 1  # plotly.js is in the page, gzipped
+    packed = re.search(r'<script type="application/octet-stream" id="plotly-gzip">([^<]+)</script>', html).group(1)
+    import base64
+    import gzip
+
+    from plotly.offline import get_plotlyjs
+    assert gzip.decompress(base64.b64decode(packed)).decode() == get_plotlyjs()
     for stem in ("plane", "trajectories", "gallery", "com_path", "states_entropy", "transitions", "encoding_speed",
                  "tpr_accuracy", "difficulty", "early_determination", "clusters", "plane_difficulty"):
         for ext, magic in (("png", b"\x89PNG"), ("pdf", b"%PDF")):
@@ -109,8 +115,14 @@ def test_plane_frames_match_the_analysis(tiny):
         assert np.array_equal(counts[:, 0], np.rint(d.plane.fpr[t] * half))
         assert np.array_equal(counts[:, 1], np.rint(d.plane.tpr[t] * half))
         assert np.array_equal(decode(main["marker"]["color"]), d.states[t])
-        # jitter stays within a third of the resolution, so the dot sits nearest its exact position
-        assert np.abs(decode(main["x"]) - d.plane.fpr[t]).max() <= 1 / (3 * half) + 1e-6
+        # positions come from the counts and a fixed jitter, which stays within a third of the
+        # resolution, so the dot sits nearest its exact position
+        assert "x" not in main and "y" not in main
+        xy = fig["privdyn"]["plane_xy"]
+        assert xy["half"] == half
+        for axis, (j, exact) in enumerate(((decode(xy["jx"]), d.plane.fpr[t]), (decode(xy["jy"]), d.plane.tpr[t]))):
+            assert len(j) == d.n_samples and np.abs(j).max() <= 1 / (3 * half) + 1e-6
+            assert np.abs(counts[:, axis] / half + j - exact).max() <= 1 / (3 * half) + 1e-6
         assert frame["layout"]["title"]["text"] == f"epoch {d.epochs[t]}: " + ", ".join(
             f"{name} {int((d.states[t] == k).sum()):,}" for k, name in enumerate(("safe", "low", "medium", "high")))
 
@@ -311,7 +323,8 @@ PROBE = """(async () => {
   const table = document.querySelector('#top-table table.sortable');
   table.querySelectorAll('thead th')[1].click();
   const ids = Array.from(table.tBodies[0].rows).map(r => Number(r.cells[1].textContent));
-  return {title: title, ids: ids, ms: ms, frames: plane._transitionData._frames.length};
+  return {title: title, ids: ids, ms: ms, frames: plane._transitionData._frames.length,
+          x: Array.from(plane.data[0].x), y: Array.from(plane.data[0].y)};
 })()"""
 
 
@@ -331,6 +344,12 @@ def test_report_renders_offline_in_chromium(tiny, tmp_path):
     assert r.probe["frames"] == len(d.epochs)
     assert r.probe["title"] == f"epoch {d.epochs[0]}: " + ", ".join(
         f"{n} {int((d.states[0] == k).sum()):,}" for k, n in enumerate(("safe", "low", "medium", "high")))
+    # the browser derived the first frame's positions from its counts: each dot sits within a
+    # third of the resolution of its exact (FPR_i, TPR_i)
+    half = d.n_models // 2
+    assert np.abs(np.array(r.probe["x"]) - d.plane.fpr[0]).max() <= 1 / (3 * half) + 1e-6
+    assert np.abs(np.array(r.probe["y"]) - d.plane.tpr[0]).max() <= 1 / (3 * half) + 1e-6
+    assert np.abs(np.array(r.probe["x"]) - d.plane.fpr[-1]).max() > 0 or np.array_equal(d.plane.fpr[0], d.plane.fpr[-1])
     # one click sorts the table by sample, ascending
     assert r.probe["ids"] == sorted(common.top_samples(d, TABLE_ROWS).tolist())
     png = shot.read_bytes()

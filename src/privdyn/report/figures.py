@@ -16,6 +16,7 @@ import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
 from matplotlib.typing import RcKeyType
 
 from privdyn.analysis.population import STATE_NAMES
@@ -41,17 +42,32 @@ STYLE: dict[RcKeyType, Any] = {
 PREVIEW_DPI = 90
 
 
+def tight_bbox(fig: Figure) -> Bbox:
+    """The figure's tight bounding box in inches, padded like ``bbox_inches="tight"``.
+
+    Computed once from text extents (no rendering), so the PNG and the PDF are each drawn once;
+    ``bbox_inches="tight"`` would draw every file twice.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    box = fig.get_tightbbox(renderer)
+    pad = matplotlib.rcParams["savefig.pad_inches"]
+    return box.padded(pad)
+
+
 def save(fig: Figure, out: Path, stem: str, caption: str) -> Written:
     """Write ``stem``.png and ``stem``.pdf atomically and close the figure; the preview is the PNG
     scaled down (cheaper than drawing the figure a third time)."""
     from PIL import Image  # pillow comes with matplotlib
 
+    box = tight_bbox(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
+    fig.savefig(buf, format="png", bbox_inches=box)
     png = out / f"{stem}.png"
     atomic.write_bytes(png, buf.getvalue())
     with atomic.atomic_path(out / f"{stem}.pdf") as tmp:
-        fig.savefig(tmp, format="pdf", bbox_inches="tight")
+        fig.savefig(tmp, format="pdf", bbox_inches=box)
     image = Image.open(io.BytesIO(buf.getvalue()))
     scale = PREVIEW_DPI / STYLE["savefig.dpi"]
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))

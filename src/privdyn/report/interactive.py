@@ -27,6 +27,7 @@ from privdyn.report.common import (
     top_samples,
 )
 from privdyn.report.data import RunData
+from privdyn.report.page import typed_array
 from privdyn.report.panels import Missing, Panel, present, require
 
 TEMPLATE = "plotly_white"
@@ -77,17 +78,19 @@ def _subset_note(d: RunData, idx: np.ndarray, frames: np.ndarray, counts_in_titl
 
 
 def _plane_points(d: RunData, idx: np.ndarray, seed: int):
-    """Per-checkpoint point data of the shown samples: jittered positions (float32) and the exact
-    flag counts (k_out, k_in) behind FPR_i = k_out / n_out and TPR_i = k_in / n_in, for the hover."""
+    """Per-checkpoint point data of the shown samples: the exact flag counts (k_out, k_in) behind
+    FPR_i = k_out / n_out and TPR_i = k_in / n_in (for the hover and the positions), and the
+    ``plane_xy`` spec with which ``assets/report.js`` derives every frame's jittered positions
+    x = k_out / n_out + jx, y = k_in / n_in + jy from those counts. Frames then carry one or two
+    bytes per sample instead of eight, which keeps the page small."""
     jx, jy = plane_jitter(d, idx, seed)
     half = d.n_models // 2
     kind = np.uint8 if half <= 255 else np.uint16
 
     def at(t: int) -> dict:
         f, r = d.plane.fpr[t, idx], d.plane.tpr[t, idx]
-        return dict(x=(f + jx).astype(F4), y=(r + jy).astype(F4),
-                    customdata=np.rint(np.stack([f, r], axis=1) * half).astype(kind))
-    return at
+        return dict(customdata=np.rint(np.stack([f, r], axis=1) * half).astype(kind))
+    return at, {"plane_xy": {"trace": 0, "half": half, "jx": typed_array(jx), "jy": typed_array(jy)}}
 
 
 def _point_hover(d: RunData, extra: str = "") -> str:
@@ -104,7 +107,7 @@ def plane_by_state(d: RunData, max_points: int, max_frames: int, seed: int) -> P
     """
     idx = display_subset(d.n_samples, max_points, seed)
     frames = frame_indices(len(d.epochs), max_frames)
-    points = _plane_points(d, idx, seed)
+    points, client = _plane_points(d, idx, seed)
     counts = np.stack([(d.states == k).sum(axis=1) for k in range(len(STATE_NAMES))], axis=1)
     n_states = len(STATE_NAMES)
     scale = [[v, STATE_COLOURS[k]] for k in range(n_states) for v in (k / n_states, (k + 1) / n_states)]
@@ -126,7 +129,7 @@ def plane_by_state(d: RunData, max_points: int, max_frames: int, seed: int) -> P
     _plane_layout(fig, d)
     _animate(fig, d, frames, traces, title)
     b = d.config.analysis.states
-    return Panel("plane", "The vulnerability plane over training", figure=fig, wide=True, caption=(
+    return Panel("plane", "The vulnerability plane over training", figure=fig, wide=True, client=client, caption=(
         f"Each dot is a sample at (FPR_i, TPR_i): the share of its OUT and IN models that the attack flags at "
         f"the global threshold of rule {d.rule}. Dots above the diagonal leak membership; dashed lines are the "
         f"state bands on the advantage A_i = TPR_i - FPR_i (safe < {b.low:g} <= low < {b.medium:g} <= medium < "
@@ -143,7 +146,7 @@ def plane_by_difficulty(d: RunData, max_points: int, max_frames: int, seed: int)
         raise Missing("sample.parquet has no difficulty measure (" + ", ".join(DIFFICULTY) + ")")
     idx = display_subset(d.n_samples, max_points, seed)
     frames = frame_indices(len(d.epochs), max_frames)
-    points = _plane_points(d, idx, seed)
+    points, client = _plane_points(d, idx, seed)
     values = {m: d.sample[m].to_numpy(np.float64)[idx].astype(F4) for m in measures}
 
     def traces(t: int) -> list[go.Scatter]:
@@ -168,7 +171,8 @@ def plane_by_difficulty(d: RunData, max_points: int, max_frames: int, seed: int)
         buttons=[dict(label=m.replace("_", " "), method="restyle", args=[colour(m), [0]]) for m in measures])])
     caption = ("The same plane, each sample coloured by how hard it was to learn (pick the measure in the menu): "
                + "; ".join(DIFFICULTY[m] for m in measures) + ". " + _subset_note(d, idx, frames))
-    return Panel("plane-difficulty", "The plane by learning difficulty", figure=fig, wide=True, caption=caption)
+    return Panel("plane-difficulty", "The plane by learning difficulty", figure=fig, wide=True, client=client,
+                 caption=caption)
 
 
 def trajectories(d: RunData, k: int = 12) -> Panel:

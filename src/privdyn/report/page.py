@@ -1,6 +1,7 @@
 """HTML building blocks shared by the run report and the comparison report.
 
-A page is one self-contained file: plotly.js (from the plotly package) is inlined once, each
+A page is one self-contained file: plotly.js (from the plotly package) is inlined once, gzipped
+and unpacked by the browser's DecompressionStream (a third of the size), each
 figure is embedded as JSON and drawn by ``assets/report.js``, images are data URIs, and there
 is no reference to any other host.
 """
@@ -8,7 +9,10 @@ is no reference to any other host.
 from __future__ import annotations
 
 import base64
+import functools
+import gzip
 import html
+import json
 import math
 from collections.abc import Sequence
 from importlib import resources
@@ -50,9 +54,26 @@ def fmt(v: Any, digits: int = 3) -> str:
     return f"{v:.{digits}f}"
 
 
-def figure_json(fig: Any) -> str:
-    """A figure as JSON that is safe inside a ``<script>`` element."""
-    return pio.to_json(fig, validate=False, remove_uids=True).replace("</", "<\\/")
+def typed_array(a: np.ndarray) -> dict[str, str]:
+    """A numpy array as plotly's base64 typed-array spec (``{"dtype": "f4", "bdata": ...}``), for
+    figure JSON that plotly does not encode itself (a :attr:`Panel.client` entry)."""
+    a = np.ascontiguousarray(a)
+    return {"dtype": f"{a.dtype.kind}{a.dtype.itemsize}", "bdata": base64.b64encode(a.tobytes()).decode()}
+
+
+def figure_json(fig: Any, client: dict[str, Any] | None = None) -> str:
+    """A figure (with the ``privdyn`` entries that ``assets/report.js`` reads) as JSON that is safe
+    inside a ``<script>`` element."""
+    text = pio.to_json(fig, validate=False, remove_uids=True)
+    if client:
+        text = text[:-1] + ', "privdyn": ' + json.dumps(client) + "}"
+    return text.replace("</", "<\\/")
+
+
+@functools.lru_cache(maxsize=1)
+def plotlyjs_gzip_base64() -> str:
+    """plotly.js, gzipped and base64-encoded: a third of its size, decompressed by the page itself."""
+    return base64.b64encode(gzip.compress(get_plotlyjs().encode(), compresslevel=9, mtime=0)).decode()
 
 
 def panel_html(p: Panel) -> str:
@@ -67,7 +88,7 @@ def panel_html(p: Panel) -> str:
         target = f"plot-{p.key}"
         body += (f'<div class="plot" id="{esc(target)}"></div>'
                  f'<script type="application/json" class="plot-spec" data-target="{esc(target)}">'
-                 f"{figure_json(p.figure)}</script>")
+                 f"{figure_json(p.figure, p.client)}</script>")
     cap = f'<p class="caption">{esc(p.caption)}</p>' if p.caption else ""
     return f'<section class="{cls}" id="{esc(p.key)}"><h3>{esc(p.title)}</h3>{body}{cap}</section>'
 
@@ -118,7 +139,7 @@ def document(title: str, subtitle: str, nav: Sequence[tuple[str, str]], body: st
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{esc(title)}</title><style>{asset("report.css")}</style>
-<script>{get_plotlyjs()}</script>
+<script type="application/octet-stream" id="plotly-gzip">{plotlyjs_gzip_base64()}</script>
 <script>{asset("report.js")}</script></head>
 <body><main><h1>{esc(title)}</h1><p class="sub">{esc(subtitle)}</p><nav>{links}</nav>
 {body}

@@ -30,6 +30,7 @@ class Panel:
     html: str = ""           # or ready HTML
     wide: bool = False       # spans the page width instead of half of it
     skipped: str = ""        # when set, the reason the panel is not shown
+    client: dict[str, Any] | None = None  # extra figure JSON that assets/report.js acts on (e.g. plane_xy)
 
 
 def require(df: pd.DataFrame | None, columns: Iterable[str], where: str) -> pd.DataFrame:

@@ -1,11 +1,52 @@
 // privdyn report: draw the embedded plotly figures and make tables sortable (no other library).
 (function () {
   "use strict";
+  function bytes(b64) {
+    var raw = atob(b64), out = new Uint8Array(raw.length);
+    for (var i = 0; i < raw.length; i++) { out[i] = raw.charCodeAt(i); }
+    return out;
+  }
+  // plotly.js travels gzipped (a third of its size); the browser unpacks it before the first plot.
+  function loadPlotly() {
+    if (window.Plotly) { return Promise.resolve(); }
+    var packed = document.getElementById("plotly-gzip");
+    if (!packed || typeof DecompressionStream === "undefined") {
+      return Promise.reject(new Error("this browser cannot unpack the report's plotly.js (no DecompressionStream)"));
+    }
+    var stream = new Blob([bytes(packed.textContent)]).stream().pipeThrough(new DecompressionStream("gzip"));
+    return new Response(stream).text().then(function (code) {
+      var script = document.createElement("script");
+      script.text = code;
+      document.head.appendChild(script);
+    });
+  }
+  var TYPED = {u1: Uint8Array, u2: Uint16Array, f4: Float32Array};
+  function typed(spec) {
+    var b = bytes(spec.bdata);
+    return new TYPED[spec.dtype](b.buffer, 0, b.length / TYPED[spec.dtype].BYTES_PER_ELEMENT);
+  }
+  // Plane frames carry only the flag counts (customdata [n, 2]); positions are the counts over
+  // n_out, n_in plus each sample's fixed jitter (privdyn.report.interactive._plane_points).
+  function planePositions(fig) {
+    var spec = fig.privdyn && fig.privdyn.plane_xy;
+    if (!spec) { return; }
+    var jx = typed(spec.jx), jy = typed(spec.jy), half = spec.half;
+    function place(trace) {
+      if (!trace || !trace.customdata) { return; }
+      var c = typed(trace.customdata), n = jx.length;
+      var x = new Float32Array(n), y = new Float32Array(n);
+      for (var i = 0; i < n; i++) { x[i] = c[2 * i] / half + jx[i]; y[i] = c[2 * i + 1] / half + jy[i]; }
+      trace.x = x; trace.y = y;
+    }
+    place(fig.data[spec.trace]);
+    (fig.frames || []).forEach(function (f) { place(f.data[spec.trace]); });
+  }
   function drawPlots() {
     var specs = document.querySelectorAll("script.plot-spec");
     specs.forEach(function (spec) {
       var target = document.getElementById(spec.dataset.target);
       var fig = JSON.parse(spec.textContent);
+      planePositions(fig);
       var config = {responsive: true, displaylogo: false, modeBarButtonsToRemove: ["sendDataToCloud"]};
       Plotly.newPlot(target, fig.data, fig.layout || {}, config).then(function () {
         if (fig.frames && fig.frames.length) {
@@ -57,5 +98,8 @@
       });
     });
   }
-  document.addEventListener("DOMContentLoaded", function () { makeSortable(); drawPlots(); });
+  document.addEventListener("DOMContentLoaded", function () {
+    makeSortable();
+    loadPlotly().then(drawPlots, function (e) { console.error(e.message); });
+  });
 })();
