@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import yaml
+from cli_runner import run_cli  # tests/cli_runner.py
 
 import privdyn
 from privdyn import pipeline
@@ -35,8 +36,9 @@ def small(tiny_config_source, **changes):
     return data
 
 
-def cli(*args, timeout=300):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, check=False)
+def cli(*args):
+    """``privdyn ARGS`` in this process (tests of a kill or of two processes use ``subprocess``)."""
+    return run_cli(*args)
 
 
 @pytest.fixture(scope="module")
