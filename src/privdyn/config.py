@@ -183,6 +183,40 @@ class EarlyWarningConfig(_Strict):
 
     enabled: bool = Field(True, description="validate every early-warning proxy at every checkpoint, "
                           "from the stored signals (no extra training)")
+    proxies: list[str] | None = Field(None, description="the proxies to validate (analysis.proxies.PROXIES); "
+                                      "None = every registered proxy whose signals the run stored")
+    truth_rule: str = Field("fpr:0.001", description="the rule at which lira_online's final flags on each "
+                            "target are the per-model ground truth (fpr:alpha or score:c)")
+    k_share: float = Field(0.01, gt=0, le=1, description="precision at k with k = this share of the "
+                           "monitored model's training set (Pollock et al.'s precision@k=1%)")
+    tail_alphas: list[float] = Field(default_factory=lambda: [0.001, 0.01], description="FPRs of the "
+                                     "loss-tail TPR estimate (Dodd et al. 2025) against the measured TPR")
+
+    @field_validator("truth_rule")
+    @classmethod
+    def _truth_rule(cls, v: str) -> str:
+        parse_rule(v)
+        return v
+
+    @field_validator("proxies")
+    @classmethod
+    def _proxies(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"give distinct proxy names, e.g. [lt_iqr, loss_mean], or null for all (got {v})")
+        from privdyn.analysis.proxies import PROXIES
+
+        unknown = [p for p in v or [] if p not in PROXIES]
+        if unknown:
+            raise ValueError(f"unknown proxies {unknown}; available: {PROXIES.names()} (register your own "
+                             "with privdyn.analysis.proxies.PROXIES.register before loading the config)")
+        return v
+
+    @field_validator("tail_alphas")
+    @classmethod
+    def _tail_alphas(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < a < 1 for a in v):
+            raise ValueError(f"give FPRs in (0, 1), e.g. [0.001, 0.01] (got {v})")
+        return sorted(set(v))
 
 
 class DPAuditConfig(_Strict):

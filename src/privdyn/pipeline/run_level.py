@@ -73,5 +73,6 @@ class RunAnalysis:
 def run_analyses() -> list[RunAnalysis]:
     """Every run-level analysis, in the order the summary lists them."""
     from privdyn.pipeline.analysis import SENSITIVITY
+    from privdyn.pipeline.warning import EARLY_WARNING
 
-    return [SENSITIVITY]
+    return [SENSITIVITY, EARLY_WARNING]

@@ -89,6 +89,9 @@ def load_run_data(run_dir: str | Path, attack: str | None = None, rule: str | No
     labels = np.load(labels_path, allow_pickle=False) if labels_path.exists() else None
     tables = {stem: read_parquet(adir / f"{stem}.parquet")
               for stem in OPTIONAL_TABLES if (adir / f"{stem}.parquet").exists()}
+    for stem in ("early_warning", "early_warning_model"):  # run-level: one table for the run
+        if (run.path / "analysis" / f"{stem}.parquet").exists():
+            tables[stem] = read_parquet(run.path / "analysis" / f"{stem}.parquet")
     sens = run.path / "analysis" / "sensitivity.parquet"
     if sens.exists():
         tables["sensitivity"] = read_parquet(sens, filters=[("attack", "==", attack)])

@@ -28,6 +28,7 @@ from privdyn.report.page import (
     sortable_table,
 )
 from privdyn.report.panels import Panel, build, require
+from privdyn.report.warning import early_warning_panels
 from privdyn.store import atomic
 from privdyn.store.rundir import RunDir
 
@@ -175,6 +176,7 @@ def panels(d: RunData, max_points: int, max_frames: int) -> dict[str, list[Panel
                          lambda: interactive.difficulty_deciles(d)),
                        P("spearman", "Spearman correlations", lambda: interactive.spearman_table(d))],
         "early": [P("early", "Early determination", lambda: interactive.early_determination(d))],
+        "early_warning": early_warning_panels(d),
         "sensitivity": [P("sensitivity", "Sensitivity to the operating point, grid and bands",
                           lambda: sensitivity_panel(d))] if d.config.analysis.sensitivity else [],
         "table": [top_table(d)],
@@ -184,6 +186,7 @@ def panels(d: RunData, max_points: int, max_frames: int) -> dict[str, list[Panel
 SECTIONS = (
     ("plane", "The plane over training"), ("samples", "Samples"), ("population", "Population dynamics"),
     ("model", "Model level"), ("difficulty", "Learning difficulty"), ("early", "Early determination"),
+    ("early_warning", "Early warning"),
     ("sensitivity", "Sensitivity"), ("table", "Top samples"),
 )
 

@@ -94,3 +94,17 @@ def is_current(run: RunDir, path: Path, digest: str) -> bool:
 def record(run: RunDir, digest: str, *paths: Path) -> None:
     """Record that the artifacts at ``paths`` (written atomically just before) were made from ``digest``."""
     run.record_artifacts({run.key(p): {"digest": digest, "content": run.content_digest(p)} for p in paths})
+
+
+def early_warning_digest(cfg: RunConfig, run: RunDir) -> str:
+    """``analysis/early_warning*.parquet``: its options, the rule and bands that give V, the ground-truth
+    attack's setup, and the signals and scores it reads (lira_online's when stored, the default attack's)."""
+    attacks = sorted({cfg.default_attack(), *(["lira_online"] if "lira_online" in cfg.attacks else [])})
+    signals = [run.signal_path(n) for n in ("loss", "phi", "correct", "el2n")]
+    return _digest(options=cfg.analysis.early_warning.model_dump(mode="json"), rule=cfg.analysis.rule,
+                   bands=cfg.analysis.states.model_dump(mode="json"), el2n_fraction=cfg.analysis.el2n_fraction,
+                   default_attack=cfg.default_attack(), lira=cfg.attack_digest("lira_online"),
+                   references=cfg.references, queries=cfg.queries,
+                   inputs=run.content_digest(run.path / "membership.npy", run.path / "epochs.npy",
+                                             *(p for p in signals if p.exists()),
+                                             *(run.score_path(a) for a in attacks)))

@@ -1,0 +1,210 @@
+"""The early-warning stage: every proxy validated against the shadow-model ground truth, per epoch.
+
+A run-level analysis (:class:`~privdyn.pipeline.run_level.RunAnalysis`), on by default
+(``analysis.early_warning.enabled``). It reads the stored pool signals (identity query), the
+final lira_online scores (stored when the run scores lira_online; otherwise computed here at the
+final checkpoint only, from the stored signals, and not stored) and the default attack's scores
+(V at the config's rule and bands, and the measured TPR per epoch when lira_online is not
+stored), and writes
+
+- ``analysis/early_warning.parquet``: proxy, truth, epoch, fraction, k, metric, mean, ci_low,
+  ci_high, n_models, k_mean (:class:`~privdyn.analysis.warning.ProxyValidation`);
+- ``analysis/early_warning_model.parquet``: the loss-tail estimate of TPR at low FPR against the
+  measured TPR (:class:`~privdyn.analysis.warning.TailValidation`), with the measuring attack.
+
+Memory is bounded: the models are validated in blocks sized to :data:`MEMORY_BUDGET` (each block
+reads the signals of its models at every checkpoint).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from privdyn.analysis import dynamics, population
+from privdyn.analysis.difficulty import early_index
+from privdyn.analysis.early import final_vulnerable
+from privdyn.analysis.plane import compute_plane
+from privdyn.analysis.proxies import PROXIES, Traces, available_proxies
+from privdyn.analysis.warning import (
+    SPEARMAN_TARGET,
+    ProxyValidation,
+    TailValidation,
+    WarningOptions,
+    attack_truth,
+    proxy_options_for,
+    tail_validation,
+    validate_proxies,
+)
+from privdyn.attacks.base import ATTACKS, CheckpointData
+from privdyn.attacks.references import reference_plan
+from privdyn.config import RunConfig
+from privdyn.errors import PrivdynError
+from privdyn.pipeline.run_level import Entries, RunAnalysis
+from privdyn.store import atomic, provenance
+from privdyn.store.arrays import CheckpointArray
+from privdyn.store.rundir import RunDir
+
+if TYPE_CHECKING:
+    from privdyn.pipeline.analysis import TrainingMeasures
+
+#: The attack whose final flags are the per-model ground truth (Pollock et al. 2024).
+TRUTH_ATTACK = "lira_online"
+#: Bytes of working memory the proxy validation may hold at once (signals and curves of a block).
+MEMORY_BUDGET = 1 << 30
+#: Working bytes per (checkpoint, model, sample) entry: four float32 signals, their member view
+#: and the float64 prefix sums and curve of one proxy.
+_BYTES_PER_ENTRY = 64
+#: The fractions of training whose best precision the summary reports.
+FRACTIONS = (0.25, 0.5)
+FILES = ("early_warning.parquet", "early_warning_model.parquet")
+
+
+def pool_signals(cfg: RunConfig, run: RunDir) -> dict[str, CheckpointArray]:
+    """The stored pool signals a proxy can use, ``[T, M, N]`` at the identity query, as float32
+    (el2n only where the run stored it)."""
+    from privdyn.pipeline.analysis import identity_query
+
+    q = identity_query(cfg)
+    out = {}
+    for name in ("loss", "phi", "correct", "el2n"):
+        path = run.signal_path(name)
+        if name == "el2n" and not path.exists():
+            continue
+        out[name] = run.checkpoints(path, f"signal {name}").at_query(q).as_type(np.float32)
+    return out
+
+
+def final_truth_scores(cfg: RunConfig, run: RunDir, membership: np.ndarray) -> tuple[np.ndarray, str]:
+    """lira_online's scores ``[M, N]`` at the final checkpoint and where they come from: the stored
+    scores, or computed now from the stored signals with the run's reference rule."""
+    if TRUTH_ATTACK in cfg.attacks:
+        scores = run.load_scores(TRUTH_ATTACK)
+        return np.asarray(scores[scores.shape[0] - 1], dtype=np.float64), "stored"
+    spec = ATTACKS[TRUTH_ATTACK]
+    pool = {s: run.checkpoints(run.signal_path(s), f"signal {s} (needed by {TRUTH_ATTACK})") for s in spec.needs}
+    test = {s: run.checkpoints(run.signal_path(s, "test"), f"test signal {s}") for s in spec.needs_test}
+    last = {k: np.asarray(v[v.shape[0] - 1]) for k, v in pool.items()}
+    data = CheckpointData(last, {k: np.asarray(v[v.shape[0] - 1]) for k, v in test.items()}, membership,
+                          reference_plan(membership, cfg.references, cfg.seed))
+    return np.asarray(spec.run(data, cfg.options_for(TRUTH_ATTACK)), dtype=np.float64), "computed"
+
+
+def final_plane(cfg: RunConfig, run: RunDir, membership: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A_i(e_T) ``[N]`` and V ``[N]`` of the default attack at the config's rule and bands (the
+    plane of the final checkpoint alone: its threshold is that checkpoint's own)."""
+    scores = run.load_scores(cfg.default_attack())
+    last = np.asarray(scores[scores.shape[0] - 1], dtype=np.float64)[None]
+    plane = compute_plane(last, membership, cfg.analysis.rule)
+    st = population.states(plane.adv, cfg.analysis.states.bands())
+    return plane.adv[-1], final_vulnerable(plane.adv[-1], st[-1] == dynamics.HIGH)
+
+
+def _proxies(cfg: RunConfig, have: set[str]) -> tuple[str, ...]:
+    asked = cfg.analysis.early_warning.proxies
+    if asked is None:
+        probe = Traces(np.zeros(1), np.zeros((1, 1)), **{k: np.zeros((1, 1)) for k in have - {"loss"}})
+        return tuple(available_proxies(probe))
+    lacking = {p: sorted(set(PROXIES[p].needs) - have) for p in asked}
+    lacking = {p: s for p, s in lacking.items() if s}
+    if lacking:
+        raise PrivdynError(f"analysis.early_warning.proxies: {', '.join(lacking)} need signals this run did not "
+                           f"store ({lacking}); leave them out or set the field to null (every proxy the run "
+                           "supports)")
+    return tuple(asked)
+
+
+def _block_size(T: int, M: int, N: int) -> int:
+    return max(1, min(M, MEMORY_BUDGET // max(1, _BYTES_PER_ENTRY * T * N)))
+
+
+def validate_run(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: np.ndarray,
+                 k_early: int) -> tuple[ProxyValidation, TailValidation, dict[str, Any]]:
+    """The proxy validation, the loss-tail validation and what they were made from."""
+    ew = cfg.analysis.early_warning
+    sig = pool_signals(cfg, run)
+    truth_scores, source = final_truth_scores(cfg, run, membership)
+    final_adv, high = final_plane(cfg, run, membership)
+    z = np.asarray(membership, dtype=bool)
+    truths = {"attack": attack_truth(truth_scores, z, ew.truth_rule), "final_high": high}
+    names = _proxies(cfg, set(sig))
+    options = WarningOptions(proxies=names, proxy_options=proxy_options_for(epochs, k_early), k_share=ew.k_share)
+    T, (M, N) = len(epochs), z.shape
+    step = _block_size(T, M, N)
+    parts = []
+    for m0 in range(0, M, step):
+        block = slice(m0, min(M, m0 + step))
+        arrays = {k: np.stack([np.asarray(v[t])[block] for t in range(T)]) for k, v in sig.items()}
+        traces = Traces(epochs, arrays.pop("loss"), **arrays)
+        parts.append(validate_proxies(traces, z[block], {"attack": truths["attack"][block], "final_high": high},
+                                      final_adv, options))
+    validation = ProxyValidation.concat(parts)
+    measured_by = TRUTH_ATTACK if TRUTH_ATTACK in cfg.attacks else cfg.default_attack()
+    tail = tail_validation(sig["loss"], z, run.load_scores(measured_by), epochs, ew.tail_alphas)
+    about = {"truth_attack": TRUTH_ATTACK, "truth_rule": ew.truth_rule, "truth_scores": source,
+             "v_attack": cfg.default_attack(), "v_rule": cfg.analysis.rule, "n_final_high": int(high.sum()),
+             "tail_measured_by": measured_by, "proxies": list(names)}
+    return validation, tail, about
+
+
+def _num(x: Any) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def summarise(validation: ProxyValidation, tail: TailValidation, about: dict[str, Any]) -> dict[str, Any]:
+    """The summary entries: the best proxy's precision@k=1% (attack truth) at the checkpoints
+    nearest 25% and 50% of training, every proxy's final values, and the final tail estimate."""
+    ep = validation.epochs
+    out: dict[str, Any] = dict(about)
+    out["mean_truth_per_model"] = {t: _num(np.mean(s)) for t, s in validation.truth_size.items()}
+    out["k_1pct"] = _num(np.mean(validation.k_used[("attack", "1%")]))
+    for f in FRACTIONS:
+        j = early_index(ep, f)
+        best: dict[str, Any] = {"proxy": None, "epoch": _num(ep[j]), "fraction": _num(ep[j] / ep[-1]),
+                                "mean": None, "ci": [None, None]}
+        for p in validation.proxies:
+            s = validation.summary(p, "attack", "precision", "1%")
+            if np.isfinite(s.mean[j]) and (best["mean"] is None or s.mean[j] > best["mean"]):
+                best.update(proxy=p, mean=_num(s.mean[j]), ci=[_num(s.ci_low[j]), _num(s.ci_high[j])])
+        out[f"best_precision_at_{round(100 * f)}pct"] = best
+    final: dict[str, dict[str, float | None]] = {}
+    names = {("attack", "precision", "1%"): "precision_at_1pct", ("attack", "precision", "truth"): "precision_at_truth",
+             ("attack", "recall", "1%"): "recall_at_1pct", ("attack", "auc", "all"): "auc",
+             ("final_high", "precision", "1%"): "v_precision_at_1pct",
+             ("final_high", "precision", "truth"): "v_precision_at_v", ("final_high", "auc", "all"): "v_auc",
+             (SPEARMAN_TARGET, "spearman", "all"): "spearman_final_advantage"}
+    for p in validation.proxies:
+        final[p] = {label: _num(validation.summary(p, *key).mean[-1]) for key, label in names.items()}
+    out["final"] = final
+    tail_out = {}
+    for a, alpha in enumerate(tail.alphas):
+        est = np.nanmean(tail.estimate[-1, a]) if np.isfinite(tail.estimate[-1, a]).any() else np.nan
+        meas = np.nanmean(tail.measured[-1, a]) if np.isfinite(tail.measured[-1, a]).any() else np.nan
+        err = np.abs(tail.estimate[:, a] - tail.measured[:, a])
+        tail_out[f"{alpha:g}"] = {"estimate_final": _num(est), "measured_final": _num(meas),
+                                  "mean_abs_error": _num(np.nanmean(err)) if np.isfinite(err).any() else None}
+    out["tail"] = tail_out
+    return out
+
+
+def early_warning_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: np.ndarray,
+                        measures: TrainingMeasures) -> Entries:
+    """Write both tables and return the run-level summary entry (:func:`summarise`)."""
+    validation, tail, about = validate_run(cfg, run, membership, epochs, measures.k_early)
+    folder = run.path / "analysis"
+    table = pd.DataFrame(validation.columns())
+    table.insert(3, "fraction", table["epoch"] / float(epochs[-1]) if epochs[-1] > 0 else np.nan)
+    atomic.write_parquet(folder / FILES[0], table)
+    model = pd.DataFrame(tail.columns())
+    model.insert(0, "attack", about["tail_measured_by"])
+    atomic.write_parquet(folder / FILES[1], model)
+    return Entries(run=summarise(validation, tail, about))
+
+
+#: The early-warning validation (DESIGN.md, "Early warning").
+EARLY_WARNING = RunAnalysis("early_warning", FILES, lambda cfg: cfg.analysis.early_warning.enabled,
+                            provenance.early_warning_digest, early_warning_stage)
