@@ -6,8 +6,9 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["AuditResult", "ImportResult", "PrivdynCallback", "Recipe", "Recorder", "Run", "Tables", "__version__",
-           "assemble", "audit", "export_logits", "import_logits", "import_weights", "open_run"]
+__all__ = ["AuditResult", "ImportResult", "Monitor", "MonitorCallback", "PrivdynCallback", "Recipe", "Recorder", "Run",
+           "Tables", "__version__", "assemble", "audit", "export_logits", "import_logits", "import_weights", "monitor",
+           "open_run"]
 
 #: Public names by the module that defines them (imported on first use).
 _LAZY = {"Run": "privdyn.store.api", "Tables": "privdyn.store.api", "open_run": "privdyn.store.api",
@@ -16,7 +17,9 @@ _LAZY = {"Run": "privdyn.store.api", "Tables": "privdyn.store.api", "open_run": 
          "Recorder": "privdyn.training.recorder", "import_weights": "privdyn.training.recorder",
          "PrivdynCallback": "privdyn.training.lightning", "assemble": "privdyn.pipeline.assemble",
          "import_logits": "privdyn.ingest.api", "ImportResult": "privdyn.ingest.api",
-         "export_logits": "privdyn.ingest.export"}
+         "export_logits": "privdyn.ingest.export",
+         "Monitor": "privdyn.training.monitor", "monitor": "privdyn.training.monitor",
+         "MonitorCallback": "privdyn.training.lightning"}
 
 
 def __getattr__(name: str) -> Any:

@@ -225,7 +225,34 @@ class DPAuditConfig(_Strict):
     enabled: bool | None = Field(None, description="None = on for DP-SGD runs, off otherwise")
     confidence: float = Field(0.95, gt=0, lt=1, description="1 - beta of every lower bound")
     delta: float | None = Field(None, gt=0, lt=1, description="delta of the epsilon bounds; "
-                                "None = the DP run's delta, else 1/N_train")
+                                "None = the DP run's delta, else 1/N_train (the accountant's epsilon is "
+                                "recomputed at a delta other than the run's)")
+    k: list[int] = Field(default_factory=lambda: [10, 30, 100, 300, 1000, 3000],
+                         description="one-run audit: the declared grid of guesses per side (IN for the k "
+                         "highest scores of a model, OUT for the k lowest), each capped at N/2; the "
+                         "multiple-testing correction is for this grid")
+    fpr_levels: list[float] = Field(default_factory=lambda: [0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999],
+                                    description="Gaussian-DP and Clopper-Pearson audits: the declared operating "
+                                    "points (thresholds at these FPRs, as the fpr:alpha rule), corrected for "
+                                    "their number")
+    design: Literal["auto", "fixed_weight", "independent"] = Field(
+        "auto", description="the membership rows, for the one-run audit: fixed_weight (each model a uniformly "
+        "random half: privdyn's design, corrected rigorously), independent (i.i.d. inclusion), auto = "
+        "fixed_weight when every row has exactly N/2 IN")
+
+    @field_validator("k")
+    @classmethod
+    def _k(cls, v: list[int]) -> list[int]:
+        if not v or any(k < 1 for k in v):
+            raise ValueError(f"give guesses per side >= 1, e.g. [10, 100, 1000] (got {v})")
+        return v
+
+    @field_validator("fpr_levels")
+    @classmethod
+    def _fprs(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < x < 1 for x in v):
+            raise ValueError(f"give FPR levels in (0, 1), e.g. [0.01, 0.1, 0.5] (got {v})")
+        return v
 
 
 class AnalysisConfig(_Strict):

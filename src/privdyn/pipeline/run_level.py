@@ -73,6 +73,7 @@ class RunAnalysis:
 def run_analyses() -> list[RunAnalysis]:
     """Every run-level analysis, in the order the summary lists them."""
     from privdyn.pipeline.analysis import SENSITIVITY
+    from privdyn.pipeline.dp_audit import DP_AUDIT
     from privdyn.pipeline.warning import EARLY_WARNING
 
-    return [SENSITIVITY, EARLY_WARNING]
+    return [SENSITIVITY, EARLY_WARNING, DP_AUDIT]

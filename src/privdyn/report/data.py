@@ -95,6 +95,9 @@ def load_run_data(run_dir: str | Path, attack: str | None = None, rule: str | No
     sens = run.path / "analysis" / "sensitivity.parquet"
     if sens.exists():
         tables["sensitivity"] = read_parquet(sens, filters=[("attack", "==", attack)])
+    dp_audit = run.path / "analysis" / "dp_audit.parquet"
+    if dp_audit.exists():  # every attack: the panel compares them
+        tables["dp_audit"] = read_parquet(dp_audit)
     return RunData(run=run, config=cfg, attack=attack, rule=rule, summary=summary,
                    epochs=np.asarray(arrays["epochs"]), plane=plane,
                    states=states(plane.adv, cfg.analysis.states.bands()),

@@ -17,6 +17,7 @@ from privdyn.config import RunConfig
 from privdyn.report import figures, interactive
 from privdyn.report.common import DIFFICULTY, SPEED, TIMING, top_samples
 from privdyn.report.data import RunData, load_run_data
+from privdyn.report.dp_audit import dp_audit_panel
 from privdyn.report.gallery import gallery
 from privdyn.report.page import (
     Cell,
@@ -179,6 +180,8 @@ def panels(d: RunData, max_points: int, max_frames: int) -> dict[str, list[Panel
         "early_warning": early_warning_panels(d),
         "sensitivity": [P("sensitivity", "Sensitivity to the operating point, grid and bands",
                           lambda: sensitivity_panel(d))] if d.config.analysis.sensitivity else [],
+        "dp_audit": [P("dp-audit", "Differential-privacy audit",
+                       lambda: dp_audit_panel(d))] if d.table("dp_audit") is not None else [],
         "table": [top_table(d)],
     }
 
@@ -187,7 +190,7 @@ SECTIONS = (
     ("plane", "The plane over training"), ("samples", "Samples"), ("population", "Population dynamics"),
     ("model", "Model level"), ("difficulty", "Learning difficulty"), ("early", "Early determination"),
     ("early_warning", "Early warning"),
-    ("sensitivity", "Sensitivity"), ("table", "Top samples"),
+    ("sensitivity", "Sensitivity"), ("dp_audit", "Differential-privacy audit"), ("table", "Top samples"),
 )
 
 

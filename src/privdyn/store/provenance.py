@@ -108,3 +108,13 @@ def early_warning_digest(cfg: RunConfig, run: RunDir) -> str:
                    inputs=run.content_digest(run.path / "membership.npy", run.path / "epochs.npy",
                                              *(p for p in signals if p.exists()),
                                              *(run.score_path(a) for a in attacks)))
+
+
+def dp_audit_digest(cfg: RunConfig, run: RunDir) -> str:
+    """``analysis/dp_audit.parquet``: the audit's options, every attack's scores, the membership, the
+    epochs and, for a DP-SGD run, ``dp.json`` (the accountant's epsilon and delta)."""
+    dp = run.path / "dp.json"
+    return _digest(options=cfg.analysis.dp_audit.model_dump(mode="json"), attacks=cfg.attacks,
+                   dp_delta=cfg.training.dp.delta,
+                   inputs=run.content_digest(*(run.score_path(a) for a in cfg.attacks), run.path / "membership.npy",
+                                             run.path / "epochs.npy", *([dp] if dp.exists() else [])))

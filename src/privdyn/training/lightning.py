@@ -1,4 +1,5 @@
-"""A PyTorch Lightning callback that records a model for privdyn at every checkpoint epoch.
+"""PyTorch Lightning callbacks: record a model for privdyn at every checkpoint epoch (PrivdynCallback),
+and feed a training-time monitor (MonitorCallback).
 
 Needs the optional extra ``privdyn[lightning]``; privdyn itself imports without Lightning (this
 module is imported only when the callback is used)::
@@ -20,6 +21,7 @@ except ImportError as e:  # pragma: no cover - exercised only where lightning is
     raise ImportError("privdyn's Lightning callback needs Lightning: pip install 'privdyn[lightning]' "
                       f"(or 'lightning>=2.4'); {e}") from e
 
+from privdyn.training.monitor import Monitor
 from privdyn.training.recorder import Recorder
 
 
@@ -63,3 +65,60 @@ class PrivdynCallback(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` when Lightning resumes from a checkpoint."""
         self.recorded = list(state_dict.get("recorded", []))
+
+
+class MonitorCallback(Callback):
+    """Feeds a :class:`~privdyn.training.monitor.Monitor` from a Lightning training loop.
+
+    After every training batch the callback takes the batch's per-sample losses and sample
+    indices from what ``training_step`` returned, by default the keys ``"sample_losses"`` and
+    ``"indices"`` of its dict (or pass ``extract(outputs, batch) -> (indices, losses)``)::
+
+        def training_step(self, batch, batch_idx):
+            x, y, idx = batch
+            losses = F.cross_entropy(self(x), y, reduction="none")
+            return {"loss": losses.mean(), "sample_losses": losses.detach(), "indices": idx}
+
+    At the end of each training epoch it runs the optional evaluation pass over ``eval_loader``
+    (batches ``(x, y, indices)``) and closes the epoch (Lightning's 0-based ``current_epoch`` + 1).
+    Its state is the monitor's, so a Lightning checkpoint resumes the traces. Each process
+    records the batches it sees: under distributed training every rank's monitor holds its own
+    shard of the samples.
+    """
+
+    def __init__(self, monitor: Monitor, eval_loader: Any = None, extract: Any = None,
+                 losses_key: str = "sample_losses", indices_key: str = "indices"):
+        super().__init__()
+        self.monitor = monitor
+        self.eval_loader = eval_loader
+        self.extract = extract
+        self.losses_key, self.indices_key = losses_key, indices_key
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        """Record the batch's per-sample losses."""
+        if self.extract is not None:
+            indices, losses = self.extract(outputs, batch)
+        else:
+            if not isinstance(outputs, dict) or self.losses_key not in outputs or self.indices_key not in outputs:
+                raise ValueError(f"MonitorCallback: training_step must return a dict with {self.losses_key!r} "
+                                 f"(per-sample losses, reduction='none') and {self.indices_key!r} (the batch's "
+                                 "sample indices), or give MonitorCallback(extract=...)")
+            indices, losses = outputs[self.indices_key], outputs[self.losses_key]
+        self.monitor.record(indices, losses)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """The optional evaluation pass, then close the epoch."""
+        if trainer.sanity_checking:
+            return
+        if self.eval_loader is not None:
+            self.monitor.evaluate(pl_module, self.eval_loader, device=pl_module.device)
+        self.monitor.end_epoch(trainer.current_epoch + 1)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The monitor's state (what a Lightning checkpoint keeps)."""
+        return dict(self.monitor.state_dict())
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the monitor from a Lightning checkpoint."""
+        self.monitor.load_state_dict(state_dict)

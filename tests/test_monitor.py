@@ -1,0 +1,234 @@
+"""The training-time monitor: in a plain PyTorch loop and through the Lightning callback its traces
+equal the losses the loop saw (and, for the evaluation pass, the losses computed afterwards);
+state_dict resumes it; streaming to disk equals keeping the traces in memory."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+import privdyn
+from privdyn.analysis.proxies import proxy_scores, top_k
+from privdyn.store.integrity import CorruptArtifact
+from privdyn.training.monitor import Monitor
+
+N, DIM, CLASSES = 96, 6, 3
+
+
+class Indexed(Dataset):
+    """(x, y, index) triples."""
+
+    def __init__(self, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(N, DIM, generator=g)
+        self.y = (self.x[:, 0] > 0).long() + (self.x[:, 1] > 1).long()
+
+    def __len__(self):
+        return N
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i], i
+
+
+def make_model(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(DIM, 16), torch.nn.ReLU(), torch.nn.Linear(16, CLASSES))
+
+
+def train(monitors, epochs=3, seed=0, eval_pass=False, seen=None, stop_after=None):
+    """A plain loop that feeds every monitor and keeps what it saw: seen[(epoch, i)] = loss."""
+    data = Indexed()
+    model = make_model(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    loader = DataLoader(data, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    seen = {} if seen is None else seen
+    for epoch in range(1, epochs + 1):
+        for b, (x, y, idx) in enumerate(loader):
+            losses = F.cross_entropy(model(x), y, reduction="none")
+            losses.mean().backward()
+            opt.step()
+            opt.zero_grad()
+            for mon in monitors:
+                mon(idx, losses)
+            for i, v in zip(idx.tolist(), losses.detach().tolist()):
+                seen[(epoch, i)] = v
+            if stop_after == (epoch, b):
+                return model, seen
+        if eval_pass:
+            for mon in monitors:
+                mon.evaluate(model, DataLoader(data, batch_size=32))
+        for mon in monitors:
+            mon.end_epoch()
+    return model, seen
+
+
+def expected(seen, epochs, dtype=np.float16):
+    out = np.full((epochs, N), np.nan, dtype=np.float32)
+    for (e, i), v in seen.items():
+        out[e - 1, i] = v
+    return out.astype(dtype).astype(np.float32)
+
+
+def test_plain_loop_traces_equal_the_losses_the_loop_saw():
+    mon = privdyn.monitor(N)
+    _, seen = train([mon], epochs=3)
+    tr = mon.traces()
+    assert mon.epochs == [1.0, 2.0, 3.0] and tr.loss.shape == (3, N) and tr.phi is None
+    np.testing.assert_array_equal(tr.loss, expected(seen, 3))
+    exact = Monitor(N, dtype="float32")
+    _, seen32 = train([exact], epochs=2)
+    np.testing.assert_allclose(exact.traces().loss, expected(seen32, 2, np.float32), rtol=1e-6)
+    scores = mon.scores("lt_iqr")
+    np.testing.assert_array_equal(scores, proxy_scores("lt_iqr", tr))
+    np.testing.assert_array_equal(mon.top(5), top_k(scores, 5))
+    table = mon.table()
+    assert list(table.columns[:2]) == ["sample", "rank_lt_iqr"] and len(table) == N
+    assert (np.diff(table["lt_iqr"].to_numpy()) <= 0).all()
+    assert set(mon.proxies()) == {"lt_iqr", "loss_mean", "loss_slope"}
+    with pytest.raises(ValueError, match="evaluation pass"):
+        mon.scores("margin_mean")
+
+
+def test_eval_pass_equals_losses_computed_afterwards():
+    """The evaluation pass gives, per epoch, the signals of the model as it is after the epoch."""
+    mon = Monitor(N, dtype="float32")
+    data = Indexed()
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    after = []
+    for _ in range(2):
+        for x, y, idx in DataLoader(data, batch_size=16, shuffle=True):
+            losses = F.cross_entropy(model(x), y, reduction="none")
+            losses.mean().backward()
+            opt.step()
+            opt.zero_grad()
+            mon(idx, losses)
+        mon.evaluate(model, DataLoader(data, batch_size=40))
+        assert model.training  # restored
+        mon.end_epoch()
+        with torch.no_grad():
+            model.eval()
+            logits = model(data.x).double()
+            model.train()
+        after.append((F.cross_entropy(logits, data.y, reduction="none").numpy(),
+                      (logits.argmax(1) == data.y).numpy()))
+    tr = mon.traces()
+    assert tr.phi is not None and tr.correct is not None and tr.el2n is not None
+    np.testing.assert_allclose(mon._read("eval_loss", slice(None)), np.stack([a for a, _ in after]), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_array_equal(tr.correct, np.stack([c for _, c in after]).astype(np.float32))
+    for name in ("margin_mean", "margin_slope", "forgetting_events", "early_el2n"):
+        assert mon.scores(name).shape == (N,)
+
+
+def test_unseen_samples_are_nan_and_repeats_are_averaged():
+    mon = Monitor(5, dtype="float32")
+    mon.record(torch.tensor([0, 1, 1]), torch.tensor([1.0, 2.0, 4.0]))
+    mon.end_epoch(2)
+    row = mon.traces().loss[0]
+    assert row[0] == 1.0 and row[1] == 3.0 and np.isnan(row[2:]).all()
+    with pytest.raises(ValueError, match="does not follow"):
+        mon.end_epoch(2)
+    with pytest.raises(ValueError, match="indices must lie"):
+        mon.record(torch.tensor([7]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="one index per sample"):
+        mon.record(torch.tensor([0, 1]), torch.tensor(1.0))
+
+
+def roundtrip(state):
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_resume_from_state_dict_mid_epoch(tmp_path, on_disk):
+    """A monitor saved mid-epoch and loaded into a fresh one continues exactly as the original."""
+    path = (lambda name: tmp_path / name) if on_disk else (lambda name: None)
+    whole = Monitor(N, path=path("whole"))
+    _, seen = train([whole], epochs=3)
+    first = Monitor(N, path=path("part"))
+    seen_part = {}
+    train([first], epochs=3, seen=seen_part, stop_after=(2, 2))
+    state = roundtrip(first.state_dict())
+    resumed = Monitor(N, path=path("part"))
+    resumed.load_state_dict(state)
+    assert resumed.epochs == [1.0]
+    # finish the interrupted run: replay the remaining batches of epoch 2 and epoch 3 from what was seen
+    rest = {k: v for k, v in seen.items() if k not in seen_part}
+    for epoch in (2, 3):
+        items = [(i, v) for (e, i), v in rest.items() if e == epoch]
+        if items:
+            resumed.record(torch.tensor([i for i, _ in items]), torch.tensor([v for _, v in items]))
+        resumed.end_epoch()
+    np.testing.assert_array_equal(resumed.traces().loss, whole.traces().loss)
+
+
+def test_disk_streaming_equals_memory(tmp_path):
+    mem, disk = Monitor(N), Monitor(N, path=tmp_path / "mon")
+    train([mem, disk], epochs=3, eval_pass=True)
+    a, b = mem.traces(), disk.traces()
+    for name in ("loss", "phi", "correct", "el2n"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    for proxy in mem.proxies():
+        np.testing.assert_array_equal(mem.scores(proxy), disk.scores(proxy))
+    files = sorted(p.relative_to(tmp_path / "mon").as_posix() for p in (tmp_path / "mon").rglob("*.npy"))
+    assert files[:3] == ["correct/000000.npy", "correct/000001.npy", "correct/000002.npy"]
+    row = np.load(tmp_path / "mon" / "loss" / "000001.npy", allow_pickle=False)
+    assert row.dtype == np.float16 and row.shape == (N,)
+    # ranking in blocks of samples (a small budget) gives the same scores
+    import privdyn.training.monitor as module
+
+    old = module.RANK_BUDGET
+    module.RANK_BUDGET = 200
+    try:
+        np.testing.assert_array_equal(disk.scores("lt_iqr"), mem.scores("lt_iqr"))
+    finally:
+        module.RANK_BUDGET = old
+    (tmp_path / "mon" / "loss" / "000001.npy").write_bytes(b"\x93NUMPY damaged")
+    with pytest.raises(CorruptArtifact, match="monitor trace row"):
+        disk.scores("lt_iqr")
+
+
+def test_lightning_callback_records_what_the_module_saw():
+    lightning = pytest.importorskip("lightning.pytorch")
+    from privdyn.training.lightning import MonitorCallback
+
+    class Module(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = make_model()
+            self.seen = {}
+
+        def training_step(self, batch, batch_idx):
+            x, y, idx = batch
+            losses = F.cross_entropy(self.net(x), y, reduction="none")
+            for i, v in zip(idx.tolist(), losses.detach().tolist()):
+                self.seen[(self.current_epoch + 1, i)] = v
+            return {"loss": losses.mean(), "sample_losses": losses.detach(), "indices": idx}
+
+        def forward(self, x):
+            return self.net(x)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.2)
+
+    data = Indexed()
+    mon = privdyn.Monitor(N)
+    cb = MonitorCallback(mon, eval_loader=DataLoader(data, batch_size=48))
+    module = Module()
+    trainer = lightning.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False, callbacks=[cb])
+    trainer.fit(module, DataLoader(data, batch_size=16, shuffle=True))
+    assert mon.epochs == [1.0, 2.0]
+    np.testing.assert_array_equal(mon.traces().loss, expected(module.seen, 2))
+    assert mon.traces().phi is not None
+    other = privdyn.Monitor(N)
+    privdyn.MonitorCallback(other).load_state_dict(roundtrip(cb.state_dict()))
+    np.testing.assert_array_equal(other.traces().loss, mon.traces().loss)
+    with pytest.raises(ValueError, match="sample_losses"):
+        cb.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.0)}, None, 0)
