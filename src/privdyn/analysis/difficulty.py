@@ -18,6 +18,8 @@ per sample: a draw is a vector of multiplicities, and ranks within it follow fro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -114,21 +116,33 @@ def spearman_table(measures: dict[str, np.ndarray], targets: dict[str, np.ndarra
     processed in blocks of ``block`` draws, each block vectorised over draws and samples. A
     measure that is not finite everywhere (e.g. a signal that was not stored) gives NaN.
     """
-    names = list(measures) + list(targets)
-    values = {**measures, **targets}
-    n = len(next(iter(values.values())))
-    ok = {k: bool(np.isfinite(v).all()) and n > 1 for k, v in values.items()}
-    groups = {k: _groups(v) for k, v in values.items() if ok[k]}
-    pairs = [(a, b) for a in measures for b in targets]
+    return spearman_tables(measures, {"": targets}, n_boot, seed, level, block)[""]
 
-    def rho(counts: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
-        centred = {k: _centre(weighted_ranks(*groups[k], counts), counts) for k in names if ok[k]}
-        return {(a, b): _corr(centred[a], centred[b]) if ok[a] and ok[b]
-                else np.full(len(counts), np.nan) for a, b in pairs}
+
+def spearman_tables(measures: Mapping[str, np.ndarray], targets: Mapping[str, Mapping[str, np.ndarray]],
+                    n_boot: int, seed: int, level: float = 0.95, block: int = 32) -> dict[str, pd.DataFrame]:
+    """:func:`spearman_table` for several target sets at once (one per attack, by name): the
+    measures are the same for all and so are the draws, so each block ranks and centres the
+    measures once and only the targets once per set."""
+    n = len(next(iter(measures.values())))
+    ok = {k: bool(np.isfinite(v).all()) and n > 1 for k, v in measures.items()}
+    groups = {k: _groups(v) for k, v in measures.items() if ok[k]}
+    target_ok = {(t, k): bool(np.isfinite(v).all()) and n > 1 for t, vs in targets.items() for k, v in vs.items()}
+    target_groups = {key: _groups(targets[key[0]][key[1]]) for key, good in target_ok.items() if good}
+
+    def rho(counts: np.ndarray) -> dict[tuple[str, str, str], np.ndarray]:
+        centred = {k: _centre(weighted_ranks(*groups[k], counts), counts) for k in measures if ok[k]}
+        out = {}
+        for key, good in target_ok.items():
+            c = _centre(weighted_ranks(*target_groups[key], counts), counts) if good else None
+            for m in measures:
+                out[(key[0], m, key[1])] = (_corr(centred[m], c) if ok[m] and c is not None
+                                            else np.full(len(counts), np.nan))
+        return out
 
     point = rho(np.ones((1, n)))
     rng = np.random.default_rng(seed)
-    draws: dict[tuple[str, str], list[np.ndarray]] = {p: [] for p in pairs}
+    draws: dict[tuple[str, str, str], list[np.ndarray]] = {p: [] for p in point}
     for start in range(0, n_boot if n > 1 else 0, block):
         b = min(block, n_boot - start)
         idx = rng.integers(0, n, size=(b, n))
@@ -136,14 +150,17 @@ def spearman_table(measures: dict[str, np.ndarray], targets: dict[str, np.ndarra
         for p, r in rho(counts.astype(np.float64)).items():
             draws[p].append(r)
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-    rows = []
-    for pair in pairs:
-        d = np.concatenate(draws[pair]) if draws[pair] else np.array([np.nan])
-        d = d[np.isfinite(d)]
-        lo, hi = np.percentile(d, q) if d.size and np.isfinite(point[pair][0]) else (np.nan, np.nan)
-        rows.append({"measure": pair[0], "target": pair[1], "rho": float(point[pair][0]),
-                     "ci_low": float(lo), "ci_high": float(hi), "n": n, "n_boot": n_boot})
-    return pd.DataFrame(rows)
+    rows: dict[str, list[dict[str, object]]] = {t: [] for t in targets}
+    for t, vs in targets.items():
+        for m in measures:
+            for target in vs:
+                pair = (t, m, target)
+                d = np.concatenate(draws[pair]) if draws[pair] else np.array([np.nan])
+                d = d[np.isfinite(d)]
+                lo, hi = np.percentile(d, q) if d.size and np.isfinite(point[pair][0]) else (np.nan, np.nan)
+                rows[t].append({"measure": m, "target": target, "rho": float(point[pair][0]),
+                                "ci_low": float(lo), "ci_high": float(hi), "n": n, "n_boot": n_boot})
+    return {t: pd.DataFrame(r) for t, r in rows.items()}
 
 
 def decile_table(measures: dict[str, np.ndarray], final_adv: np.ndarray, final_auc: np.ndarray,

@@ -8,6 +8,7 @@ the models for the plane, over all flattened pairs here).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -215,17 +216,27 @@ def checkpoint_metrics(scores: Checkpoints, membership: np.ndarray, alphas: list
     resamples samples (all M pairs of a sample together); checkpoint t uses the seed
     ``(seed, t)``, so every attack of a run is resampled identically.
     """
-    T, _, N = scores.shape
-    out = {k: np.empty(T) for k in ("auc", "balanced_accuracy")}
-    for a in alphas:
-        for suffix in ("", "_ci_low", "_ci_high"):
-            out[f"tpr_at_fpr_{a:g}{suffix}"] = np.empty(T)
+    return checkpoint_metrics_of({"": scores}, membership, alphas, n_boot, seed, level)[""]
+
+
+def checkpoint_metrics_of(scores: Mapping[str, Checkpoints], membership: np.ndarray, alphas: list[float],
+                          n_boot: int, seed: int, level: float = 0.95) -> dict[str, dict[str, np.ndarray]]:
+    """:func:`checkpoint_metrics` of several attacks (by name) at once, checkpoint by checkpoint:
+    the bootstrap weights of a checkpoint are drawn once and serve every attack (they are the
+    same for all, by the seed), which is most of the cost of the CIs at small N."""
+    first = next(iter(scores.values()))
+    T, _, N = first.shape
+    keys = ["auc", "balanced_accuracy", *(f"tpr_at_fpr_{a:g}{suffix}" for a in alphas
+                                          for suffix in ("", "_ci_low", "_ci_high"))]
+    out = {name: {k: np.empty(T) for k in keys} for name in scores}
     for t in range(T):
-        s = np.asarray(scores[t], dtype=np.float64)
-        out["auc"][t], out["balanced_accuracy"][t] = roc_auc_and_balanced_accuracy(s, membership)
         weights = bootstrap_weights(N, n_boot, np.random.default_rng([seed, t]))
-        boot = tpr_at_fpr_boot(s, membership, alphas, weights)
-        for a, reps in zip(alphas, boot):
-            out[f"tpr_at_fpr_{a:g}"][t] = tpr_at_fpr(s, membership, a)
-            out[f"tpr_at_fpr_{a:g}_ci_low"][t], out[f"tpr_at_fpr_{a:g}_ci_high"][t] = percentile_ci(reps, level)
+        for name, attack_scores in scores.items():
+            s = np.asarray(attack_scores[t], dtype=np.float64)
+            o = out[name]
+            o["auc"][t], o["balanced_accuracy"][t] = roc_auc_and_balanced_accuracy(s, membership)
+            boot = tpr_at_fpr_boot(s, membership, alphas, weights)
+            for a, reps in zip(alphas, boot, strict=True):
+                o[f"tpr_at_fpr_{a:g}"][t] = tpr_at_fpr(s, membership, a)
+                o[f"tpr_at_fpr_{a:g}_ci_low"][t], o[f"tpr_at_fpr_{a:g}_ci_high"][t] = percentile_ci(reps, level)
     return out

@@ -125,9 +125,14 @@ class Dynamics:
 
 
 def measure_dynamics(plane: Plane, st: np.ndarray, epochs: np.ndarray, measures: Mapping[str, np.ndarray],
-                     has_el2n: bool, early_el2n_epoch: int, opts: DynamicsOptions) -> Dynamics:
+                     has_el2n: bool, early_el2n_epoch: int, opts: DynamicsOptions,
+                     spearman: pd.DataFrame | None = None) -> Dynamics:
     """Speed, transitions, time to high, clusters, difficulty and early determination of one
-    plane with states ``st`` ``[T, N]``; ``measures`` are the per-sample difficulty measures."""
+    plane with states ``st`` ``[T, N]``; ``measures`` are the per-sample difficulty measures.
+
+    ``spearman`` is the difficulty Spearman table when it was computed for several attacks at
+    once (:func:`~privdyn.analysis.difficulty.spearman_tables`); else it is computed here.
+    """
     adv, high_final = plane.adv, st[-1] == dynamics.HIGH
     speed, net = dynamics.encoding_speed(plane.fpr, plane.tpr, epochs)
     counts = dynamics.transition_counts(st)
@@ -135,8 +140,9 @@ def measure_dynamics(plane: Plane, st: np.ndarray, epochs: np.ndarray, measures:
     first_high, settled = dynamics.time_to_high(st, epochs)
     clus = clusters.cluster_trajectories(adv, opts.n_clusters, opts.seed, opts.silhouette_sample)
     clus_table = clusters.describe_clusters(clus.labels, adv, first_high, epochs, opts.bands)
-    spearman = difficulty.spearman_table(dict(measures), {"final_advantage": adv[-1], "final_auc": plane.auc[-1]},
-                                         opts.n_bootstrap, opts.seed)
+    if spearman is None:
+        spearman = difficulty.spearman_table(dict(measures), {"final_advantage": adv[-1], "final_auc": plane.auc[-1]},
+                                             opts.n_bootstrap, opts.seed)
     vulnerable = early.final_vulnerable(adv[-1], high_final)
     recall = early.recall_curve(adv, vulnerable)
     to_final = early.spearman_to_final(adv)

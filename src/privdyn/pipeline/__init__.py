@@ -151,7 +151,7 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | 
     then the run-level analyses (:mod:`privdyn.pipeline.run_level`), then write ``summary.json``.
     An analysis that is current is not redone."""
     from privdyn.pipeline.analysis import analyze as analyze_one
-    from privdyn.pipeline.analysis import training_measures, write_summary
+    from privdyn.pipeline.analysis import analyze_attacks, training_measures, write_summary
     from privdyn.pipeline.run_level import run_analyses
 
     for a in [attack] if attack else cfg.attacks:
@@ -177,11 +177,14 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | 
     membership = run.load_array(run.path / "membership.npy", "membership")
     epochs = run.load_array(run.path / "epochs.npy", "checkpoint epochs")
     measures = training_measures(cfg, run, membership, epochs) if todo or extras_todo else None  # shared
+    def record(a: str, entry: dict) -> None:
+        _record_analysis(cfg, run, a, rule, entry)
+
+    fresh = analyze_attacks(cfg, run, todo, rule, measures, done=record) if todo else {}
     per_attack = {}
     for a in cfg.attacks:
-        if a in todo:
-            per_attack[a] = analyze_one(cfg, run, a, rule, measures)
-            _record_analysis(cfg, run, a, rule, per_attack[a])
+        if a in fresh:
+            per_attack[a] = fresh[a]
         else:
             per_attack[a] = atomic.read_json(run.analysis_dir(a, rule) / ENTRY)
     run_entries: dict[str, Any] = {}

@@ -6,6 +6,7 @@ Reads the score and signal arrays of a run, writes Parquet tables and a ``plane.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from privdyn.analysis import difficulty, dynamics, model_level, population, sensitivity
-from privdyn.analysis.plane import compute_plane
+from privdyn.analysis.plane import Plane, compute_plane
 from privdyn.analysis.results import AttackSummary, DynamicsOptions, Summary, measure_dynamics
 from privdyn.config import RunConfig
 from privdyn.pipeline.run_level import Entries, RunAnalysis
@@ -88,6 +89,11 @@ def dynamics_options(cfg: RunConfig) -> DynamicsOptions:
                            recall_levels=tuple(ac.recall_levels), seed=cfg.seed)
 
 
+#: Bytes of planes held at once when several attacks are analysed together (their bootstrap
+#: draws are shared): attacks are taken in chunks whose planes fit.
+PLANE_BUDGET = 1 << 29
+
+
 def analyze(cfg: RunConfig, run: RunDir, attack: str, rule: str,
             measures: TrainingMeasures | None = None) -> dict[str, Any]:
     """Analyse one attack under one rule; write its tables and return its summary entry
@@ -95,23 +101,56 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str, rule: str,
 
     ``measures`` (from :func:`training_measures`) is computed here when not given.
     """
+    return analyze_attacks(cfg, run, [attack], rule, measures)[attack]
+
+
+def analyze_attacks(cfg: RunConfig, run: RunDir, attacks: list[str], rule: str,
+                    measures: TrainingMeasures | None = None,
+                    done: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
+    """:func:`analyze` for several attacks at once: every attack's bootstrap uses the same draws
+    (by the seed), so the model-level CIs draw each checkpoint's weights once and the difficulty
+    Spearman CIs rank each draw's measures once, for all attacks of a chunk (a chunk's planes
+    stay within :data:`PLANE_BUDGET`). The results equal those of one attack at a time.
+
+    ``done(attack, entry)`` is called as soon as an attack's tables are written (the stage
+    records it there, so a killed stage keeps every finished attack).
+    """
     membership = run.load_array(run.path / "membership.npy", "membership")
     epochs = run.load_array(run.path / "epochs.npy", "checkpoint epochs")
-    scores = run.load_scores(attack)
-    T, M, N = scores.shape
-    plane = compute_plane(scores, membership, rule)
+    if measures is None:
+        measures = training_measures(cfg, run, membership, epochs)
+    alphas = sorted(set(cfg.analysis.report_alphas) | {0.001, 0.01})
+    per_plane = 4 * 8 * len(epochs) * membership.shape[1]  # fpr, tpr, auc, adv: float64 [T, N]
+    step = max(1, PLANE_BUDGET // per_plane)
+    out = {}
+    for start in range(0, len(attacks), step):
+        chunk = attacks[start:start + step]
+        scores = {a: run.load_scores(a) for a in chunk}
+        planes = {a: compute_plane(scores[a], membership, rule) for a in chunk}
+        spearman = difficulty.spearman_tables(
+            measures.difficulty, {a: {"final_advantage": p.adv[-1], "final_auc": p.auc[-1]} for a, p in planes.items()},
+            cfg.analysis.n_bootstrap, cfg.seed)
+        ml = model_level.checkpoint_metrics_of(scores, membership, alphas, cfg.analysis.model_bootstrap, cfg.seed)
+        for a in chunk:
+            out[a] = _write_analysis(cfg, run, a, rule, epochs, planes[a], ml[a], spearman[a], measures, alphas)
+            if done is not None:
+                done(a, out[a])
+    return out
+
+
+def _write_analysis(cfg: RunConfig, run: RunDir, attack: str, rule: str, epochs: np.ndarray, plane: Plane,
+                    ml: dict[str, np.ndarray], spearman: pd.DataFrame, measures: TrainingMeasures,
+                    alphas: list[float]) -> dict[str, Any]:
+    """The rest of one attack's analysis from its plane, model-level metrics and Spearman table:
+    write its tables and return its summary entry."""
+    T, N = plane.adv.shape
     st = population.states(plane.adv, cfg.analysis.states.bands())
     com = population.centre_of_mass(plane.fpr, plane.tpr)
     disp, path = population.com_displacement_and_path(com)
     entropy = population.spatial_entropy(plane.fpr, plane.tpr, cfg.grid_size())
-    if measures is None:
-        measures = training_measures(cfg, run, membership, epochs)
     metrics = measures.metrics
     dyn = measure_dynamics(plane, st, epochs, measures.difficulty, measures.has_el2n,
-                           int(epochs[measures.k_early]), dynamics_options(cfg))
-
-    alphas = sorted(set(cfg.analysis.report_alphas) | {0.001, 0.01})
-    ml = model_level.checkpoint_metrics(scores, membership, alphas, cfg.analysis.model_bootstrap, cfg.seed)
+                           int(epochs[measures.k_early]), dynamics_options(cfg), spearman=spearman)
 
     out_dir = run.analysis_dir(attack, rule)
     atomic.save_npz(out_dir / "plane.npz", compress=True, **plane.arrays(), epochs=epochs)
