@@ -250,6 +250,48 @@ def sweep(
 
 
 @app.command()
+def defend(
+    config: Annotated[Path | None, typer.Argument(help="YAML config of the baseline; omit for the quickstart.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Study folder (default: runs/defend/NAME).")] = None,
+    set_: SetOpt = None,
+    grid: Annotated[list[str] | None, typer.Option(
+        "--grid", help="A grid axis KEY=V1,V2 (repeatable): actions, rules, oracle, random, share, epoch, continuous, "
+                       "clip_norm, noise_multiplier, weight, dp_noise, dp_clip, match (docs/defences.md).")] = None,
+    data_root: DataRootOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the points and exit.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")] = False,
+) -> None:
+    """Baseline, interventions on at-risk samples (remove, clip, weight), controls, oracle, DP-SGD; one comparison."""
+    from privdyn.config import load_config
+    from privdyn.sweep.defend import build_sweep, parse_grid, run_defend
+
+    cfg = load_config(config, [*(set_ or []), *_root_set(data_root)])
+    target = out_dir or Path("runs") / "defend" / cfg.name
+    g = parse_grid(grid)
+    if dry_run:
+        sw, kinds = build_sweep(cfg, g, target)
+        t = Table("point", "kind", "what")
+        for p in sw.points:
+            d = p.config.defence
+            t.add_row(p.slug, kinds[p.slug], d.label() if d.enabled else "DP-SGD" if p.config.training.dp.enabled
+                      else "no defence")
+        out.print(t)
+        return
+    result, paths = run_defend(cfg, g, target, progress=not no_progress,
+                               log=lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True))
+    counts = {s: sum(o.status == s for o in result.outcomes) for s in ("done", "skipped", "failed")}
+    out.print(f"defend {cfg.name}: {counts['done']} ran, {counts['skipped']} already finished, {counts['failed']} "
+              f"failed; folder {target}")
+    for key in ("frontier", "summary", "report"):
+        if key in paths:
+            out.print(f"{key}: {paths[key]}")
+    if result.failed:
+        for o in result.failed:
+            err.print(f"  - {o.slug}: {o.error}", markup=False, highlight=False, soft_wrap=True)
+        raise SystemExit(1)
+
+
+@app.command()
 def datasets(data_root: DataRootOpt = None) -> None:
     """List the datasets privdyn knows, where each is looked for, and whether it was found."""
     from privdyn.data import DATASETS

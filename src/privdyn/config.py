@@ -8,6 +8,7 @@ written into each run directory.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import re
 from importlib import resources
@@ -110,6 +111,62 @@ class TrainingConfig(_Strict):
     compile: bool = Field(False, description="torch.compile the batched training loss (worth it for long GPU runs; "
                           "compiling takes tens of seconds; not with DP-SGD)")
 
+
+
+#: The rule that flags a seeded random share of each model's members (the control of a defence).
+RANDOM_RULE = "random"
+#: Prefix of the oracle rule, ``oracle:RUN_DIR[:ATTACK]``: flags from a previous run's final plane.
+ORACLE_PREFIX = "oracle:"
+
+
+class DefenceConfig(_Strict):
+    """``defence``: an intervention inside every model's training on the samples a rule flags
+    (DESIGN.md "Defences", docs/defences.md). Off by default; at its defaults it changes no hash."""
+
+    enabled: bool = Field(False, description="intervene in every model's training (the audit then attacks the "
+                          "defended procedure; ground truth stays the original membership)")
+    rule: str = Field("lt_iqr", description="what flags samples: an early-warning proxy name (analysis.proxies, "
+                      "from each model's own signals on its own members up to the intervention epoch), random "
+                      "(a seeded random share: the control), or oracle:RUN_DIR[:ATTACK] (the final plane of a "
+                      "previous run with the same pool: an upper bound, labelled as an oracle)")
+    proxy_options: dict[str, Any] = Field(default_factory=dict, description="keyword options of the proxy "
+                                          "(e.g. {since: 2} for lt_iqr)")
+    share: float = Field(0.05, gt=0, lt=1, description="k: the share of each model's training members flagged "
+                         "(at each flagging)")
+    epoch: int = Field(1, ge=0, description="t_d: flags come from the checkpoints up to this epoch (a checkpoint "
+                       "epoch before training.epochs) and act from epoch t_d + 1 on")
+    continuous: bool = Field(False, description="flag again at every later checkpoint before the last (remove: "
+                             "each flagging removes k more of the remaining members)")
+    action: Literal["remove", "clip", "weight"] = Field(
+        "remove", description="remove: the flagged samples take no further part in training; clip: only their "
+        "per-sample gradients are clipped to clip_norm (and noised); weight: their loss is multiplied by weight")
+    clip_norm: float = Field(1.0, gt=0, description="with action=clip: the bound on a flagged sample's gradient norm")
+    noise_multiplier: float = Field(0.0, ge=0, description="with action=clip: Gaussian noise of std "
+                                    "noise_multiplier * clip_norm added to the flagged samples' summed gradient "
+                                    "at every step (0 = none)")
+    weight: float = Field(0.1, ge=0, lt=1, description="with action=weight: the factor on a flagged sample's loss")
+
+    @property
+    def is_oracle(self) -> bool:
+        """Whether the rule reads a previous run's plane (an upper bound, not a realistic defence)."""
+        return self.rule.startswith(ORACLE_PREFIX)
+
+    def oracle_source(self) -> tuple[str, str | None]:
+        """``(RUN_DIR, ATTACK or None)`` of an ``oracle:RUN_DIR[:ATTACK]`` rule."""
+        rest = self.rule.removeprefix(ORACLE_PREFIX)
+        head, sep, tail = rest.rpartition(":")
+        if sep and tail in ATTACKS:
+            return head, tail
+        return rest, None
+
+    def label(self) -> str:
+        """A short description for tables and reports, e.g. ``remove k=0.05 t_d=3 [lt_iqr]`` or
+        ``... [ORACLE: RUN]``."""
+        what = {"remove": "remove", "clip": f"clip C={self.clip_norm:g}" + (
+            f" sigma={self.noise_multiplier:g}" if self.noise_multiplier else ""),
+                "weight": f"weight w={self.weight:g}"}[self.action]
+        rule = f"ORACLE: {self.oracle_source()[0]}" if self.is_oracle else self.rule
+        return f"{what} k={self.share:g} t_d={self.epoch}{'+' if self.continuous else ''} [{rule}]"
 
 
 class RayConfig(_Strict):
@@ -341,6 +398,7 @@ class RunConfig(_Strict):
         "validated against the attack's registered options model, defaults filled in for every listed attack")
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    defence: DefenceConfig = Field(default_factory=DefenceConfig)
 
     @field_validator("name")
     @classmethod
@@ -407,6 +465,7 @@ class RunConfig(_Strict):
                     f"checkpoints.epochs: {bad} outside 1..training.epochs={self.training.epochs}"
                 )
         self._check_training()
+        self._check_defence()
         return self
 
     def _check_source(self) -> None:
@@ -449,6 +508,55 @@ class RunConfig(_Strict):
                 raise ValueError("training.dp: DP-SGD needs per-sample gradients and BatchNorm mixes "
                                  "samples; set model.norm=group or none")
 
+    def _check_defence(self) -> None:
+        """The defence's rule, epoch and action against the training setup (docs/defences.md)."""
+        d, tc, E = self.defence, self.training, self.training.epochs
+        if not d.enabled:
+            return
+        if self.source.kind != "train":
+            raise ValueError(f"defence: interventions run inside privdyn's own training; source.kind="
+                             f"{self.source.kind} trains elsewhere. Set defence.enabled=false.")
+        if d.is_oracle:
+            path, _ = d.oracle_source()
+            if not path:
+                raise ValueError("defence.rule: oracle needs a run directory, e.g. oracle:runs/baseline or "
+                                 "oracle:runs/baseline:lira_online")
+        elif d.rule != RANDOM_RULE:
+            from privdyn.analysis.proxies import PROXIES
+
+            if d.rule not in PROXIES:
+                raise ValueError(f"defence.rule: {d.rule!r} is no early-warning proxy; use one of "
+                                 f"{', '.join(PROXIES.names())}, {RANDOM_RULE} or oracle:RUN_DIR[:ATTACK]")
+            accepted = list(inspect.signature(PROXIES[d.rule].score).parameters)[1:]
+            unknown = [k for k in d.proxy_options if k not in accepted]
+            if unknown:
+                raise ValueError(f"defence.proxy_options: {unknown} are no options of proxy {d.rule} (it takes "
+                                 f"{accepted or 'none'})")
+        if d.proxy_options and (d.is_oracle or d.rule == RANDOM_RULE):
+            raise ValueError(f"defence.proxy_options: rule {d.rule} takes no options; leave them empty")
+        ckpts = self.checkpoint_epochs()
+        if not 0 <= d.epoch < E:
+            raise ValueError(f"defence.epoch={d.epoch}: intervene before the last epoch; set it in 0..{E - 1}")
+        if d.epoch not in ckpts and not (d.is_oracle and d.epoch == 0):
+            raise ValueError(f"defence.epoch={d.epoch} is not a checkpoint epoch, so no signals exist there to "
+                             f"flag from; pick one of {[e for e in ckpts if e < E]} or change checkpoints")
+        flaggings = len([e for e in ckpts if d.epoch <= e < E]) if d.continuous else 1
+        if d.action == "remove" and d.share * flaggings >= 1:
+            raise ValueError(f"defence.share={d.share:g} removed at each of {flaggings} flaggings would remove "
+                             "every member; lower defence.share or set defence.continuous=false")
+        if tc.compile:
+            raise ValueError("training.compile: not with a defence (its steps change the loss per batch); "
+                             "set training.compile=false")
+        if d.action == "clip":
+            why = ("DP-SGD already clips every sample's gradient (set training.dp.enabled=false, or use "
+                   "defence.action remove or weight)" if tc.dp.enabled else
+                   "SAM's two-pass step has no per-sample form here (use optimizer sgd, adam or adamw)"
+                   if tc.optimizer.name == "sam" else
+                   "per-sample gradients need samples that do not mix, and BatchNorm mixes them (set "
+                   "model.norm=group or none)" if self.model.norm == "batch" else "")
+            if why:
+                raise ValueError(f"defence.action=clip: {why}")
+
     # ----- derived quantities ---------------------------------------------------------------
     def checkpoint_epochs(self) -> list[int]:
         """Sorted checkpoint epochs e_1 < ... < e_T (0 first when include_init)."""
@@ -489,16 +597,23 @@ class RunConfig(_Strict):
 
         ``dataset.root`` is left out: it says where the files are, not what they hold; so are
         ``training.devices`` and ``training.backend``: where the groups train, not what they learn.
-        So are fields at their defaults, so that a field a later version adds keeps old hashes.
+        So are fields at their defaults, so that a field a later version adds keeps old hashes, and
+        a section of :data:`LATER_SECTIONS` at its defaults (or a defence that is off) entirely.
         """
         data = self.model_dump(mode="json", exclude_defaults=True,
                                exclude={"dataset": {"root"}, "training": {"devices", "backend"}})
-        blob = json.dumps({s: data.get(s) for s in sections}, sort_keys=True)
+        if not self.defence.enabled:  # a defence that is off changes nothing, whatever its other fields
+            data.pop("defence", None)
+        blob = json.dumps({s: data.get(s) for s in sections if s in data or s not in LATER_SECTIONS},
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 #: Sections whose change invalidates each stage's artifacts.
-TRAIN_SECTIONS = ("seed", "source", "dataset", "model", "training", "checkpoints", "queries")
+TRAIN_SECTIONS = ("seed", "source", "dataset", "model", "training", "checkpoints", "queries", "defence")
+#: Sections added after hashes were first recorded: left out of a hash while at their defaults,
+#: so that every run made before them keeps its hashes.
+LATER_SECTIONS = ("defence",)
 SCORE_SECTIONS = (*TRAIN_SECTIONS, "attacks", "references", "attack_options")
 ANALYZE_SECTIONS = (*SCORE_SECTIONS, "analysis")
 

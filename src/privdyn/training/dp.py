@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -22,6 +23,9 @@ from privdyn.training.augment import draw_flip_crop, flip_crop
 from privdyn.training.ensemble import EnsembleGroup, epoch_generator, stream_seed
 from privdyn.training.optim import make_optimizer, set_lr
 from privdyn.training.trainer import DROPOUT_STREAM
+
+if TYPE_CHECKING:
+    from privdyn.training.defence import Defence
 
 SAMPLING_STREAM, NOISE_STREAM = 0x5A3, 0x4015E
 
@@ -63,6 +67,7 @@ class DPTrainer:
         self.base = make_optimizer(self.net.parameters(), oc)
         self.opt = DPOptimizer(self.base, noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
                                expected_batch_size=min(batch_size, n), loss_reduction="mean")
+        self.defence: Defence | None = None  # set by the engine under defence.enabled (remove or weight)
 
     def train_epoch(self, epoch: int, step: int) -> int:
         """One epoch of Poisson-sampled steps; returns the global step reached.
@@ -77,18 +82,27 @@ class DPTrainer:
         sampler = epoch_generator(g.seed, m, epoch, SAMPLING_STREAM)
         aug = draw_flip_crop(g.seed, [m], epoch, n)[0].to(g.device) if self.augment else None
         self.net.train()
+        d = self.defence
+        removed = d.flagged(self.in_idx)[0] if d is not None and d.dc.action == "remove" else None
         for _ in range(self.steps_per_epoch):
             cols = torch.nonzero(torch.rand(n, generator=sampler) < self.sample_rate).squeeze(1).to(g.device)
             set_lr(self.base, self.lr_at(step))
             step += 1
+            if removed is not None:  # the same draws as without the defence, the removed ones dropped
+                cols = cols[~removed[cols]]
             if len(cols) == 0:
                 continue
             idx = self.in_idx[0, cols]
             xb = self.x[idx] if aug is None else flip_crop(self.x[idx], aug[cols])
+            weights = d.loss_weights(idx.unsqueeze(0)) if d is not None else None
             self.opt.zero_grad(set_to_none=True)
             with warnings.catch_warnings():  # Opacus's hooks on an input that needs no gradient
                 warnings.filterwarnings("ignore", message="Full backward hook is firing")
-                nn.functional.cross_entropy(self.net(xb), self.y[idx]).backward()
+                if weights is None:
+                    nn.functional.cross_entropy(self.net(xb), self.y[idx]).backward()
+                else:
+                    ce = nn.functional.cross_entropy(self.net(xb), self.y[idx], reduction="none")
+                    (ce * weights[0]).mean().backward()
             self.opt.step()
         g.set_model(0, self.net._module)
         return step
@@ -96,11 +110,13 @@ class DPTrainer:
     def state(self, epoch: int, step: int) -> dict:
         """Everything needed to resume exactly: the stacked tensors, the base optimizer's state, epoch and step."""
         return {**self.group.tensors(), "optimizer": self.base.state_dict(), "epoch": epoch, "step": step,
-                "model_ids": list(self.group.model_ids)}
+                "model_ids": list(self.group.model_ids), **(self.defence.state() if self.defence else {})}
 
     def load_state(self, state: dict) -> tuple[int, int]:
         """Restore a :meth:`state` into the group, the Opacus module and the optimizer; returns (epoch, step)."""
         self.group.load_tensors(state)
         self.net._module.load_state_dict(self.group.model_state_dicts()[0])
         self.base.load_state_dict(state["optimizer"])
+        if self.defence is not None:
+            self.defence.load_state(state)
         return int(state["epoch"]), int(state["step"])

@@ -108,8 +108,15 @@ def make_trainer(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: Grou
     if tc.dp.enabled:
         from privdyn.training.dp import DPTrainer
 
-        return DPTrainer(group, tc.optimizer, tc.dp, lr_at, tc.batch_size, augment, x, y, in_idx)
-    return StackedTrainer.from_config(group, tc.optimizer, lr_at, tc.batch_size, augment, x, y, in_idx, tc.compile)
+        trainer: Any = DPTrainer(group, tc.optimizer, tc.dp, lr_at, tc.batch_size, augment, x, y, in_idx)
+    else:
+        trainer = StackedTrainer.from_config(group, tc.optimizer, lr_at, tc.batch_size, augment, x, y, in_idx,
+                                             tc.compile)
+    if cfg.defence.enabled:
+        from privdyn.training.defence import Defence
+
+        trainer.defence = Defence.from_config(cfg, ds, in_idx.cpu().numpy(), list(task.model_ids), device)
+    return trainer
 
 
 def _clock(device: torch.device) -> float:
@@ -162,18 +169,22 @@ def train_group(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: Group
         if e in save_at:
             save_weights(run.path, e, group.model_ids, group.model_state_dicts(), meta)
 
+    from privdyn.training.defence import after_epoch  # flags at-risk samples when a defence is on
+
     epoch, step, resumed = 0, 0, state_path.exists()
     if resumed:
         epoch, step = trainer.load_state(torch.load(state_path, weights_only=True, map_location=device))
         counts["resumed_epochs"] = epoch
         tick(epoch)
     finish(epoch, step, resumed)
+    after_epoch(trainer, run, task.index, ckpts, epoch)
     for e in range(epoch + 1, E + 1):
         t0 = _clock(device)
         step = trainer.train_epoch(e, step)
         counts["train_seconds"] += _clock(device) - t0
         counts["trained_epochs"] += 1
         finish(e, step, resumed=False)
+        after_epoch(trainer, run, task.index, ckpts, e)
         tick(1)
     atomic.write_text(gdir / "done", "done\n")
     return counts
@@ -261,6 +272,10 @@ def finish_signals(cfg: RunConfig, run: RunDir, groups: list[GroupTask], n_pool:
     writers = assemble_signals(cfg, run, groups, n_pool, n_test)
     if cfg.training.dp.enabled:
         atomic.write_json(run.path / "dp.json", dp_report(cfg, n_pool // 2))
+    if cfg.defence.enabled:
+        from privdyn.training.defence import write_flags
+
+        write_flags(cfg, run, groups, n_pool)
     atomic.save_npy(run.path / "epochs.npy", np.asarray(cfg.checkpoint_epochs(), dtype=np.int64))
     clean_up(run)
     return writers

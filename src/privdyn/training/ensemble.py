@@ -101,17 +101,20 @@ class EnsembleGroup:
                   randomness="different" if train else "error")
         return fn(self.params, buffers, x)
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor, buffers: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, y: torch.Tensor, buffers: dict[str, torch.Tensor] | None = None,
+             weights: torch.Tensor | None = None) -> torch.Tensor:
         """Sum over models of each model's mean cross-entropy on its own batch ``x[k], y[k]``.
 
         The sum keeps the models' gradients apart: model k's slice of the gradient is the
-        gradient of its own mean loss.
+        gradient of its own mean loss. ``weights`` ``[K, B]`` multiply each sample's loss before
+        the mean over the batch (a defence's down-weighting; None: every sample counts 1).
         """
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             logits = self.forward(x, train=True, buffers=buffers)
-        return nn.functional.cross_entropy(
+        ce = nn.functional.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none"
-        ).view(y.shape).mean(dim=1).sum()
+        ).view(y.shape)
+        return (ce if weights is None else ce * weights).mean(dim=1).sum()
 
     def epoch_order(self, n: int, epoch: int) -> torch.Tensor:
         """Each model's shuffled positions ``0..n-1`` for this epoch, ``[K, n]`` on the device."""

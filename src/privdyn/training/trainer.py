@@ -6,7 +6,9 @@ DP-SGD trains plain modules instead: see :mod:`privdyn.training.dp`, which has t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,6 +17,9 @@ from privdyn.training.augment import draw_flip_crop, flip_crop
 from privdyn.training.ensemble import EnsembleGroup, stream_seed
 from privdyn.training.optim import make_optimizer, set_lr
 from privdyn.training.sam import sam_perturbation
+
+if TYPE_CHECKING:
+    from privdyn.training.defence import Defence
 
 #: Seed stream of the global RNG during an epoch (dropout masks under vmap).
 DROPOUT_STREAM = 0xD80
@@ -36,6 +41,7 @@ class StackedTrainer:
         self.rho, self.opt = rho, opt
         self.x, self.y, self.in_idx = x, y, in_idx
         self.loss = torch.compile(group.loss) if compile else group.loss
+        self.defence: Defence | None = None  # set by the engine under defence.enabled
 
     @classmethod
     def from_config(cls, group: EnsembleGroup, oc: OptimizerConfig, lr_at: Callable[[int], float],
@@ -47,40 +53,50 @@ class StackedTrainer:
 
     def train_epoch(self, epoch: int, step: int) -> int:
         """One epoch (1-based) over each model's IN samples; returns the global step reached."""
-        g = self.group
+        g, d = self.group, self.defence
         torch.manual_seed(stream_seed(g.seed, *g.model_ids, epoch, DROPOUT_STREAM))
-        n = self.in_idx.shape[1]
+        in_idx = self.in_idx if d is None else d.kept(self.in_idx)  # a defence may remove members
+        n = in_idx.shape[1]
         perm = g.epoch_order(n, epoch)
-        order = self.in_idx.gather(1, perm)
+        order = in_idx.gather(1, perm)
         aug = None
         if self.augment:
             aug = draw_flip_crop(g.seed, g.model_ids, epoch, n).to(g.device)
             aug = aug.gather(1, perm.unsqueeze(-1).expand(-1, -1, 3))
-        for start in range(0, n, self.batch_size):
+        # the schedule advances by epochs: with members removed, fewer steps spread over the epoch's
+        full, steps = -(-self.in_idx.shape[1] // self.batch_size), -(-n // self.batch_size)
+        gens = d.noise_generators(epoch) if d is not None else None
+        for j, start in enumerate(range(0, n, self.batch_size)):
             idx = order[:, start:start + self.batch_size]
             xb = self.x[idx]
             if aug is not None:
                 xb = flip_crop(xb, aug[:, start:start + self.batch_size])
             if self.lr_at is not None:
-                set_lr(self.opt, self.lr_at(step))
-            if self.rho is None:
+                set_lr(self.opt, self.lr_at(step + j * full // steps))
+            weights = d.loss_weights(idx) if d is not None else None
+            loss = self.loss if weights is None else functools.partial(self.loss, weights=weights)
+            if d is not None and d.clips:
+                d.clip_step(g, self.opt, xb, self.y[idx], idx, gens)
+            elif self.rho is None:
                 self.opt.zero_grad(set_to_none=True)
-                self.loss(xb, self.y[idx]).backward()
+                loss(xb, self.y[idx]).backward()
             else:
-                self._sam_gradient(xb, self.y[idx])
+                self._sam_gradient(xb, self.y[idx], loss)
             self.opt.step()
-            step += 1
-        return step
+        return step + full
 
-    def _sam_gradient(self, xb: torch.Tensor, yb: torch.Tensor) -> None:
-        """Leave in ``.grad`` the gradient at ``w + e(w)``, the weights back at ``w``.
+    def _sam_gradient(self, xb: torch.Tensor, yb: torch.Tensor,
+                      loss: Callable[..., torch.Tensor] | None = None) -> None:
+        """Leave in ``.grad`` the gradient at ``w + e(w)`` of ``loss`` (default: the group's), the
+        weights back at ``w``.
 
         The first pass updates BatchNorm's running statistics; the second, at the perturbed
         weights, runs on copies of them, so each step updates them once.
         """
         g = self.group
+        loss = loss or self.loss
         params = list(g.params.values())
-        raw = torch.autograd.grad(self.loss(xb, yb), params, allow_unused=True)
+        raw = torch.autograd.grad(loss(xb, yb), params, allow_unused=True)
         grads = [torch.zeros_like(p) if d is None else d for p, d in zip(params, raw)]
         assert self.rho is not None  # SAM steps only
         saved = [p.detach().clone() for p in params]
@@ -88,7 +104,7 @@ class StackedTrainer:
             for p, e in zip(params, sam_perturbation(grads, self.rho)):
                 p.add_(e)
         self.opt.zero_grad(set_to_none=True)
-        self.loss(xb, yb, buffers={k: v.clone() for k, v in g.buffers.items()}).backward()
+        loss(xb, yb, buffers={k: v.clone() for k, v in g.buffers.items()}).backward()
         with torch.no_grad():
             for p, w in zip(params, saved):
                 p.copy_(w)
@@ -96,10 +112,12 @@ class StackedTrainer:
     def state(self, epoch: int, step: int) -> dict:
         """Everything needed to resume exactly (tensors, ints and dicts only: weights_only-safe)."""
         return {**self.group.tensors(), "optimizer": self.opt.state_dict(), "epoch": epoch, "step": step,
-                "model_ids": list(self.group.model_ids)}
+                "model_ids": list(self.group.model_ids), **(self.defence.state() if self.defence else {})}
 
     def load_state(self, state: dict) -> tuple[int, int]:
         """Restore a :meth:`state` into the group and the optimizer; returns the (epoch, step) to resume from."""
         self.group.load_tensors(state)
         self.opt.load_state_dict(state["optimizer"])
+        if self.defence is not None:
+            self.defence.load_state(state)
         return int(state["epoch"]), int(state["step"])
