@@ -19,10 +19,9 @@ from privdyn.errors import PrivdynError
 from privdyn.report import common, page
 from privdyn.report.compare import build_comparison, run_labels
 from privdyn.report.data import load_run_data
-from privdyn.report.gallery import pool_inputs, sparkline
+from privdyn.report.gallery import sparkline, stored_inputs
 from privdyn.report.html import TABLE_ROWS, build_report, key_metrics
 from privdyn.report.interactive import histogram
-from privdyn.report.panels import Missing
 from privdyn.store import atomic
 from privdyn.store.rundir import RunDir
 
@@ -149,21 +148,33 @@ def test_summary_numbers_on_the_page(tiny):
     assert "<td>dataset</td><td>digits: 240 pool samples</td>" in html
 
 
-def test_gallery_shows_the_reloaded_images_and_refuses_a_mismatch(tiny, tmp_path):
-    d = load_run_data(tiny)
-    x, kind = pool_inputs(d)
-    assert kind == "image" and x.shape == (240, 1, 8, 8)
+def test_gallery_shows_the_stored_images_and_refuses_a_mismatch(tiny, tmp_path, monkeypatch):
     from privdyn.data import load_dataset
-    assert np.array_equal(load_dataset("digits", 240, 120, 5).y_pool, d.labels)
+    from privdyn.pipeline.analysis import GALLERY_SIZE, pool_inputs
+
+    d = load_run_data(tiny)
+    top, x, kind = stored_inputs(d)
+    ds = load_dataset("digits", 240, 120, 5)
+    assert kind == "image" and np.array_equal(ds.y_pool, d.labels)
+    assert top.tolist() == common.top_samples(d, GALLERY_SIZE).tolist()
+    assert np.array_equal(x, ds.x_pool[top].astype(np.float32))  # the analysis stored the right pictures
     html = (tiny / "report" / "index.html").read_text()
-    assert html.count('class="thumb image"') == 24
-    # a run whose labels do not match the reloaded data gets no pictures, and says why
+    assert html.count('class="thumb image"') == GALLERY_SIZE
+    # the report is built from the stored results only: it never reloads the dataset
     copy = tmp_path / "copy"
     shutil.copytree(tiny, copy)
+
+    def no_reload(*args, **kwargs):
+        raise AssertionError("the report reloaded the dataset")
+    monkeypatch.setattr("privdyn.data.load_dataset", no_reload)
+    build_report(RunDir(copy).load_config(), RunDir(copy))
+    assert (copy / "report" / "index.html").read_text().count('class="thumb image"') == GALLERY_SIZE
+    monkeypatch.undo()
+    # a run whose labels do not match the reloaded data gets no pictures, and says why
     labels = np.load(copy / "labels.npy")
     atomic.save_npy(copy / "labels.npy", (labels + 1) % 10)
-    with pytest.raises(Missing, match="other labels"):
-        pool_inputs(load_run_data(copy))
+    got = pool_inputs(RunDir(copy).load_config(), RunDir(copy))
+    assert got.x is None and "other labels" in got.reason
 
 
 def test_panels_without_their_data_are_skipped_with_a_note(tiny, tmp_path):

@@ -56,3 +56,10 @@ def spatial_entropy(fpr: np.ndarray, tpr: np.ndarray, g: int) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -np.where(q > 0, q * np.log2(q), 0.0).sum(axis=1)
     return h
+
+
+def most_vulnerable(final_adv: np.ndarray, final_auc: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k most vulnerable samples: by final advantage, then final AUC, then index
+    (a total order, so the ranking never depends on how ties happen to be sorted)."""
+    order = np.lexsort((np.arange(len(final_adv)), -np.asarray(final_auc), -np.asarray(final_adv)))
+    return order[:k]

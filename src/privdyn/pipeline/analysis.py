@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -89,6 +90,57 @@ def dynamics_options(cfg: RunConfig) -> DynamicsOptions:
                            recall_levels=tuple(ac.recall_levels), seed=cfg.seed)
 
 
+#: Samples whose inputs each analysis stores for the report's gallery (the most vulnerable first).
+GALLERY_SIZE = 24
+
+
+@dataclass(frozen=True)
+class PoolInputs:
+    """The pool's inputs for the gallery, or why a run has none to show (``reason``)."""
+
+    x: np.ndarray | None
+    kind: str
+    reason: str = ""
+
+
+def pool_inputs(cfg: RunConfig, run: RunDir) -> PoolInputs:
+    """The run's pool inputs, reloaded once per analyze stage from its config (cheap for built-in
+    data), or the reason there is no picture. The run's ``labels.npy`` must match the reloaded
+    labels, so a changed dataset or loader can never put the wrong picture next to a sample."""
+    from privdyn.data import load_dataset
+    from privdyn.errors import PrivdynError
+
+    c, labels = cfg.dataset, run.path / "labels.npy"
+    if cfg.source.kind != "train":
+        return PoolInputs(None, "", f"the inputs of a run whose data came from outside privdyn ({cfg.source.kind}) "
+                                    "are not stored in it")
+    if not labels.exists():
+        return PoolInputs(None, "", "the run has no labels.npy to check the reloaded dataset against")
+    try:
+        ds = load_dataset(c.name, c.n_pool, c.n_test, cfg.seed, c.options, root=c.root)
+    except PrivdynError as e:
+        return PoolInputs(None, "", f"the dataset could not be reloaded: {e}")
+    if ds.kind not in ("image", "sequence"):
+        return PoolInputs(None, ds.kind, f"{c.name} is {ds.kind} data, which has no picture")
+    y = run.load_array(labels, "labels")
+    if ds.y_pool.shape != y.shape or not np.array_equal(ds.y_pool, y):
+        return PoolInputs(None, ds.kind, "reloading the dataset gave other labels than the run's labels.npy (the "
+                                         "dataset or its loader changed since the run), so its pictures would not "
+                                         "match the samples")
+    return PoolInputs(np.asarray(ds.x_pool), ds.kind)
+
+
+def save_gallery(path: Path, plane: Plane, inputs: PoolInputs) -> None:
+    """``gallery.npz``: the inputs of the :data:`GALLERY_SIZE` most vulnerable samples (the
+    report shows them without reloading the dataset), or the reason there are none."""
+    top = population.most_vulnerable(plane.adv[-1], plane.auc[-1], GALLERY_SIZE)
+    if inputs.x is None:
+        atomic.save_npz(path, sample=top[:0], reason=np.array(inputs.reason), kind=np.array(inputs.kind))
+    else:
+        atomic.save_npz(path, compress=True, sample=top, x=np.asarray(inputs.x[top], dtype=np.float32),
+                        reason=np.array(""), kind=np.array(inputs.kind))
+
+
 #: Bytes of planes held at once when several attacks are analysed together (their bootstrap
 #: draws are shared): attacks are taken in chunks whose planes fit.
 PLANE_BUDGET = 1 << 29
@@ -122,6 +174,7 @@ def analyze_attacks(cfg: RunConfig, run: RunDir, attacks: list[str], rule: str,
     alphas = sorted(set(cfg.analysis.report_alphas) | {0.001, 0.01})
     per_plane = 4 * 8 * len(epochs) * membership.shape[1]  # fpr, tpr, auc, adv: float64 [T, N]
     step = max(1, PLANE_BUDGET // per_plane)
+    inputs = pool_inputs(cfg, run)
     out = {}
     for start in range(0, len(attacks), step):
         chunk = attacks[start:start + step]
@@ -133,6 +186,7 @@ def analyze_attacks(cfg: RunConfig, run: RunDir, attacks: list[str], rule: str,
         ml = model_level.checkpoint_metrics_of(scores, membership, alphas, cfg.analysis.model_bootstrap, cfg.seed)
         for a in chunk:
             out[a] = _write_analysis(cfg, run, a, rule, epochs, planes[a], ml[a], spearman[a], measures, alphas)
+            save_gallery(run.analysis_dir(a, rule) / "gallery.npz", planes[a], inputs)
             if done is not None:
                 done(a, out[a])
     return out

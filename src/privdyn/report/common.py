@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from privdyn.analysis.population import most_vulnerable
 from privdyn.report.data import RunData
 
 STATE_COLOURS = ("#9e9e9e", "#4c9be8", "#f2a33a", "#d62728")
@@ -49,10 +50,8 @@ def plane_jitter(d: RunData, idx: np.ndarray, seed: int) -> tuple[np.ndarray, np
 
 
 def top_samples(d: RunData, k: int) -> np.ndarray:
-    """The k most vulnerable samples: by final advantage, then final AUC, then sample index."""
-    adv, auc = d.plane.adv[-1], d.plane.auc[-1]
-    order = np.lexsort((np.arange(d.n_samples), -auc, -adv))
-    return order[:k]
+    """The k most vulnerable samples (:func:`~privdyn.analysis.population.most_vulnerable`)."""
+    return most_vulnerable(d.plane.adv[-1], d.plane.auc[-1], k)
 
 
 def subplots(*args: Any, figsize: tuple[float, float], dpi: float | None = None, **kwargs: Any) -> tuple[Any, Any]:

@@ -41,6 +41,7 @@ class RunData:
     sample: pd.DataFrame          # one row per sample, in sample order
     labels: np.ndarray | None     # int [N] pool labels
     tables: dict[str, pd.DataFrame]  # the optional tables that exist
+    gallery: dict[str, np.ndarray] | None  # gallery.npz: the most vulnerable samples' inputs, or why none
     cache: dict[str, Any] = field(default_factory=dict)  # derived data shared by panels and figures
 
     @property
@@ -101,4 +102,5 @@ def load_run_data(run_dir: str | Path, attack: str | None = None, rule: str | No
     return RunData(run=run, config=cfg, attack=attack, rule=rule, summary=summary,
                    epochs=np.asarray(arrays["epochs"]), plane=plane,
                    states=states(plane.adv, cfg.analysis.states.bands()),
-                   epoch=read_parquet(adir / "epoch.parquet"), sample=sample, labels=labels, tables=tables)
+                   epoch=read_parquet(adir / "epoch.parquet"), sample=sample, labels=labels, tables=tables,
+                   gallery=load_npz(adir / "gallery.npz") if (adir / "gallery.npz").exists() else None)

@@ -30,7 +30,7 @@ from privdyn.report.common import (
     top_samples,
 )
 from privdyn.report.data import RunData
-from privdyn.report.gallery import draw_input, pool_inputs
+from privdyn.report.gallery import draw_input, stored_inputs
 from privdyn.report.panels import Missing, present, require
 from privdyn.store import atomic
 
@@ -285,9 +285,9 @@ def clusters(d: RunData, out: Path) -> Written:
 
 def gallery(d: RunData, out: Path, k: int = 12) -> Written:
     """``gallery.{png,pdf}``: the inputs of the ``k`` most vulnerable samples above their advantage curves;
-    :class:`Missing` when the inputs cannot be shown (see :func:`pool_inputs`)."""
-    x, kind = pool_inputs(d)
-    top = top_samples(d, k)
+    :class:`Missing` when the run stored none (see :func:`stored_inputs`)."""
+    top, x, kind = stored_inputs(d)
+    top, x = top[:k], x[:k]
     cols = 6
     rows = int(np.ceil(len(top) / cols))
     fig, axes = subplots(2 * rows, cols, figsize=(1.1 * cols, 1.9 * rows), squeeze=False,
@@ -295,12 +295,12 @@ def gallery(d: RunData, out: Path, k: int = 12) -> Written:
     for ax in axes.ravel():
         ax.axis("off")
     labels = d.labels
-    assert labels is not None  # pool_inputs refuses runs without labels
+    assert labels is not None  # stored_inputs refuses runs without labels
     for n, i in enumerate(top):
         r, c = divmod(n, cols)
         img, tr = axes[2 * r, c], axes[2 * r + 1, c]
         img.axis("on")
-        draw_input(img, x[i], kind)
+        draw_input(img, x[n], kind)
         img.set_title(f"#{i} y={int(labels[i])}", fontsize=6)
         tr.axis("on")
         tr.plot(d.epochs, d.plane.adv[:, i], color="k", lw=0.8)

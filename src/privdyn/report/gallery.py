@@ -1,8 +1,7 @@
 """The gallery of the most vulnerable samples: what they look like and how their risk grew.
 
-The inputs are not stored in a run, so they are re-made by loading the dataset with the run's
-config (cheap for built-in data); the run's ``labels.npy`` must match the reloaded labels, so
-a changed dataset or loader can never put the wrong picture next to a sample.
+The analysis stores the inputs of the most vulnerable samples (``gallery.npz``, checked against
+the run's labels when it reloaded the dataset), so the report never reloads the dataset.
 """
 
 from __future__ import annotations
@@ -14,39 +13,23 @@ import io
 import numpy as np
 from matplotlib.axes import Axes
 
-from privdyn.errors import PrivdynError
 from privdyn.report.common import subplots
 from privdyn.report.data import RunData
 from privdyn.report.panels import Missing, Panel
 
 
-def pool_inputs(d: RunData) -> tuple[np.ndarray, str]:
-    """The run's pool inputs ``[N, ...]`` and the dataset kind, reloaded from its config.
-
-    Raises Missing for tabular data, when the dataset cannot be loaded here, or when the
-    reloaded labels differ from the run's.
-    """
-    from privdyn.data import load_dataset
-
-    if "inputs" in d.cache:
-        return d.cache["inputs"]
-    c = d.config.dataset
-    if d.config.source.kind != "train":
-        raise Missing(f"the inputs of a run whose data came from outside privdyn ({d.config.source.kind}) "
-                      "are not stored in it")
+def stored_inputs(d: RunData) -> tuple[np.ndarray, np.ndarray, str]:
+    """The most vulnerable samples' ids, their inputs and the dataset kind, as the analysis stored
+    them (``gallery.npz``); raises Missing with the stored reason when the run has none."""
+    g = d.gallery
+    if g is None:
+        raise Missing("the analysis stored no gallery inputs (gallery.npz; analysed by an older privdyn: "
+                      "rerun `privdyn analyze`)")
+    if g["sample"].size == 0 or "x" not in g:
+        raise Missing(str(g["reason"]) or "the run has no inputs to show")
     if d.labels is None:
-        raise Missing("the run has no labels.npy to check the reloaded dataset against")
-    try:
-        ds = load_dataset(c.name, c.n_pool, c.n_test, d.config.seed, c.options, root=c.root)
-    except PrivdynError as e:
-        raise Missing(f"the dataset could not be reloaded: {e}") from None
-    if ds.kind not in ("image", "sequence"):
-        raise Missing(f"{c.name} is {ds.kind} data, which has no picture")
-    if ds.y_pool.shape != d.labels.shape or not np.array_equal(ds.y_pool, d.labels):
-        raise Missing("reloading the dataset gave other labels than the run's labels.npy (the dataset or its "
-                      "loader changed since the run), so its pictures would not match the samples")
-    d.cache["inputs"] = ds.x_pool, ds.kind
-    return d.cache["inputs"]
+        raise Missing("the run has no labels.npy")
+    return g["sample"], g["x"], str(g["kind"])
 
 
 def to_display(x: np.ndarray) -> np.ndarray:
@@ -91,18 +74,18 @@ def sparkline(adv: np.ndarray, high: float, width: int = 150, height: int = 44) 
             f'<polyline fill="none" stroke="#333" stroke-width="1.5" points="{pts}"/></svg>')
 
 
-def gallery(d: RunData, top: np.ndarray) -> Panel:
-    """Cards for the samples ``top``: input, label, final advantage and trajectory."""
-    x, kind = pool_inputs(d)
+def gallery(d: RunData) -> Panel:
+    """Cards for the stored most vulnerable samples: input, label, final advantage and trajectory."""
+    top, x, kind = stored_inputs(d)
     high = d.config.analysis.states.high
     first = d.sample["time_to_high"].to_numpy() if "time_to_high" in d.sample.columns else None
     cards = []
     labels = d.labels
-    assert labels is not None  # pool_inputs refuses runs without labels
-    for i in top:
+    assert labels is not None  # stored_inputs refuses runs without labels
+    for n, i in enumerate(top):
         when = f"high from epoch {first[i]:g}" if first is not None and np.isfinite(first[i]) else ""
         cards.append(
-            f'<div class="card"><img class="thumb {kind}" alt="sample {i}" src="{thumbnail(x[i], kind)}">'
+            f'<div class="card"><img class="thumb {kind}" alt="sample {i}" src="{thumbnail(x[n], kind)}">'
             f'<div class="cap">sample {i} &middot; label {int(labels[i])}<br>A_i = {d.plane.adv[-1, i]:.2f}'
             f'{" &middot; " + html.escape(when) if when else ""}</div>{sparkline(d.plane.adv[:, i], high)}</div>')
     what = "images" if kind == "image" else "1-D signals"

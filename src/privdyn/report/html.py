@@ -33,9 +33,8 @@ from privdyn.report.warning import early_warning_panels
 from privdyn.store import atomic
 from privdyn.store.rundir import RunDir
 
-#: Samples in the sortable table and in the gallery.
+#: Samples in the sortable table (the gallery shows those the analysis stored).
 TABLE_ROWS = 200
-GALLERY_SIZE = 24
 
 
 def run_description(d: RunData) -> list[tuple[str, Any]]:
@@ -153,7 +152,6 @@ def sensitivity_panel(d: RunData) -> Panel:
 def panels(d: RunData, max_points: int, max_frames: int) -> dict[str, list[Panel]]:
     """Every panel of the page, by section; each either drawn or carrying why it is not."""
     seed = d.config.seed
-    top = top_samples(d, GALLERY_SIZE)
     P = build
     return {
         "plane": [P("plane", "The vulnerability plane",
@@ -161,7 +159,7 @@ def panels(d: RunData, max_points: int, max_frames: int) -> dict[str, list[Panel
                   P("plane-difficulty", "The plane by learning difficulty",
                     lambda: interactive.plane_by_difficulty(d, max_points, max_frames, seed))],
         "samples": [P("trajectories", "Trajectories", lambda: interactive.trajectories(d)),
-                    P("gallery", "Gallery of the most vulnerable samples", lambda: gallery(d, top)),
+                    P("gallery", "Gallery of the most vulnerable samples", lambda: gallery(d)),
                     P("time-to-high", "Time to vulnerability", lambda: interactive.time_to_vulnerability(d)),
                     P("clusters", "Trajectory clusters", lambda: interactive.clusters(d))],
         "population": [P("com", "Centre-of-mass path", lambda: interactive.com_path(d)),

@@ -82,7 +82,7 @@ def summary_digest(cfg: RunConfig, run: RunDir, parts: list[Path]) -> str:
 
 
 def report_digest(cfg: RunConfig, run: RunDir, inputs: list[Path]) -> str:
-    """``report/index.html``: the config (the gallery reads the dataset) and the analysis files."""
+    """``report/index.html``: the config and the analysis files (the gallery's inputs among them)."""
     return _digest(config=cfg.section_hash(*ANALYZE_SECTIONS), inputs=run.content_digest(*inputs))
 
 
