@@ -132,8 +132,9 @@ def test_unseen_samples_are_nan_and_repeats_are_averaged():
     assert row[0] == 1.0 and row[1] == 3.0 and np.isnan(row[2:]).all()
     with pytest.raises(ValueError, match="does not follow"):
         mon.end_epoch(2)
+    mon.record(torch.tensor([7]), torch.tensor([1.0]))  # checked when the batches are added up
     with pytest.raises(ValueError, match="indices must lie"):
-        mon.record(torch.tensor([7]), torch.tensor([1.0]))
+        mon.end_epoch()
     with pytest.raises(ValueError, match="one index per sample"):
         mon.record(torch.tensor([0, 1]), torch.tensor(1.0))
 

@@ -41,6 +41,8 @@ from privdyn.training.signals import signals_from_logits
 SIGNALS = ("loss", "eval_loss", "phi", "correct", "el2n")
 #: Bytes of float32 traces the ranking holds at once (samples are ranked in blocks).
 RANK_BUDGET = 64 << 20
+#: Queued batches per signal before they are added to the running epoch's sums.
+FLUSH_EVERY = 64
 
 
 class Monitor:
@@ -67,6 +69,7 @@ class Monitor:
         self._rows: dict[str, dict[int, np.ndarray]] = {s: {} for s in SIGNALS}  # in memory
         self._has: dict[str, set[int]] = {s: set() for s in SIGNALS}  # recorded epochs with a row
         self._buf: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # the running epoch: sums, counts
+        self._pending: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # queued batches
 
     # --- recording ------------------------------------------------------------------------------
 
@@ -105,34 +108,57 @@ class Monitor:
             model.train(was_training)
 
     def _add(self, name: str, indices: Any, values: torch.Tensor) -> None:
-        v = values.reshape(-1)
-        idx = torch.as_tensor(indices, device=v.device).reshape(-1).long()
-        if idx.numel() != v.numel():
-            raise ValueError(f"{name}: {idx.numel()} indices for {v.numel()} values; give one index per sample "
+        # the hot path: the batch is only queued (one small copy of the values, no host
+        # synchronisation); queued batches are added to the epoch's sums in one operation every
+        # FLUSH_EVERY batches. The index tensor is kept as given until then.
+        v = values if values.ndim == 1 else values.reshape(-1)
+        idx = indices if isinstance(indices, torch.Tensor) else torch.as_tensor(indices)
+        if idx.ndim != 1:
+            idx = idx.reshape(-1)
+        if idx.shape[0] != v.shape[0]:
+            raise ValueError(f"{name}: {idx.shape[0]} indices for {v.shape[0]} values; give one index per sample "
                              "(losses with reduction='none')")
-        if idx.device.type == "cpu" and idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.n_samples):
-            raise ValueError(f"{name}: sample indices must lie in 0..{self.n_samples - 1}, got "
-                             f"{int(idx.min())}..{int(idx.max())}")
+        queue = self._pending.setdefault(name, [])
+        queue.append((idx, v.clone()))  # a copy: the caller may change its loss tensor in place later
+        if len(queue) >= FLUSH_EVERY:
+            self._flush(name)
+
+    def _flush(self, name: str) -> None:
+        queue = self._pending.pop(name, [])
+        if not queue:
+            return
+        device = queue[0][1].device
+        v = torch.cat([b.to(device) for _, b in queue]).to(torch.float32)
+        idx = torch.cat([a.to(device) for a, _ in queue]).long()
         buf = self._buf.get(name)
-        if buf is None or buf[0].device != v.device:
+        if buf is None or buf[0].device != device:
             old = buf
-            buf = (torch.zeros(self.n_samples, dtype=torch.float32, device=v.device),
-                   torch.zeros(self.n_samples, dtype=torch.int32, device=v.device))
+            buf = (torch.zeros(self.n_samples, dtype=torch.float32, device=device),
+                   torch.zeros(self.n_samples, dtype=torch.int32, device=device))
             if old is not None:
-                buf[0].add_(old[0].to(v.device))
-                buf[1].add_(old[1].to(v.device))
+                buf[0].add_(old[0].to(device))
+                buf[1].add_(old[1].to(device))
             self._buf[name] = buf
         sums, counts = buf
-        sums.index_add_(0, idx, v.to(torch.float32))
-        counts.index_add_(0, idx, torch.ones_like(idx, dtype=torch.int32))
+        try:
+            sums.index_add_(0, idx, v)
+            counts.index_add_(0, idx, torch.ones_like(idx, dtype=torch.int32))
+        except (IndexError, RuntimeError) as e:
+            raise ValueError(f"{name}: sample indices must lie in 0..{self.n_samples - 1} ({e})") from None
+
+    def _flush_all(self) -> None:
+        for name in list(self._pending):
+            self._flush(name)
 
     def end_epoch(self, epoch: float | None = None) -> float:
         """Close the running epoch (default: the previous epoch + 1, from 1) and store its rows;
-        returns the epoch."""
+        returns the epoch. A sample index outside 0..n-1 is refused here at the latest (batches
+        are checked when they are added up, every FLUSH_EVERY batches)."""
         e = float(epoch) if epoch is not None else (self.epochs[-1] + 1.0 if self.epochs else 1.0)
         if self.epochs and e <= self.epochs[-1]:
             raise ValueError(f"epoch {e:g} does not follow the last recorded epoch {self.epochs[-1]:g}")
         j = len(self.epochs)
+        self._flush_all()
         for name, (sums, counts) in self._buf.items():
             c = counts.cpu().numpy()
             s = sums.cpu().numpy()
@@ -215,6 +241,7 @@ class Monitor:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume (tensors, lists and numbers only: ``torch.save`` and
         ``torch.load(weights_only=True)`` take it). With ``path``, the rows stay in their files."""
+        self._flush_all()
         rows = {} if self.store is not None else {
             name: {j: torch.from_numpy(np.ascontiguousarray(r)) for j, r in got.items()}
             for name, got in self._rows.items()}
@@ -236,6 +263,7 @@ class Monitor:
         self._rows = {s: {int(j): r.numpy().astype(self.dtype) for j, r in state["rows"].get(s, {}).items()}
                       for s in SIGNALS}
         self._buf = {name: (s.clone(), c.clone()) for name, (s, c) in state.get("running", {}).items()}
+        self._pending = {}
         if self.store is not None:
             self.store.write_meta(self.epochs, [s for s in SIGNALS if self._has[s]])
 
