@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from cli_runner import run_cli  # tests/cli_runner.py
 
 import privdyn
 from privdyn.config import config_from_dict
@@ -84,11 +85,12 @@ def test_cli_run_and_user_errors(tmp_path):
                         capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr
     assert "report:" in ok.stdout and (tmp_path / "r" / "report" / "index.html").exists()
-    bad = subprocess.run([*cmd, "run", str(cfg), "--set", "training.n_models=5"], capture_output=True, text=True)
+    # user errors, in this process (the run above went through a real interpreter)
+    bad = run_cli("run", cfg, "--set", "training.n_models=5")
     assert bad.returncode == 2 and "must be even" in bad.stderr and "Traceback" not in bad.stderr
-    missing = subprocess.run([*cmd, "analyze", str(tmp_path / "nothing")], capture_output=True, text=True)
+    missing = run_cli("analyze", tmp_path / "nothing")
     assert missing.returncode == 2 and "not a privdyn run directory" in missing.stderr
-    usage = subprocess.run([*cmd, "run", "--bogus"], capture_output=True, text=True)
+    usage = run_cli("run", "--bogus")
     assert usage.returncode == 2 and "No such option" in usage.stderr and "Traceback" not in usage.stderr
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runner import run_cli  # tests/cli_runner.py
 
 from privdyn import pipeline
 from privdyn.config import config_from_dict
@@ -40,6 +41,10 @@ DESCRIPTIVE = {"name", "dataset", "model", "optimizer"}
 
 
 def cli(*args, env=None):
+    """``privdyn ARGS``: in this process, or in a child when ``env`` is given (fault injection
+    kills the process it runs in)."""
+    if env is None:
+        return run_cli(*args)
     return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=300, check=False,
                           env=env)
 

@@ -5,14 +5,13 @@ import json
 import math
 import runpy
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from cli_runner import run_cli  # tests/cli_runner.py
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,7 +28,6 @@ from privdyn.sweep.tables import (
 )
 
 TINY = Path(__file__).resolve().parents[1] / "examples" / "sweeps" / "tiny.yaml"
-CLI = [sys.executable, "-m", "privdyn.cli"]
 
 
 def _spec(**kw):
@@ -350,8 +348,7 @@ def test_is_finished_needs_every_stage_done_for_this_config(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep") / "tiny"
-    proc = subprocess.run([*CLI, "sweep", str(TINY), "--out", str(out), "--no-progress"],
-                          check=False, capture_output=True, text=True, timeout=300)
+    proc = run_cli("sweep", str(TINY), "--out", str(out), "--no-progress")
     return out, proc
 
 
@@ -414,16 +411,14 @@ def test_cli_reports_failed_points_with_a_nonzero_exit(tmp_path):
     base = {**_tiny_base(), "dataset": {**_tiny_base()["dataset"], "options": {}, "root": str(tmp_path / "empty")}}
     sweep_file.write_text(yaml.safe_dump({  # valid points whose data cannot be found at run time
         "name": "bad", "base": base, "grid": {"dataset.name": ["cifar10", "cifar100"], "training.epochs": [2]}}))
-    proc = subprocess.run([*CLI, "sweep", str(sweep_file), "--out", str(tmp_path / "o"), "--no-progress"],
-                          check=False, capture_output=True, text=True, timeout=300)
+    proc = run_cli("sweep", str(sweep_file), "--out", str(tmp_path / "o"), "--no-progress")
     assert proc.returncode == 1
     assert "2 point(s) failed" in proc.stderr and "dataset-cifar10: " in proc.stderr
     assert "dataset-cifar100: " in proc.stderr
     assert "Dataset 'cifar10': no usable files" in proc.stderr and "Traceback" not in proc.stderr
     assert (tmp_path / "o" / "comparison.csv").exists()
     sweep_file.write_text(yaml.safe_dump({"name": "bad", "grid": {"training.n_models": [4, 5]}}))
-    invalid = subprocess.run([*CLI, "sweep", str(sweep_file), "--dry-run"], check=False, capture_output=True,
-                             text=True, timeout=60)
+    invalid = run_cli("sweep", str(sweep_file), "--dry-run")
     assert invalid.returncode == 2 and "point n_models-5" in invalid.stderr and "must be even" in invalid.stderr
     assert "Traceback" not in invalid.stderr
 
@@ -447,9 +442,8 @@ def test_tables_show_the_headline_metrics_at_chosen_rules(tiny_sweep):
     bands; the run's own rule reproduces the summary's numbers, an unknown rule is an exit-2 error."""
     out, proc = tiny_sweep
     assert proc.returncode == 0, proc.stderr
-    proc2 = subprocess.run([*CLI, "sweep", str(TINY), "--out", str(out), "--no-progress",
-                            "--rule", "score:0", "--rule", "fpr:0.01"],
-                           check=False, capture_output=True, text=True, timeout=300)
+    proc2 = run_cli("sweep", str(TINY), "--out", str(out), "--no-progress",
+                            "--rule", "score:0", "--rule", "fpr:0.01")
     assert proc2.returncode == 0, proc2.stderr
     table = pd.read_parquet(out / "comparison.parquet")
     assert "n_high_final@score:0" in table.columns and "spearman_consistency@fpr:0.01" in table.columns
@@ -460,8 +454,7 @@ def test_tables_show_the_headline_metrics_at_chosen_rules(tiny_sweep):
     want = sens[(sens.rule == "score:0") & (sens.grid == 4) & (sens.bands == "0.1/0.3/0.6")]
     assert row["n_high_final@score:0"] == want["n_high_final"].iloc[0]
     assert "n_high_final@score:0" in (out / "comparison.md").read_text()
-    bad = subprocess.run([*CLI, "sweep", str(TINY), "--out", str(out), "--rule", "fpr:2"],
-                         check=False, capture_output=True, text=True, timeout=300)
+    bad = run_cli("sweep", str(TINY), "--out", str(out), "--rule", "fpr:2")
     assert bad.returncode == 2 and "--rule" in bad.stderr and "Traceback" not in bad.stderr
 
 
