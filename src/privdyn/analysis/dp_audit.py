@@ -518,7 +518,7 @@ def gdp_audit(counts: OperatingCounts, options: AuditOptions) -> GDPAudit:
         gap = special.ndtri(b.tpr_lo) - special.ndtri(b.fpr_hi)
     T = len(gap)
     flat = np.where(np.isnan(gap), -np.inf, gap)
-    j = np.argmax(flat, axis=1) if flat.size else np.zeros(T, dtype=np.int64)
+    j = np.argmax(flat, axis=1)  # the point of the largest raw bound, also where it is clipped to 0
     mu = np.maximum(flat[np.arange(T), j], 0.0)
     mu = np.where(np.isnan(b.tpr_lo).all(axis=1), np.nan, mu)
     return GDPAudit(mu=mu, point=j, epsilon=gdp_epsilon(mu, options.delta), confidence=options.confidence,

@@ -17,7 +17,7 @@ from privdyn.report.panels import Missing, Panel, require
 
 #: Legend names and colours of the estimators.
 ESTIMATOR_STYLE = {"one_run": ("one-run (Steinke et al.)", "#1f77b4"),
-                   "gdp": ("Gaussian DP (mu fit)", "#2ca02c"),
+                   "gdp": ("Gaussian DP (mu bound)", "#2ca02c"),
                    "clopper_pearson": ("multi-run Clopper-Pearson", "#d62728")}
 ACCOUNTANT_STYLE = dict(color="#000", dash="dash", width=2)
 
