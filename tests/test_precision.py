@@ -52,3 +52,21 @@ def test_a_compiled_training_loss_trains_the_same_models(tmp_path, tiny_config_d
     compiled, _ = trained(tiny_config_dict, tmp_path / "compiled")
     np.testing.assert_allclose(np.asarray(compiled.signal("phi")), np.asarray(plain.signal("phi")),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_evaluation_is_opt_in_and_close_to_fp32():
+    """training.eval_precision: bf16 autocasts the evaluation forward only; the default stays fp32
+    (bit-equal to a plain forward) and keeps every run's hash."""
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    make = lambda: torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))  # noqa: E731
+    exact = EnsembleGroup(make, [0, 1], 0, torch.device("cpu")).evaluate(x, y, ["identity"], 16, with_logits=True)
+    low = EnsembleGroup(make, [0, 1], 0, torch.device("cpu"), eval_precision="bf16").evaluate(
+        x, y, ["identity"], 16, with_logits=True)
+    assert low["logits"].dtype == np.float32 and not np.array_equal(low["logits"], exact["logits"])
+    np.testing.assert_allclose(low["phi"], exact["phi"], atol=0.05)  # bf16 rounding of the logits only
+    assert (low["correct"] == exact["correct"]).mean() > 0.9
+    cfg = config_from_dict({"training": {"eval_precision": "fp32"}})
+    assert cfg.section_hash("training") == config_from_dict({}).section_hash("training")
+    assert config_from_dict({"training": {"eval_precision": "bf16"}}).section_hash("training") != \
+        cfg.section_hash("training")

@@ -107,7 +107,11 @@ class TrainingConfig(_Strict):
     eval_batch_size: int = Field(4096, ge=1)
     precision: Literal["fp32", "tf32", "bf16"] = Field(
         "fp32", description="training arithmetic: fp32; tf32 (CUDA matmuls and convolutions in TF32); bf16 "
-        "(the training forward under bfloat16 autocast). Evaluation, and so every stored signal, is always fp32")
+        "(the training forward under bfloat16 autocast). Evaluation follows eval_precision")
+    eval_precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="the per-checkpoint evaluation forward: fp32 (exact signals), or bf16 autocast (about "
+        "half the evaluation time on GPUs with bf16 units; the signals are computed in float64 from its logits, "
+        "which carry bf16 rounding: phi moves by about 1e-2)")
     compile: bool = Field(False, description="torch.compile the batched training loss (worth it for long GPU runs; "
                           "compiling takes tens of seconds; not with DP-SGD)")
 

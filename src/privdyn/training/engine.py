@@ -96,7 +96,7 @@ def make_trainer(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: Grou
     tc = cfg.training
     mc = cfg.model.model_dump(exclude={"arch"})
     group = EnsembleGroup(lambda: build_model(cfg.model.arch, ds.input_shape, ds.num_classes, **mc),
-                          list(task.model_ids), cfg.seed, device, tc.precision)
+                          list(task.model_ids), cfg.seed, device, tc.precision, tc.eval_precision)
     if device.type == "cuda":  # process-wide switches; fp32 and bf16 keep full-precision matmuls
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tc.precision == "tf32"
     x = torch.from_numpy(ds.x_pool).to(device)

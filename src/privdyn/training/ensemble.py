@@ -53,7 +53,7 @@ class EnsembleGroup:
     """A group of models with stacked state; ``factory()`` builds one untrained model."""
 
     def __init__(self, factory: Callable[[], nn.Module], model_ids: list[int], seed: int,
-                 device: torch.device, precision: str = "fp32"):
+                 device: torch.device, precision: str = "fp32", eval_precision: str = "fp32"):
         modules = []
         for m in model_ids:
             torch.manual_seed(model_seed(seed, m))
@@ -70,7 +70,8 @@ class EnsembleGroup:
         self.model_ids = list(model_ids)
         self.seed = seed
         self.device = device
-        self.precision = precision  # bf16: training forward under autocast; evaluation is always fp32
+        self.precision = precision  # bf16: training forward under autocast
+        self.eval_precision = eval_precision  # bf16: evaluation forward under autocast, logits back to fp32
 
     @property
     def k(self) -> int:
@@ -124,8 +125,11 @@ class EnsembleGroup:
                  with_logits: bool = False) -> dict[str, np.ndarray]:
         """Eval-mode signals of every model on every sample: name -> ``[K, N, Q]`` (and
         ``logits`` ``[K, N, Q, C]`` float32 when ``with_logits``)."""
-        return evaluate_signals(lambda xb: self.forward(xb, train=False, shared_input=True), self.k, x, y,
-                                queries, batch_size, with_logits)
+        def logits(xb: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.eval_precision == "bf16"):
+                return self.forward(xb, train=False, shared_input=True).float()
+
+        return evaluate_signals(logits, self.k, x, y, queries, batch_size, with_logits)
 
     # state --------------------------------------------------------------------------------
     def tensors(self) -> dict[str, dict[str, torch.Tensor]]:
