@@ -231,25 +231,33 @@ def cumsum0(y: np.ndarray) -> np.ndarray:
 
 def _prefix_sums(epochs: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
     """Cumulative (over time) count, sum of x, y, x^2 and xy over the finite entries, x being the
-    epochs centred on their mean (for conditioning)."""
-    ok = np.isfinite(y)
+    epochs centred on their mean (for conditioning). Without missing entries the count and the
+    sums of x are the same for every sample: ``[t, 1, ...]``, broadcasting."""
     e = np.asarray(epochs, dtype=np.float64)
-    x = np.broadcast_to((e - e.mean()).reshape((-1,) + (1,) * (y.ndim - 1)), y.shape)
+    xc = (e - e.mean()).reshape((-1,) + (1,) * (y.ndim - 1))
+    ok = np.isfinite(y)
+    if ok.all():
+        n = np.cumsum(np.ones_like(xc), axis=0)
+        return n, np.cumsum(xc, axis=0), cumsum0(y), np.cumsum(xc * xc, axis=0), cumsum0(xc * y)
+    x = np.broadcast_to(xc, y.shape)
     w = ok.astype(np.float64)
     y0 = np.where(ok, y, 0.0)
     return tuple(cumsum0(v) for v in (w, w * x, y0, w * x * x, x * y0))
 
 
 def _slope_curve(epochs: np.ndarray, y: np.ndarray) -> np.ndarray:
-    n, sx, sy, sxx, sxy = _prefix_sums(epochs, y)
+    n, sx, sy, sxx, sxy = _prefix_sums(epochs, np.asarray(y, dtype=np.float64))
     with np.errstate(invalid="ignore", divide="ignore"):
         den = n * sxx - sx * sx
         ok = den > 1e-12 * np.maximum(n * sxx, 1e-300)
-        return np.where(ok, (n * sxy - sx * sy) / np.where(ok, den, 1.0), np.nan)
+        return np.broadcast_to(np.where(ok, (n * sxy - sx * sy) / np.where(ok, den, 1.0), np.nan), y.shape)
 
 
 def _mean_curve(y: np.ndarray) -> np.ndarray:
     ok = np.isfinite(y)
+    if ok.all():
+        n = np.arange(1, len(y) + 1, dtype=np.float64).reshape((-1,) + (1,) * (y.ndim - 1))
+        return cumsum0(y) / n
     n = cumsum0(ok)
     total = cumsum0(np.where(ok, y, 0.0))
     with np.errstate(invalid="ignore", divide="ignore"):

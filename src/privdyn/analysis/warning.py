@@ -51,7 +51,7 @@ from scipy import stats
 
 from privdyn.analysis.checkpoints import Checkpoints
 from privdyn.analysis.plane import threshold
-from privdyn.analysis.proxies import Traces, available_proxies, nan_quantile, proxy_curve
+from privdyn.analysis.proxies import Traces, available_proxies, lerp, proxy_curve
 
 #: The two ground truths ranked against, and the per-sample target of the Spearman correlation.
 TRUTHS = ("attack", "final_high")
@@ -66,66 +66,65 @@ Key = tuple[str, str, str, str]  # (proxy, truth, metric, k)
 
 class Ranking:
     """Rows of scores ranked once (one argsort per row): average ranks among the ``valid``
-    entries and the k-th largest valid score. NaN scores rank below every finite score, invalid
-    entries below everything and outside every count."""
+    entries, every entry's position in sorted order and the tie group of every position. NaN
+    scores rank below every finite score, invalid entries below everything and outside every count.
+    """
 
     def __init__(self, scores: np.ndarray, valid: np.ndarray):
         s = np.asarray(scores, dtype=np.float64)
         self.valid = np.asarray(valid, dtype=bool)
-        low = np.finfo(np.float64).min
-        s = np.where(np.isnan(s), low, np.clip(s, low / 2, np.finfo(np.float64).max))
-        self.s = np.where(self.valid, s, -np.inf)
+        if not np.isfinite(s).all():  # NaN below every number, infinities kept apart from -inf
+            low = np.finfo(np.float64).min
+            s = np.where(np.isnan(s), low, np.clip(s, low / 2, np.finfo(np.float64).max))
+        self.s = s if self.valid.all() else np.where(self.valid, s, -np.inf)
         self.n_valid = self.valid.sum(axis=-1)
+        shape, n = self.s.shape, self.s.shape[-1]
         order = np.argsort(self.s, axis=-1)  # ties are averaged: any order will do
-        self.sorted = np.sort(self.s, axis=-1)  # faster than gathering by ``order``
-        n = self.s.shape[-1]
-        offset = (n - self.n_valid)[..., None] - 1.0  # the lowest valid entry gets rank 1
-        tied = self.sorted[..., 1:] == self.sorted[..., :-1]
+        # flat indices: numpy's take and fancy assignment are several times faster than *_along_axis
+        rows = np.arange(self.s.size // max(n, 1)).reshape(shape[:-1] + (1,)) * n
+        self._rows = rows[..., 0]
+        flat = (order + rows).reshape(-1)
+        srt = self.s.reshape(-1).take(flat).reshape(shape)
+        pos = np.broadcast_to(np.arange(n), shape)
+        tied = srt[..., 1:] == srt[..., :-1]
         if tied.any():
-            pos = np.broadcast_to(np.arange(n), self.s.shape)
-            starts = np.ones(self.s.shape, dtype=bool)
+            starts = np.ones(shape, dtype=bool)
             starts[..., 1:] = ~tied
-            ends = np.ones(self.s.shape, dtype=bool)
+            ends = np.ones(shape, dtype=bool)
             ends[..., :-1] = ~tied
-            first = np.maximum.accumulate(np.where(starts, pos, 0), axis=-1)
-            last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, pos, n - 1), axis=-1), axis=-1), axis=-1)
-            mid = (first + last) / 2.0 - offset
+            self.first = np.maximum.accumulate(np.where(starts, pos, 0), axis=-1)
+            self.last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, pos, n - 1), axis=-1), axis=-1),
+                                axis=-1)
         else:
-            mid = np.broadcast_to(np.arange(n, dtype=np.float64), self.s.shape) - offset
-        self.ranks = np.empty(self.s.shape)
-        np.put_along_axis(self.ranks, order, mid, axis=-1)
+            self.first = self.last = pos
+        offset = (n - self.n_valid)[..., None] - 1.0  # the lowest valid entry gets rank 1
+        self.position = np.empty(shape, dtype=np.int64)  # each entry's place in sorted order
+        self.position.reshape(-1)[flat] = pos.reshape(-1)
+        self.ranks = np.empty(shape)
+        self.ranks.reshape(-1)[flat] = ((self.first + self.last) / 2.0 - offset).reshape(-1)
         self._centred: tuple[np.ndarray, np.ndarray] | None = None
 
-    def kth(self, k: np.ndarray) -> np.ndarray:
-        """The k-th largest valid score per row (k >= 1 and <= the valid count; else NaN)."""
-        n = self.s.shape[-1]
-        ok = (k >= 1) & (k <= self.n_valid)
-        idx = np.clip(n - np.where(ok, k, 1), 0, n - 1).astype(np.int64)
-        return np.where(ok, np.take_along_axis(self.sorted, idx[..., None], axis=-1)[..., 0], np.nan)
+    def _at(self, a: np.ndarray, p: np.ndarray) -> np.ndarray:
+        return a.reshape(-1).take(self._rows + p)
 
-    def top(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The top k valid entries per row, ties shared: (entries above the k-th score, entries at
-        it, the share of a place each entry at it holds); NaN shares where k is out of range."""
-        k = np.asarray(k)
-        kth = self.kth(k)[..., None]
-        above = self.s > kth
-        at = (self.s == kth) & self.valid
-        n_at = at.sum(axis=-1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            share = np.where(n_at > 0, (k - above.sum(axis=-1)) / np.maximum(n_at, 1), 0.0)
-        return above, at, np.where(np.isnan(kth[..., 0]), np.nan, share)
-
-    def hits_at(self, truth: np.ndarray, k: np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    def hits_at(self, truth: np.ndarray, k: np.ndarray) -> np.ndarray:
         """The expected number of ``truth`` entries among the top k valid entries per row, the
-        entries tied at the k-th score sharing the remaining places equally (``k`` may be a
-        :meth:`top` already computed)."""
-        above, at, share = self.top(k) if not isinstance(k, tuple) else k
-        t = np.asarray(truth, dtype=bool)
-        return (above & t).sum(axis=-1) + share * (at & t).sum(axis=-1)
+        entries tied at the k-th score sharing the remaining places equally (NaN where k is not in
+        1..the valid count)."""
+        n = self.s.shape[-1]
+        t = np.broadcast_to(np.asarray(truth, dtype=bool), self.s.shape) & self.valid
+        k = np.broadcast_to(np.asarray(k), self.n_valid.shape)
+        ok = (k >= 1) & (k <= self.n_valid)
+        p = np.clip(n - np.where(ok, k, 1), 0, n - 1)  # sorted position of the k-th largest
+        f, last = self._at(self.first, p), self._at(self.last, p)
+        above = (t & (self.position > last[..., None])).sum(axis=-1)
+        group = (t & (self.position >= f[..., None]) & (self.position <= last[..., None])).sum(axis=-1)
+        free = k - (n - 1 - last)  # places left for the tie group at the k-th score
+        return np.where(ok, above + free / (last - f + 1) * group, np.nan)
 
     def auc(self, truth: np.ndarray) -> np.ndarray:
         """Mann-Whitney AUC of the ``truth`` entries vs the other valid entries, ties 1/2."""
-        t = np.asarray(truth, dtype=bool) & self.valid
+        t = np.broadcast_to(np.asarray(truth, dtype=bool), self.s.shape) & self.valid
         n1 = t.sum(axis=-1)
         n0 = self.n_valid - n1
         rank_sum = np.where(t, self.ranks, 0.0).sum(axis=-1)
@@ -358,11 +357,10 @@ def validate_proxies(traces: Traces, membership: np.ndarray, truths: Mapping[str
         rows: dict[Key, list[np.ndarray]] = {}
         for t in range(tr.n_epochs):
             r = Ranking(curve[t], view.valid)
-            top = r.top(k_top)
             for name, truth in truth_m.items():
                 size = np.where(sizes[name] > 0, sizes[name], np.nan)  # an empty truth: nothing to find
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    hits_top = r.hits_at(truth, top)
+                    hits_top = r.hits_at(truth, k_top)
                     got = {("precision", "1%"): hits_top / np.where(k_top > 0, k_top, np.nan) + 0 * size,
                            ("precision", "truth"): r.hits_at(truth, sizes[name]) / size,
                            ("recall", "1%"): hits_top / size,
@@ -377,8 +375,16 @@ def validate_proxies(traces: Traces, membership: np.ndarray, truths: Mapping[str
 # --- model level: the loss-tail estimate (Dodd et al. 2025) -------------------------------------
 
 def _row_quantile(x: np.ndarray, mask: np.ndarray, q: float) -> np.ndarray:
-    """Numpy's linear q-quantile of each row of ``x`` over the entries where ``mask``."""
-    return nan_quantile(np.where(mask, x, np.nan).T, q)
+    """Numpy's linear q-quantile of each row of ``x`` over the entries where ``mask`` (one sort
+    along the rows, NaN last, as :func:`~privdyn.analysis.proxies.nan_quantile`)."""
+    s = np.sort(np.where(mask, x, np.nan), axis=-1)
+    n = np.isfinite(s).sum(axis=-1)
+    h = np.maximum(n - 1, 0) * q
+    lo = np.floor(h).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
+    a = np.take_along_axis(s, lo[:, None], axis=-1)[:, 0]
+    b = np.take_along_axis(s, hi[:, None], axis=-1)[:, 0]
+    return np.where(n > 0, lerp(a, b, h - lo), np.nan)
 
 
 def tail_tpr_estimate(loss: np.ndarray, membership: np.ndarray, alpha: float) -> np.ndarray:

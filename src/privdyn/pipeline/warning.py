@@ -135,15 +135,18 @@ def validate_run(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: np
     T, (M, N) = len(epochs), z.shape
     step = _block_size(T, M, N)
     parts = []
+    loss: Any = sig["loss"]  # streamed by the tail validation, unless one block holds every model
     for m0 in range(0, M, step):
         block = slice(m0, min(M, m0 + step))
         arrays = {k: np.stack([np.asarray(v[t])[block] for t in range(T)]) for k, v in sig.items()}
+        if step >= M:
+            loss = arrays["loss"]
         traces = Traces(epochs, arrays.pop("loss"), **arrays)
         parts.append(validate_proxies(traces, z[block], {"attack": truths["attack"][block], "final_high": high},
                                       final_adv, options))
     validation = ProxyValidation.concat(parts)
     measured_by = TRUTH_ATTACK if TRUTH_ATTACK in cfg.attacks else cfg.default_attack()
-    tail = tail_validation(sig["loss"], z, run.load_scores(measured_by), epochs, ew.tail_alphas)
+    tail = tail_validation(loss, z, run.load_scores(measured_by), epochs, ew.tail_alphas)
     about = {"truth_attack": TRUTH_ATTACK, "truth_rule": ew.truth_rule, "truth_scores": source,
              "v_attack": cfg.default_attack(), "v_rule": cfg.analysis.rule, "n_final_high": int(high.sum()),
              "tail_measured_by": measured_by, "proxies": list(names)}
