@@ -333,6 +333,11 @@ def margin_mean(traces: Traces, since: float | None = None) -> np.ndarray:
     Direction: a sample that spends training at a low or negative margin is fitted late and by
     itself; a low average margin = riskier. Unlike the loss, phi does not saturate at zero for
     fitted samples, so it also ranks the fitted ones by how confidently they are fitted.
+
+    This is the margin proxy to use, rather than :func:`margin_slope`: on the quickstart (16 MLPs
+    on MNIST-1D, each model ranking its own members at the end of training) -mean phi finds the
+    finally-high set V with AUC 0.80 and LiRA's per-model flags with AUC 0.70, the slope of phi
+    with 0.38 and 0.50.
     """
     return -nan_mean(traces.since(since).signal("phi"))
 
@@ -341,7 +346,10 @@ def margin_slope(traces: Traces, since: float | None = None) -> np.ndarray:
     """The least-squares slope of the margin (phi) trace against the epoch: how fast it grows.
 
     Direction: the margin of a sample the model is memorising climbs from negative to positive,
-    a larger rise than the slow drift of already-fitted samples; a steeper climb = riskier.
+    a larger rise than the drift of already-fitted samples; a steeper climb = riskier. Measured,
+    this does not hold (see :func:`margin_mean`): an easy sample's margin keeps growing as the
+    logits scale up, so a steep climb marks confidence on easy samples as much as memorisation.
+    It stays registered so that every run shows the comparison.
     """
     tr = traces.since(since)
     return nan_slope(tr.epochs, tr.signal("phi"))
