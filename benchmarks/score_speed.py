@@ -14,16 +14,27 @@ process (time.process_time), so that other jobs on a shared machine do not infla
    checkpoint over the measured copy bandwidth, and how far the measured time is from it.
 4. Scaling: the vectorised attacks at M = 16, 32, 64, 128 (seconds per checkpoint, the fastest
    of a few checkpoints), to show linear growth in M.
+5. The LiRA family against today's code, in the same run (issue 16): the four variants of the
+   baseline commit (``--lira-baseline``, imported from git into temporary modules) and of this
+   tree, one at a time and in one fused pass (``attacks.base.run_fused``), on the same float32
+   signals, each timing the fastest of ``--repeat`` runs per checkpoint, interleaved; the scores
+   are checked to agree; the fused pass against the bandwidth bound of reading phi once; and
+   (``--blocks``) the fused pass at several block sizes.
 
     python benchmarks/score_speed.py                   # M=64, N=20,000, T=10; scaling at N=20,000
     python benchmarks/score_speed.py --n 2000 --t 2    # a quick check
+    python benchmarks/score_speed.py --lira-only       # section 5 only
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import subprocess
+import sys
 import time
+import types
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import norm
@@ -119,6 +130,138 @@ def time_loop(kind: str, m: int, n: int, n_test: int, q: int, t: int, cells: int
     return spent, per_t * t
 
 
+# ----- the LiRA family against today's code (issue 16) -------------------------------------------
+#: The last commit before the fused LiRA kernel: "today's code" for the ratios of issue 16.
+LIRA_BASELINE = "69d8a7c"
+ROOT = Path(__file__).resolve().parents[1]
+LIRA = ("lira_online", "lira_online_fixed", "lira_offline_cdf", "lira_offline_pdf")
+COMBOS = (("online + offline_cdf", ("lira_online", "lira_offline_cdf")),
+          ("default config (online, online_fixed, offline_cdf)",
+           ("lira_online", "lira_online_fixed", "lira_offline_cdf")),
+          ("all four", LIRA))
+
+
+def baseline_lira(commit: str) -> dict:
+    """The four LiRA attacks of ``commit``: its lira.py and the references.py it imports, read with
+    ``git show`` into temporary modules (their registration cut off), wrapped as unregistered
+    :class:`Attack` entries with the commit's ``per_sample`` flags, so ``Attack.run`` blocks them
+    as it did."""
+    from privdyn.attacks import ATTACKS, Attack
+
+    def show(path: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{path}"], capture_output=True,
+                              text=True, check=True).stdout
+
+    modules = {}
+    for name, path, swap in (("_baseline_references", "src/privdyn/attacks/references.py", None),
+                             ("_baseline_lira", "src/privdyn/attacks/lira.py", "_baseline_references")):
+        src = show(path)
+        if swap:
+            src = src.replace("from privdyn.attacks.references import", f"from {swap} import")
+            src = src[:src.index("_PAPER = ")]  # no registration
+        mod = types.ModuleType(name)
+        sys.modules[name] = mod  # dataclasses and pydantic look their module up
+        exec(compile(src, f"{commit}:{path}", "exec"), mod.__dict__)
+        modules[name] = mod
+    old = modules["_baseline_lira"]
+    return {a: Attack(a, getattr(old, a), ATTACKS[a].options, ("phi",), per_sample=ATTACKS[a].per_sample)
+            for a in LIRA}
+
+
+def time_lira(m: int, n: int, q: int, t: int, repeat: int, commit: str) -> dict:
+    """CPU seconds over t checkpoints: each item the fastest of ``repeat`` runs per checkpoint,
+    the items interleaved so that a busy spell of the machine hits all of them alike."""
+    from privdyn.attacks import ATTACKS
+    from privdyn.attacks.base import run_fused
+
+    old = baseline_lira(commit)
+    items: dict[str, object] = {}
+    for a in LIRA:
+        items[f"old {a}"] = (lambda d, a=a: old[a].run(d))
+        items[f"new {a}"] = (lambda d, a=a: ATTACKS[a].run(d))
+    for label, names in COMBOS:
+        items[f"fused {label}"] = (lambda d, names=names: run_fused([ATTACKS[a] for a in names], d))
+    took = {k: 0.0 for k in items}
+    worst = {a: 0.0 for a in LIRA}
+    for k in range(t):
+        data = checkpoint(m, n, 0, q, k)
+        best = {key: float("inf") for key in items}
+        for _ in range(repeat):
+            for key, fn in items.items():
+                t0 = clock()
+                fn(data)
+                best[key] = min(best[key], clock() - t0)
+        for key in items:
+            took[key] += best[key]
+        fused = run_fused([ATTACKS[a] for a in LIRA], data)
+        for a in LIRA:
+            want = old[a].run(data)
+            worst[a] = max(worst[a], float(np.max(np.abs(fused[a] - want) / np.maximum(np.abs(want), 1.0))))
+    return {"took": took, "worst": worst}
+
+
+def time_blocks(m: int, n: int, q: int, t: int, repeat: int, sizes: list[int]) -> dict[int, float]:
+    """CPU seconds of the fused pass of all four variants over t checkpoints at each block size."""
+    from privdyn.attacks import ATTACKS, lira
+    from privdyn.attacks.base import run_fused
+
+    saved = lira.LIRA_BLOCK
+    took = {b: 0.0 for b in sizes}
+    try:
+        for k in range(t):
+            data = checkpoint(m, n, 0, q, k)
+            best = {b: float("inf") for b in sizes}
+            for _ in range(repeat):
+                for b in sizes:
+                    lira.LIRA_BLOCK = b
+                    t0 = clock()
+                    run_fused([ATTACKS[a] for a in LIRA], data)
+                    best[b] = min(best[b], clock() - t0)
+            for b in sizes:
+                took[b] += best[b]
+    finally:
+        lira.LIRA_BLOCK = saved
+    return took
+
+
+def lira_report(args: argparse.Namespace, bandwidth: float) -> None:
+    """Print section 5: the LiRA family against the baseline commit, as ratios."""
+    from privdyn.attacks import lira
+
+    M, N, T, Q = args.m, args.n, args.t, args.q
+    res = time_lira(M, N, Q, T, args.repeat, args.lira_baseline)
+    took, worst = res["took"], res["worst"]
+    print(f"\n## LiRA: this tree against today's code ({args.lira_baseline}), same signals, same run "
+          f"(CPU seconds, all T={T} checkpoints, fastest of {args.repeat} per checkpoint; block "
+          f"{lira.LIRA_BLOCK:,} elements)\n")
+    print("| variant | today | now, alone | speed-up | largest difference of the scores, relative to max(|s|, 1) |")
+    print("|---|---:|---:|---:|---:|")
+    for a in LIRA:
+        o, nw = took[f"old {a}"], took[f"new {a}"]
+        print(f"| {a} | {o:.3f} | {nw:.3f} | {o / nw:.2f}x | {worst[a]:.1e} |")
+    read = 4 * M * N * Q * T  # phi as stored (float32), read once per checkpoint by the fused pass
+    bound = read / bandwidth
+    print(f"\nFused: one pass over phi for the variants named (bound: {read / 1e6:,.0f} MB of float32 phi "
+          f"over {bandwidth / 1e9:.1f} GB/s = {bound:.4f} s)\n")
+    print("| attacks | today, one at a time | now, one at a time | now, fused | **speed-up, fused** "
+          "| fused / bandwidth bound |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, names in COMBOS:
+        o = sum(took[f"old {a}"] for a in names)
+        alone = sum(took[f"new {a}"] for a in names)
+        f = took[f"fused {label}"]
+        print(f"| {label} | {o:.3f} | {alone:.3f} | {f:.3f} | **{o / f:.2f}x** | {f / bound:,.0f}x |")
+    if args.blocks:
+        sizes = [int(b) for b in args.blocks.split(",")]
+        blk = time_blocks(M, N, Q, T, args.repeat, sizes)
+        print("\n### the fused pass of all four at other block sizes (elements = models x samples x queries)\n")
+        print("| block | seconds | relative to the fastest |")
+        print("|---:|---:|---:|")
+        fastest = min(blk.values())
+        for b in sizes:
+            print(f"| {b:,} | {blk[b]:.3f} | {blk[b] / fastest:.2f} |")
+
+
 def main() -> None:
     import torch
 
@@ -134,6 +277,10 @@ def main() -> None:
     p.add_argument("--attacks", default=",".join(ATTACKS))
     p.add_argument("--scaling", default="16,32,64,128", help="M values for the scaling table ('' to skip)")
     p.add_argument("--scaling-t", type=int, default=3, help="checkpoints per M in the scaling table")
+    p.add_argument("--lira-only", action="store_true", help="only the LiRA section (5)")
+    p.add_argument("--lira-baseline", default=LIRA_BASELINE, help="commit whose LiRA is 'today's code'")
+    p.add_argument("--repeat", type=int, default=3, help="LiRA section: runs per checkpoint (fastest kept)")
+    p.add_argument("--blocks", default="", help="LiRA section: block sizes to compare, e.g. 8192,32768,131072")
     args = p.parse_args()
     torch.set_num_threads(1)
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
@@ -141,6 +288,11 @@ def main() -> None:
 
     print(f"# scoring speed: M={M}, N={N:,}, T={T}, Q={Q}, N_test={args.n_test:,}; "
           f"{platform.processor() or platform.machine()}, numpy {np.__version__}, 1 torch thread")
+    if args.lira_only:
+        bandwidth = copy_bandwidth()
+        print(f"measured copy bandwidth {bandwidth / 1e9:.1f} GB/s")
+        lira_report(args, bandwidth)
+        return
     vec = {a: sum(v) for a, v in time_vectorised(attacks, M, N, args.n_test, Q, T).items()}
     print("\n## vectorised (all T checkpoints; CPU seconds)\n")
     print("| attack | seconds | per checkpoint |")
@@ -192,6 +344,9 @@ def main() -> None:
             v = [sum(min(x) for x in rows[m].values()) if a == "all" else min(rows[m][a]) for m in ms]
             rel = [(x / v[0]) / (m / ms[0]) for x, m in zip(v[1:], ms[1:])]
             print(f"| {a} | " + " | ".join(f"{x:.3f}" for x in v) + " | " + " | ".join(f"{r:.2f}" for r in rel) + " |")
+
+    if any(a in attacks for a in LIRA):
+        lira_report(args, bandwidth)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,13 @@ membership matrix) and its own validated options, and returns float64 scores ``[
 meaning "more likely a member". Reference-model attacks score target m against the models at the
 same checkpoint that ``data.references`` names (by default leave-pair-out, see
 :mod:`privdyn.attacks.references`). The registry maps attack names to :class:`Attack` entries;
-the config builds its ``attack_options`` section from it.
+the config builds its ``attack_options`` section from it. Attacks that share a fused scoring
+function (``Attack.fused``) can be scored together by :func:`run_fused`, one read of their signals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,12 +148,19 @@ def count_below(pop: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Scores several attacks of one family from one pass over their signals: called with each
+#: attack's options by name, returns each attack's scores ``[M, N]`` by name (see Attack.fused).
+FusedScore = Callable[[CheckpointData, Mapping[str, Any]], Mapping[str, np.ndarray]]
+
+
 @dataclass(frozen=True)
 class Attack:
     """A registry entry: the scoring function, its options model and the signals it reads.
 
     ``per_sample``: the scores of sample i depend only on sample i's signals, so :meth:`run`
     scores blocks of samples one after another (same result, cache-sized temporaries).
+    ``fused``: attacks that share it (the LiRA variants) can be scored together by
+    :func:`run_fused`, which reads their signals once and gives each the scores :meth:`run` gives.
     """
 
     name: str
@@ -163,12 +171,28 @@ class Attack:
     description: str = ""
     source: str = ""
     per_sample: bool = False
+    fused: FusedScore | None = None
 
-    def run(self, data: CheckpointData, opts: AttackOptionsBase | None = None) -> np.ndarray:
-        """Score one checkpoint; checks the options type, the output shape and finiteness."""
+    def checked_options(self, opts: AttackOptionsBase | None) -> AttackOptionsBase:
+        """``opts`` (None = the defaults), refused when it is not this attack's options type."""
         opts = self.options() if opts is None else opts
         if not isinstance(opts, self.options):
             raise TypeError(f"{self.name} takes {self.options.__name__}, got {type(opts).__name__}")
+        return opts
+
+    def checked_scores(self, s: np.ndarray, data: CheckpointData) -> np.ndarray:
+        """``s`` as float64, refused unless it is ``[M, N]`` and finite."""
+        s = np.asarray(s, dtype=np.float64)
+        if s.shape != data.membership.shape:
+            raise RuntimeError(f"{self.name} returned shape {s.shape}, expected {data.membership.shape}")
+        if not np.isfinite(s).all():
+            raise DataError(f"{self.name} produced {int((~np.isfinite(s)).sum())} non-finite scores "
+                               "from finite signals; please report this as a bug")
+        return s
+
+    def run(self, data: CheckpointData, opts: AttackOptionsBase | None = None) -> np.ndarray:
+        """Score one checkpoint; checks the options type, the output shape and finiteness."""
+        opts = self.checked_options(opts)
         data.check_finite(self.needs, self.needs_test)
         M, N = data.membership.shape
         q = max((v.shape[-1] for v in data.pool.values()), default=1)
@@ -178,12 +202,27 @@ class Attack:
         else:
             s = np.concatenate([np.asarray(self.score(data.samples(slice(i, i + step)), opts), dtype=np.float64)
                                 for i in range(0, N, step)], axis=1)
-        if s.shape != data.membership.shape:
-            raise RuntimeError(f"{self.name} returned shape {s.shape}, expected {data.membership.shape}")
-        if not np.isfinite(s).all():
-            raise DataError(f"{self.name} produced {int((~np.isfinite(s)).sum())} non-finite scores "
-                               "from finite signals; please report this as a bug")
-        return s
+        return self.checked_scores(s, data)
+
+
+def run_fused(attacks: Sequence[Attack], data: CheckpointData,
+              options: Mapping[str, AttackOptionsBase | None] | None = None) -> dict[str, np.ndarray]:
+    """Score one checkpoint for several attacks that share one ``fused`` function, in one pass.
+
+    Each attack's options are checked as :meth:`Attack.run` checks them (missing = its defaults),
+    the signals are checked once, and each attack gets the scores its own :meth:`Attack.run` gives.
+    """
+    if not attacks:
+        return {}
+    fused = attacks[0].fused
+    if fused is None or any(a.fused is not fused for a in attacks):
+        raise ValueError(f"{[a.name for a in attacks]} do not share one fused scoring function")
+    options = options or {}
+    opts = {a.name: a.checked_options(options.get(a.name)) for a in attacks}
+    data.check_finite(tuple(dict.fromkeys(s for a in attacks for s in a.needs)),
+                      tuple(dict.fromkeys(s for a in attacks for s in a.needs_test)))
+    scores = fused(data, opts)
+    return {a.name: a.checked_scores(scores[a.name], data) for a in attacks}
 
 
 #: Every attack by name (built-ins in DESIGN.md's order, then plugins: ``privdyn.registry``).

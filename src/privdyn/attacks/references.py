@@ -16,6 +16,8 @@ construction. The reference rule fixes the counts:
 A rule becomes a :class:`References` plan: ``excluded[e, m, i]`` are the models left out for
 target m on sample i (the index M pads). Every statistic is formed from
 totals over all models minus the excluded terms, so nothing loops over targets.
+:func:`side_moments` gives the IN and OUT moments that every LiRA variant shares; under ``pair``
+it works per complementary pair, since both models of a pair have the same references.
 """
 
 from __future__ import annotations
@@ -135,25 +137,109 @@ def require_references(n: np.ndarray, what: str, refs: References) -> None:
         )
 
 
+def _rowsum(a: np.ndarray) -> np.ndarray:
+    """Sum over the first axis, row after row, whatever the other axes' size.
+
+    numpy adds the rows of ``a.sum(axis=0)`` one after another when a row has two or more
+    elements, but switches to pairwise summation when it has one: a block of one sample and one
+    query would then round differently from the same sample inside a larger block. Padding that
+    case to two elements keeps every result independent of how the samples are blocked.
+    """
+    if a.ndim > 1 and a[0].size == 1:
+        return np.concatenate([a, a], axis=-1).sum(axis=0)[..., :1]
+    return a.sum(axis=0)
+
+
+def _moments(x: np.ndarray, w: np.ndarray, refs: References, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance ``[M, N, Q]`` of float64 ``x`` over each target's references on ``w``
+    (bool ``[M, N]``; ``n`` their counts, all >= 1): totals minus the excluded terms.
+
+    Data are centred per sample on the mean of the models on ``w`` first, so the sums of squares
+    hold only the spread of that side and the totals-minus-excluded differences stay accurate
+    (absolute error about eps * that side's largest squared deviation).
+    """
+    wq = w[..., None]
+    k = np.maximum(w.sum(axis=0), 1)[:, None]
+    centre = _rowsum(np.where(wq, x, 0.0)) / k
+    d = np.where(wq, x - centre, 0.0)
+    d_ex = at_excluded(d, refs)
+    s = _rowsum(d) - _rowsum(d_ex)
+    ss = _rowsum(d * d) - _rowsum(d_ex * d_ex)
+    nq = n[..., None].astype(np.float64)
+    mu = s / nq
+    return mu + centre, np.maximum(ss / nq - mu * mu, 0.0)
+
+
+def _pair_moments(x: np.ndarray, f: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`side_moments` of one side under the ``pair`` rule.
+
+    ``f`` ``[P, N, 1]`` is 1.0 where model 2j of pair j is on the side (then 2j+1 is not) and 0.0
+    elsewhere, ``g = 1 - f``. Pair j's model on the side has value y_j = x[2j] f + x[2j+1] g (exact
+    for finite values, and cheaper than ``np.where``); targets 2j and 2j+1 use the other
+    k = P - 1 values: their mean is (sum y - y_j) / k, the total minus the excluded term, and with
+    d = y - mean(y) and SS = sum d^2 their variance is SS/k - d_j^2 P/k^2 (the leave-one-out
+    identity; it takes sum d as 0, which leaves a relative error of about
+    eps * |mean| / (k * spread), e.g. 1e-14 for a mean 1e4 spreads away from zero).
+    """
+    P = x.shape[0] // 2
+    inv_k = 1.0 / (P - 1)
+    y = x[0::2] * f
+    y += x[1::2] * g  # [P, N, Q]
+    total = _rowsum(y)
+    mu = np.subtract(total, y)
+    mu *= inv_k
+    d = np.subtract(y, total / P, out=y)
+    var = np.multiply(d, d, out=d)
+    ss = _rowsum(var)
+    var *= -P * inv_k * inv_k
+    var += ss * inv_k
+    np.maximum(var, 0.0, out=var)
+    return mu[:, None], var[:, None]
+
+
+def pair_counts(refs: References, n_models: int) -> int | None:
+    """References per side under ``pair`` (M/2 - 1 for every target and sample), else None."""
+    return n_models // 2 - 1 if refs.rule == "pair" else None
+
+
+def stats_rows(refs: References) -> int:
+    """Targets served by one row of :func:`side_moments`: 2 under ``pair``, else 1."""
+    return 2 if refs.rule == "pair" else 1
+
+
+def side_moments(x: np.ndarray, membership: np.ndarray, refs: References,
+                 sides: tuple[str, ...] = ("in", "out")) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Mean and variance (ddof = 0) of float64 ``x`` ``[M, N, Q]`` over each target's IN (side
+    ``"in"``) and OUT (``"out"``) references, as ``[R, 1, N, Q]`` arrays per side.
+
+    Under ``pair`` the two models of a pair have the same references, so R = M/2 and row j serves
+    targets 2j and 2j+1 (half the work); otherwise R = M. Broadcast them against a per-target
+    array viewed as ``[R, stats_rows(refs), N, Q]``. The caller checks that every target has a
+    reference on each side (:func:`require_references`).
+    """
+    z = np.asarray(membership, dtype=bool)
+    if refs.rule == "pair":
+        f_in = z[0::2, :, None].astype(np.float64)
+        f_out = 1.0 - f_in
+        masks = {"in": (f_in, f_out), "out": (f_out, f_in)}
+        return {s: _pair_moments(x, *masks[s]) for s in sides}
+    out = {}
+    for s in sides:
+        w = z if s == "in" else ~z
+        mu, var = _moments(x, w, refs, ref_counts(w, refs))
+        out[s] = (mu[:, None], var[:, None])
+    return out
+
+
 def ref_moments(x: np.ndarray, side: np.ndarray | None, refs: References,
                 what: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """Mean and variance (ddof = 0) of ``x`` ``[M, N, Q]`` over each target's references on ``side``.
-
-    Data are centred on the all-model mean first, so the totals-minus-excluded sums stay
-    accurate (absolute error about eps * max squared deviation).
-    """
+    """Mean and variance (ddof = 0) of ``x`` ``[M, N, Q]`` over each target's references on ``side``
+    (None = all models), computed as totals minus the excluded terms (see :func:`_moments`)."""
     x = np.asarray(x, dtype=np.float64)
     w = _side(side, x.shape)
     n = ref_counts(w, refs)
     require_references(n, what, refs)
-    centre = x.mean(axis=0, keepdims=True)
-    c = x - centre
-    cw = c * w[..., None]
-    s = cw.sum(axis=0, keepdims=True) - at_excluded(cw, refs).sum(axis=0)
-    ss = (c * cw).sum(axis=0, keepdims=True) - at_excluded(c * cw, refs).sum(axis=0)
-    nq = n[..., None].astype(np.float64)
-    mu = s / nq
-    return mu + centre, np.maximum(ss / nq - mu * mu, 0.0)
+    return _moments(x, w, refs, n)
 
 
 def _sorted_with_excluded_ranks(key: np.ndarray, w: np.ndarray,
