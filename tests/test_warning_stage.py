@@ -47,7 +47,8 @@ def test_the_stage_runs_by_default_and_reaches_the_summary(tiny_run):
     summary = json.loads((out / "summary.json").read_text())
     entry = summary["early_warning"]
     assert entry["truth_scores"] == "stored" and entry["truth_attack"] == "lira_online"
-    for key in ("best_precision_at_25pct", "best_precision_at_50pct"):
+    for key in ("best_precision_at_25pct", "best_precision_at_50pct", "best_v_precision_at_25pct",
+                "best_v_precision_at_50pct"):
         assert set(entry[key]) == {"proxy", "epoch", "fraction", "mean", "ci"}
     assert set(entry["final"]) == set(table.proxy)
     assert entry["final"]["lt_iqr"]["auc"] is None or 0 <= entry["final"]["lt_iqr"]["auc"] <= 1

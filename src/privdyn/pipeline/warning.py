@@ -159,21 +159,24 @@ def _num(x: Any) -> float | None:
 
 
 def summarise(validation: ProxyValidation, tail: TailValidation, about: dict[str, Any]) -> dict[str, Any]:
-    """The summary entries: the best proxy's precision@k=1% (attack truth) at the checkpoints
-    nearest 25% and 50% of training, every proxy's final values, and the final tail estimate."""
+    """The summary entries: at the checkpoints nearest 25% and 50% of training, the best proxy's
+    precision@k=1% against the attack's flags (``best_precision_at_25pct``, ...) and its
+    precision@k=|V| against V (``best_v_precision_at_25pct``, ..., the one-model counterpart of
+    the shadow models' recall(t)); every proxy's final values; the final tail estimate."""
     ep = validation.epochs
     out: dict[str, Any] = dict(about)
     out["mean_truth_per_model"] = {t: _num(np.mean(s)) for t, s in validation.truth_size.items()}
     out["k_1pct"] = _num(np.mean(validation.k_used[("attack", "1%")]))
     for f in FRACTIONS:
         j = early_index(ep, f)
-        best: dict[str, Any] = {"proxy": None, "epoch": _num(ep[j]), "fraction": _num(ep[j] / ep[-1]),
-                                "mean": None, "ci": [None, None]}
-        for p in validation.proxies:
-            s = validation.summary(p, "attack", "precision", "1%")
-            if np.isfinite(s.mean[j]) and (best["mean"] is None or s.mean[j] > best["mean"]):
-                best.update(proxy=p, mean=_num(s.mean[j]), ci=[_num(s.ci_low[j]), _num(s.ci_high[j])])
-        out[f"best_precision_at_{round(100 * f)}pct"] = best
+        for key, (truth, k) in (("best_precision", ("attack", "1%")), ("best_v_precision", ("final_high", "truth"))):
+            best: dict[str, Any] = {"proxy": None, "epoch": _num(ep[j]), "fraction": _num(ep[j] / ep[-1]),
+                                    "mean": None, "ci": [None, None]}
+            for p in validation.proxies:
+                s = validation.summary(p, truth, "precision", k)
+                if np.isfinite(s.mean[j]) and (best["mean"] is None or s.mean[j] > best["mean"]):
+                    best.update(proxy=p, mean=_num(s.mean[j]), ci=[_num(s.ci_low[j]), _num(s.ci_high[j])])
+            out[f"{key}_at_{round(100 * f)}pct"] = best
     final: dict[str, dict[str, float | None]] = {}
     names = {("attack", "precision", "1%"): "precision_at_1pct", ("attack", "precision", "truth"): "precision_at_truth",
              ("attack", "recall", "1%"): "recall_at_1pct", ("attack", "auc", "all"): "auc",

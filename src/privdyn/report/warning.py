@@ -57,9 +57,13 @@ def proxies_panel(d: RunData) -> Panel:
                       legend=dict(orientation="h", y=-0.18))
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text="precision (mean over monitored models)", range=[-0.03, 1.03], row=1, col=1)
-    best = [entry.get(f"best_precision_at_{p}pct") or {} for p in (25, 50)]
-    said = [f"{b['proxy']} reaches {fmt(b['mean'])} at epoch {fmt(b['epoch'])} ({fmt(100 * b['fraction'], 0)}% "
-            "of training)" for b in best if b.get("proxy") is not None and b.get("fraction") is not None]
+    said = []
+    for key, what in (("best_precision", "precision@1% against the attack"), ("best_v_precision", "precision@|V|")):
+        for pct in (25, 50):
+            b = entry.get(f"{key}_at_{pct}pct") or {}
+            if b.get("proxy") is not None and b.get("fraction") is not None:
+                said.append(f"{what} {fmt(b['mean'])} by {b['proxy']} at epoch {fmt(b['epoch'])} "
+                            f"({fmt(100 * b['fraction'], 0)}% of training)")
     return Panel("early-warning", "Early warning: one model's proxies against the shadow-model truth", figure=fig,
                  wide=True, caption=(
                      "Each proxy is computed from one model's own training signals up to the epoch (no reference "
