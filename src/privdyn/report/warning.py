@@ -124,7 +124,7 @@ def final_table(d: RunData) -> Panel:
             v = values.get(key)
             row.append((fmt(v), v if v is not None else ""))
         rows.append(row)
-    return Panel("early-warning-final", "Early warning: every proxy at the end of training",
+    return Panel("early-warning-final", "Early warning: every proxy at the end of training", wide=True,
                  html=sortable_table(["proxy", *names.values()], rows), caption=(
                      "Means over the monitored models at the last checkpoint. The first four columns are against "
                      f"{entry.get('truth_attack', 'lira_online')}'s flags at {entry.get('truth_rule', 'fpr:0.001')} "
