@@ -1,6 +1,6 @@
 """The early-warning stage in a tiny run: on by default, its entries reach summary.json, a second
 analyze reads it back instead of redoing it, lira_online is computed when the run does not score it,
-and turning it off removes the report section."""
+and turning it off removes the report section; the section draws in a browser."""
 
 import json
 import shutil
@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from browser import find_chromium, inspect_page  # tests/browser.py (pytest puts tests/ on sys.path)
 
 import privdyn.pipeline.warning as stage
 from privdyn.config import config_from_dict
@@ -15,6 +16,7 @@ from privdyn.pipeline import analyze, run_all
 from privdyn.pipeline.run_level import run_analyses
 from privdyn.report import html
 from privdyn.report.data import load_run_data
+from privdyn.report.page import document, section
 from privdyn.store.rundir import RunDir
 
 
@@ -104,3 +106,19 @@ def test_config_fields_are_validated():
         config_from_dict({"analysis": {"early_warning": {"truth_rule": "fpr:2"}}})
     cfg = config_from_dict({"analysis": {"early_warning": {"proxies": ["lt_iqr"], "tail_alphas": [0.01, 0.001]}}})
     assert cfg.analysis.early_warning.tail_alphas == [0.001, 0.01]
+
+
+def test_the_section_draws_in_a_browser(tiny_run, tmp_path):
+    """The section's figures draw in headless Chromium without errors (the page holds the section
+    alone, with the report's own styles, plotly and script)."""
+    if find_chromium() is None:
+        pytest.skip("Chromium is not installed")
+    out, _ = tiny_run
+    panels = section_panels(out)
+    page = tmp_path / "index.html"
+    page.write_text(document("early warning", "the section alone", [("early_warning", "Early warning")],
+                             section("Early warning", "early_warning", panels)))
+    r = inspect_page(page, settle_s=60)
+    drawn = {p["id"] for p in r.plots if p["svg"] > 0}
+    assert {"plot-early-warning", "plot-early-warning-model"} <= drawn, r.plots
+    assert r.errors == [] and r.network_requests == []
