@@ -361,7 +361,8 @@ def validate_proxies(traces: Traces, membership: np.ndarray, truths: Mapping[str
                 size = np.where(sizes[name] > 0, sizes[name], np.nan)  # an empty truth: nothing to find
                 with np.errstate(invalid="ignore", divide="ignore"):
                     hits_top = r.hits_at(truth, k_top)
-                    got = {("precision", "1%"): hits_top / np.where(k_top > 0, k_top, np.nan) + 0 * size,
+                    got = {("precision", "1%"): np.where(sizes[name] > 0, hits_top, np.nan) / np.where(
+                               k_top > 0, k_top, np.nan),
                            ("precision", "truth"): r.hits_at(truth, sizes[name]) / size,
                            ("recall", "1%"): hits_top / size,
                            ("auc", "all"): r.auc(truth)}
