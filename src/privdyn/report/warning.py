@@ -132,8 +132,9 @@ def final_table(d: RunData) -> Panel:
 
 
 def early_warning_panels(d: RunData) -> list[Panel]:
-    """The section's panels (none when the analysis is off)."""
-    if not d.config.analysis.early_warning.enabled:
+    """The section's panels: none when the analysis is off or did not run (e.g. a run analysed
+    before it existed, or a report built from tables written by hand)."""
+    if not d.config.analysis.early_warning.enabled or d.table("early_warning") is None:
         return []
     return [build("early-warning", "Early warning: one model's proxies", lambda: proxies_panel(d)),
             build("early-warning-model", "Early warning: model level", lambda: model_level_panel(d)),
