@@ -12,6 +12,7 @@ from browser import find_chromium, inspect_page  # tests/browser.py (pytest puts
 
 import privdyn.pipeline.warning as stage
 from privdyn.config import config_from_dict
+from privdyn.errors import DataError
 from privdyn.pipeline import analyze, run_all
 from privdyn.pipeline.run_level import run_analyses
 from privdyn.report import html
@@ -122,3 +123,21 @@ def test_the_section_draws_in_a_browser(tiny_run, tmp_path):
     drawn = {p["id"] for p in r.plots if p["svg"] > 0}
     assert {"plot-early-warning", "plot-early-warning-model"} <= drawn, r.plots
     assert r.errors == [] and r.network_requests == []
+
+
+def test_without_a_usable_lira_the_stage_validates_against_v_alone(tiny_run, monkeypatch):
+    """Too few models for lira_online's references (M = 2) must not stop the analysis."""
+    out, data = tiny_run
+    cfg, run = config_from_dict(data), RunDir(out)
+
+    def no_lira(*args):
+        raise DataError("online LiRA needs at least 4 models")
+
+    monkeypatch.setattr(stage, "final_truth_scores", no_lira)
+    z, epochs = np.load(out / "membership.npy"), np.load(out / "epochs.npy")
+    validation, tail, about = stage.validate_run(cfg, run, z, epochs, 0)
+    assert about["truth_scores"].startswith("unavailable: online LiRA")
+    assert {k[1] for k in validation.values} == {"final_high", "final_advantage"}
+    entry = stage.summarise(validation, tail, about)
+    assert entry["best_precision_at_25pct"]["proxy"] is None and entry["final"]["lt_iqr"]["auc"] is None
+    assert entry["final"]["lt_iqr"]["v_auc"] is not None

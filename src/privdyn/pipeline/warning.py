@@ -126,10 +126,16 @@ def validate_run(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: np
     """The proxy validation, the loss-tail validation and what they were made from."""
     ew = cfg.analysis.early_warning
     sig = pool_signals(cfg, run)
-    truth_scores, source = final_truth_scores(cfg, run, membership)
+    try:
+        truth_scores: np.ndarray | None
+        truth_scores, source = final_truth_scores(cfg, run, membership)
+    except PrivdynError as e:  # e.g. too few models for LiRA's references: validate against V alone
+        truth_scores, source = None, f"unavailable: {e}"
     final_adv, high = final_plane(cfg, run, membership)
     z = np.asarray(membership, dtype=bool)
-    truths = {"attack": attack_truth(truth_scores, z, ew.truth_rule), "final_high": high}
+    truths = {"final_high": high}
+    if truth_scores is not None:
+        truths["attack"] = attack_truth(truth_scores, z, ew.truth_rule)
     names = _proxies(cfg, set(sig))
     options = WarningOptions(proxies=names, proxy_options=proxy_options_for(epochs, k_early), k_share=ew.k_share)
     T, (M, N) = len(epochs), z.shape
@@ -142,8 +148,8 @@ def validate_run(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: np
         if step >= M:
             loss = arrays["loss"]
         traces = Traces(epochs, arrays.pop("loss"), **arrays)
-        parts.append(validate_proxies(traces, z[block], {"attack": truths["attack"][block], "final_high": high},
-                                      final_adv, options))
+        block_truths = {name: (t[block] if t.ndim == 2 else t) for name, t in truths.items()}
+        parts.append(validate_proxies(traces, z[block], block_truths, final_adv, options))
     validation = ProxyValidation.concat(parts)
     measured_by = TRUTH_ATTACK if TRUTH_ATTACK in cfg.attacks else cfg.default_attack()
     tail = tail_validation(loss, z, run.load_scores(measured_by), epochs, ew.tail_alphas)
@@ -166,13 +172,15 @@ def summarise(validation: ProxyValidation, tail: TailValidation, about: dict[str
     ep = validation.epochs
     out: dict[str, Any] = dict(about)
     out["mean_truth_per_model"] = {t: _num(np.mean(s)) for t, s in validation.truth_size.items()}
-    out["k_1pct"] = _num(np.mean(validation.k_used[("attack", "1%")]))
+    out["k_1pct"] = _num(np.mean(validation.k_used[("final_high", "1%")]))  # the same k for every truth
     for f in FRACTIONS:
         j = early_index(ep, f)
         for key, (truth, k) in (("best_precision", ("attack", "1%")), ("best_v_precision", ("final_high", "truth"))):
             best: dict[str, Any] = {"proxy": None, "epoch": _num(ep[j]), "fraction": _num(ep[j] / ep[-1]),
                                     "mean": None, "ci": [None, None]}
             for p in validation.proxies:
+                if (p, truth, "precision", k) not in validation.values:
+                    continue
                 s = validation.summary(p, truth, "precision", k)
                 if np.isfinite(s.mean[j]) and (best["mean"] is None or s.mean[j] > best["mean"]):
                     best.update(proxy=p, mean=_num(s.mean[j]), ci=[_num(s.ci_low[j]), _num(s.ci_high[j])])
@@ -184,7 +192,8 @@ def summarise(validation: ProxyValidation, tail: TailValidation, about: dict[str
              ("final_high", "precision", "truth"): "v_precision_at_v", ("final_high", "auc", "all"): "v_auc",
              (SPEARMAN_TARGET, "spearman", "all"): "spearman_final_advantage"}
     for p in validation.proxies:
-        final[p] = {label: _num(validation.summary(p, *key).mean[-1]) for key, label in names.items()}
+        final[p] = {label: _num(validation.summary(p, *key).mean[-1]) if (p, *key) in validation.values else None
+                    for key, label in names.items()}
     out["final"] = final
     tail_out = {}
     for a, alpha in enumerate(tail.alphas):
