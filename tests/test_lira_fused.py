@@ -338,7 +338,7 @@ def test_score_stage_fuses_the_lira_variants_with_one_file_and_digest_each(tmp_p
     assert len({arts[f"scores/{a}.zarr"]["digest"] for a in lira_set}) == 3
 
 
-def test_named_attacks_are_rescored_alone_and_stale_family_members_join_them(tmp_path, counted):
+def test_named_attacks_are_rescored_alone_and_the_stale_ones_of_a_pass_share_it(tmp_path, counted):
     cfg, run, _ = fake_run(tmp_path, ["lira_online", "lira_offline_cdf", "lira_offline_pdf"])
     pipeline.score(cfg, run, progress=False)
     stamps = {a: written_at(run, a) for a in cfg.attacks}
@@ -347,30 +347,19 @@ def test_named_attacks_are_rescored_alone_and_stale_family_members_join_them(tmp
     assert counted["fused"] == [] and counted["single"][-3:] == ["lira_offline_cdf"] * 3
     assert written_at(run, "lira_offline_cdf") != stamps["lira_offline_cdf"]
     assert written_at(run, "lira_online") == stamps["lira_online"]
-    # a stale member of the family is scored in the same pass as the named one, and only once
     import shutil
 
-    shutil.rmtree(run.score_path("lira_offline_pdf"))
-    pipeline.score(cfg, run, progress=False)
-    assert counted["fused"] == []  # the default pass: only lira_offline_pdf was stale
+    # a named attack is scored alone, even when another of its family is stale
     shutil.rmtree(run.score_path("lira_offline_pdf"))
     counted["single"].clear()
     pipeline.score(cfg, run, ["lira_online"], progress=False)
-    assert counted["fused"] == [("lira_online", "lira_offline_pdf")] * 3 and counted["single"] == []
+    assert counted["fused"] == [] and counted["single"] == ["lira_online"] * 3
+    assert not provenance.scores_current(cfg, run, "lira_offline_pdf")
+    # the default pass scores exactly the stale ones, together when several are stale
+    shutil.rmtree(run.score_path("lira_online"))
+    pipeline.score(cfg, run, progress=False)
+    assert counted["fused"] == [("lira_online", "lira_offline_pdf")] * 3
     assert all(provenance.scores_current(cfg, run, a) for a in cfg.attacks)
-
-
-def test_a_family_member_scored_ahead_is_skipped_once_and_only_while_unchanged(tmp_path, counted):
-    cfg, run, _ = fake_run(tmp_path, ["lira_online", "lira_offline_cdf"])
-    scoring.score_attack(cfg, run, "lira_online")  # what the stage calls first: both are stale
-    assert counted["fused"] == [("lira_online", "lira_offline_cdf")] * 3
-    stamp = written_at(run, "lira_offline_cdf")
-    scoring.score_attack(cfg, run, "lira_offline_cdf")  # what the stage calls next: already done
-    assert written_at(run, "lira_offline_cdf") == stamp and counted["single"] == []
-    scoring.score_attack(cfg, run, "lira_offline_cdf")  # asked again: the token is used up
-    assert written_at(run, "lira_offline_cdf") != stamp and counted["single"] == ["lira_offline_cdf"] * 3
-    scoring.score_attack(cfg, run, "lira_offline_cdf")
-    assert counted["single"] == ["lira_offline_cdf"] * 6  # no token was left by a single pass
 
 
 def test_score_attacks_groups_any_list(tmp_path, counted):

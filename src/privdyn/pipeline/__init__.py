@@ -113,7 +113,7 @@ def ensure_membership(cfg: RunConfig, run: RunDir, n_pool: int) -> np.ndarray:
 def score(cfg: RunConfig, run: RunDir, attacks: list[str] | None = None, progress: bool = True) -> None:
     """Run the score stage for ``attacks`` (default: the config's). Named attacks are always rescored, others only
     when stale; only a pass over every configured attack marks the stage done."""
-    from privdyn.pipeline.scoring import score_attack
+    from privdyn.pipeline.scoring import score_attacks
     from privdyn.store.provenance import scores_current
 
     digest = cfg.section_hash(*SCORE_SECTIONS)
@@ -126,13 +126,11 @@ def score(cfg: RunConfig, run: RunDir, attacks: list[str] | None = None, progres
     complete = set(cfg.attacks) <= set(names)
     if complete:
         run.mark_stage("score", "running", digest)
+    # attacks named explicitly are rescored; otherwise a current artifact (e.g. finished before a
+    # kill) is kept. Attacks sharing a fused pass (the LiRA variants) are scored together.
+    todo = [a for a in names if attacks is not None or a not in current]
     with _progress(progress) as p:
-        for a in names:
-            # attacks named explicitly are rescored; otherwise a current artifact (e.g. finished
-            # before a kill) is kept
-            if attacks is None and a in current:
-                continue
-            score_attack(cfg, run, a, p)
+        score_attacks(cfg, run, todo, p)
     if complete:
         run.mark_stage("score", "done", digest)
 

@@ -25,12 +25,6 @@ from privdyn.store.rundir import RunDir
 #: The stored scores' type (see :func:`score_attack`).
 SCORE_DTYPE = np.float32
 
-#: Attacks a fused pass scored ahead of their own :func:`score_attack` call, by (run directory,
-#: attack): the manifest entry the pass recorded. The call that follows returns at once only while
-#: the manifest still holds that entry and the file is current, and the token is used up by it.
-_SCORED_AHEAD: dict[tuple[str, str], dict[str, Any]] = {}
-
-
 def fused_groups(attacks: Sequence[str]) -> list[list[str]]:
     """``attacks`` in order, those sharing a fused scoring function gathered at the first one's place."""
     groups: list[list[str]] = []
@@ -58,32 +52,8 @@ def score_attack(cfg: RunConfig, run: RunDir, attack: str, progress: Any = None)
 
     Scores are computed in float64 and stored as float32: they are made from float32 signals, so
     the dropped digits carry no information (the analysis of the quickstart is unchanged).
-
-    The configured attacks of the same fused family whose scores are stale (the ones the stage
-    scores next) are scored in the same pass; the call for one of them that follows in this
-    process then finds it done and returns without recomputing it.
     """
-    if _scored_ahead(run, attack):
-        return
-    fused = ATTACKS[attack].fused
-    group = [attack]
-    if fused is not None:
-        group += [a for a in cfg.attacks if a != attack and ATTACKS[a].fused is fused
-                  and not provenance.scores_current(cfg, run, a)]
-    _score_group(cfg, run, group, progress)
-    manifest = run.manifest().get("artifacts", {})
-    for a in group[1:]:
-        _SCORED_AHEAD[(str(run.path.resolve()), a)] = manifest.get(run.key(run.score_path(a)), {})
-
-
-def _scored_ahead(run: RunDir, attack: str) -> bool:
-    """True (once) when a fused pass just scored ``attack`` and its scores are still as it left them."""
-    entry = _SCORED_AHEAD.pop((str(run.path.resolve()), attack), None)
-    if not entry:
-        return False
-    path = run.score_path(attack)
-    now = run.manifest().get("artifacts", {}).get(run.key(path))
-    return now == entry and run.artifact_current(run.key(path), entry["digest"], path)
+    _score_group(cfg, run, [attack], progress)
 
 
 def _score_group(cfg: RunConfig, run: RunDir, group: list[str], progress: Any) -> None:
