@@ -157,7 +157,7 @@ def test_gallery_shows_the_stored_images_and_refuses_a_mismatch(tiny, tmp_path, 
     ds = load_dataset("digits", 240, 120, 5)
     assert kind == "image" and np.array_equal(ds.y_pool, d.labels)
     assert top.tolist() == common.top_samples(d, GALLERY_SIZE).tolist()
-    assert np.array_equal(x, ds.x_pool[top].astype(np.float32))  # the analysis stored the right pictures
+    assert np.array_equal(x, ds.x_pool[top].astype(np.float16).astype(np.float32))  # the right pictures
     html = (tiny / "report" / "index.html").read_text()
     assert html.count('class="thumb image"') == GALLERY_SIZE
     # the report is built from the stored results only: it never reloads the dataset
@@ -169,8 +169,14 @@ def test_gallery_shows_the_stored_images_and_refuses_a_mismatch(tiny, tmp_path, 
     monkeypatch.setattr("privdyn.data.load_dataset", no_reload)
     build_report(RunDir(copy).load_config(), RunDir(copy))
     assert (copy / "report" / "index.html").read_text().count('class="thumb image"') == GALLERY_SIZE
+    # the train stage kept the small pool's inputs, so the analysis did not make the dataset again
+    kept = pool_inputs(RunDir(copy).load_config(), RunDir(copy))
+    assert kept.kind == "image" and np.array_equal(kept.x, ds.x_pool.astype(np.float16))
     monkeypatch.undo()
-    # a run whose labels do not match the reloaded data gets no pictures, and says why
+    # without them (a large pool) it reloads the data; labels that do not match the reloaded data
+    # give no pictures, and say why
+    (copy / "inputs.npz").unlink()
+    assert np.array_equal(pool_inputs(RunDir(copy).load_config(), RunDir(copy)).x, ds.x_pool)
     labels = np.load(copy / "labels.npy")
     atomic.save_npy(copy / "labels.npy", (labels + 1) % 10)
     got = pool_inputs(RunDir(copy).load_config(), RunDir(copy))

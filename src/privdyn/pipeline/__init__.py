@@ -93,10 +93,26 @@ def train(cfg: RunConfig, run: RunDir, progress: bool = True, data: Dataset | No
                                                     cfg.seed, cfg.dataset.options, root=cfg.dataset.root)
     membership = ensure_membership(cfg, run, ds.n_pool)
     atomic.save_npy(run.path / "labels.npy", ds.y_pool)
+    save_gallery_inputs(run, ds)
     with _progress(progress) as p:
         stats = run_train_stage(cfg, run, ds, membership, p, make_trainer, group_size)
     provenance.record(run, provenance.signal_digest(cfg, run), *run.signal_files())
     run.mark_stage("train", "done", digest, n_pool=ds.n_pool, n_test=len(ds.y_test), **stats, **(note or {}))
+
+
+#: Pools whose inputs the train stage keeps (``inputs.npz``, float16) for the report's gallery: small
+#: ones, which include the generated datasets that are slow to make again (MNIST-1D: about 10 s).
+#: Larger pools are read again from their files by the analysis.
+GALLERY_INPUTS_BYTES = 16 << 20
+
+
+def save_gallery_inputs(run: RunDir, ds: Dataset) -> None:
+    """``inputs.npz``: the pool's inputs (float16) of an image or sequence dataset that is small
+    enough, so that the analysis can store the most vulnerable samples' pictures without making
+    the dataset again."""
+    if ds.kind in ("image", "sequence") and ds.x_pool.size * 2 <= GALLERY_INPUTS_BYTES:
+        atomic.save_npz(run.path / "inputs.npz", compress=True, x=np.asarray(ds.x_pool, dtype=np.float16),
+                        kind=np.array(ds.kind))
 
 
 def ensure_membership(cfg: RunConfig, run: RunDir, n_pool: int) -> np.ndarray:

@@ -104,13 +104,18 @@ class PoolInputs:
 
 
 def pool_inputs(cfg: RunConfig, run: RunDir) -> PoolInputs:
-    """The run's pool inputs, reloaded once per analyze stage from its config (cheap for built-in
-    data), or the reason there is no picture. The run's ``labels.npy`` must match the reloaded
-    labels, so a changed dataset or loader can never put the wrong picture next to a sample."""
+    """The run's pool inputs: those the train stage kept (``inputs.npz``, small pools), else
+    reloaded once per analyze stage from the config, or the reason there is no picture. Reloaded
+    labels must match the run's ``labels.npy``, so a changed dataset or loader can never put the
+    wrong picture next to a sample."""
     from privdyn.data import load_dataset
     from privdyn.errors import PrivdynError
 
-    c, labels = cfg.dataset, run.path / "labels.npy"
+    c, labels, kept = cfg.dataset, run.path / "labels.npy", run.path / "inputs.npz"
+    if kept.exists() and labels.exists():
+        stored = atomic.load_npz(kept)
+        if len(stored["x"]) == len(run.load_array(labels, "labels")):
+            return PoolInputs(stored["x"], str(stored["kind"]))
     if cfg.source.kind != "train":
         return PoolInputs(None, "", f"the inputs of a run whose data came from outside privdyn ({cfg.source.kind}) "
                                     "are not stored in it")
