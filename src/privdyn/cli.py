@@ -269,12 +269,14 @@ def defend(
     target = out_dir or Path("runs") / "defend" / cfg.name
     g = parse_grid(grid)
     if dry_run:
+        from rich.markup import escape
+
         sw, kinds = build_sweep(cfg, g, target)
         t = Table("point", "kind", "what")
         for p in sw.points:
-            d = p.config.defence
-            t.add_row(p.slug, kinds[p.slug], d.label() if d.enabled else "DP-SGD" if p.config.training.dp.enabled
-                      else "no defence")
+            d, dp = p.config.defence, p.config.training.dp
+            t.add_row(p.slug, kinds[p.slug], escape(d.label()) if d.enabled else
+                      f"DP-SGD sigma={dp.noise_multiplier:g} C={dp.max_grad_norm:g}" if dp.enabled else "no defence")
         out.print(t)
         return
     result, paths = run_defend(cfg, g, target, progress=not no_progress,

@@ -202,7 +202,17 @@ def static_frontier(frontier: pd.DataFrame, out: Path) -> list[figures.Written]:
                                linewidths=0.8)
             ax.set_title(title, fontsize="small")
             ax.set(xlabel="test accuracy")
-        fig.tight_layout()
+        from matplotlib.lines import Line2D
+
+        kinds = [k for k in ("baseline", "intervention", "random", "oracle", "dp") if (frontier["kind"] == k).any()]
+        shapes = [Line2D([], [], ls="", marker=marker[k], color="#555", mfc="none" if k == "oracle" else "#555",
+                         label={"oracle": "ORACLE", "dp": "DP-SGD", "intervention": "proxy rule"}.get(k, k))
+                  for k in kinds]
+        actions = [a for a in ("remove", "clip", "weight") if (frontier["action"] == a).any()]
+        colours = [Line2D([], [], ls="", marker="o", color=COLOURS[a], label=a) for a in actions]
+        fig.legend(handles=shapes + colours, loc="lower center", ncol=len(shapes) + len(colours), frameon=False,
+                   bbox_to_anchor=(0.5, -0.02))
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
         return [figures.save(fig, out, "defence_frontier", "TPR at 0.1% and 1% FPR and the own top-1% advantage "
                              "against test accuracy (hollow diamonds: ORACLE; dotted: DP-SGD).")]
 

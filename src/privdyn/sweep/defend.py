@@ -336,7 +336,7 @@ def defence_comparison(sweep: Sweep, kinds: dict[str, str], out: Path, grid: Def
     atomic.write_parquet(paths["frontier"], frontier)
     atomic.write_parquet(paths["flagged"], flagged)
     atomic.write_parquet(paths["onion"], onion)
-    summary_json = summarise(frontier, matched, cells, attack, base_pt.config, grid)
+    summary_json = summarise(frontier, matched, cells, attack, base_pt.config, grid, sweep.spec.name)
     atomic.write_json(paths["summary"], summary_json)
     from privdyn.report.defence import build_defence_report
 
@@ -366,7 +366,7 @@ def _match_dp(frontier: pd.DataFrame, match: str) -> dict[str, Any] | None:
 
 
 def summarise(frontier: pd.DataFrame, matched: dict[str, Any] | None, cells: dict[str, Any], attack: str,
-              cfg: RunConfig, grid: DefendGrid) -> dict[str, Any]:
+              cfg: RunConfig, grid: DefendGrid, name: str) -> dict[str, Any]:
     """``defence_summary.json``: the setup, every point's record, the matched DP point and the verdicts."""
     def clean(v: Any) -> Any:
         if isinstance(v, (float, np.floating)):
@@ -394,12 +394,12 @@ def summarise(frontier: pd.DataFrame, matched: dict[str, Any] | None, cells: dic
                                              and rec["tpr_at_fpr_0.001"] < mm["tpr_at_fpr_0.001"]
                                              and rec["own_top1pct_adv"] <= mm["own_top1pct_adv"])
         verdicts.append(entry)
-    return {"name": cfg.name, "attack": attack, "rule": cfg.analysis.rule, "grid_size": cfg.grid_size(),
+    return {"name": name, "attack": attack, "rule": cfg.analysis.rule, "grid_size": cfg.grid_size(),
             "bands": cfg.analysis.states.bands().label(), "grid": grid.model_dump(mode="json"),
             "judged_on": "TPR at 0.1% and 1% FPR; the mean final advantage of each run's own 1% most vulnerable "
                          "samples (own_top1pct_adv) and of the baseline's finally-vulnerable set V "
                          "(baseline_vulnerable_adv)",
-            "oracle_note": "points of kind oracle flag from the baseline's own final shadow-model plane: an upper "
+            "oracle_note": "Points of kind oracle flag from the baseline's own final shadow-model plane: an upper "
                            "bound on what the dynamics could buy, not a realistic defence",
             "beats_matched_dp_means": "test accuracy at least the matched DP point's, a lower TPR at 0.1% FPR and "
                                       "an own-top-1% advantage no higher",

@@ -409,7 +409,8 @@ def read_flags(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, A
     run = RunDir(run_dir)
     npz = run.path / FLAGS_FILE
     if not npz.exists():
-        raise PrivdynError(f"{run.path} has no {FLAGS_FILE}: it was not trained with defence.enabled=true")
+        raise PrivdynError(f"{run.path} has no {FLAGS_FILE}: it was not trained with defence.enabled=true, or the "
+                           f"file was removed (retrain it: `privdyn train {run.path}`)")
     integrity.verify(npz)
     with np.load(npz, allow_pickle=False) as f:
         flags, epochs = f["flags"], f["epochs"]
