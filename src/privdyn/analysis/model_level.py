@@ -112,28 +112,113 @@ def bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarr
 #: elements per [rows, B] block of bootstrap weights held at once
 _BLOCK = 1 << 22
 
+#: how many standard deviations of a replicate's running weight a scan window first reaches
+#: below (and above) its target ranks; the window is verified and widened when that is too few
+_WINDOW_SD = 4.0
 
-def _first_exceeding(weights: np.ndarray, rows: np.ndarray, ranks: np.ndarray) -> np.ndarray:
-    """For every replicate b and target ``ranks[:, b]``, the first position d along ``rows`` at which
-    the running weight sum_{d' <= d} weights[rows[d'], b] exceeds the target. Scans ``rows`` in
-    blocks (the first sized for the largest target, then doubling) and stops once every target
-    is found, so only the rows up to the last hit are read. Within a block, the columns' running
-    sums are laid end to end with offsets so that one ``searchsorted`` finds every position."""
-    n_boot = weights.shape[1]
+#: rows per sub-block whose running sums :func:`_block_crossings` forms only where a target crosses
+_SUB = 64
+
+
+def _block_crossings(block: np.ndarray, left: np.ndarray, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """Per target row ``left[k]`` and column b, the first row d of ``block [W, B]`` whose running
+    column sum (rows 0..d) exceeds ``left[k, b]`` (-1 where none does), and the column totals.
+
+    Exact integers in ``dtype``. The column sums of sub-blocks of :data:`_SUB` rows are formed
+    first (a vectorised pass) and accumulated; per target, only the one sub-block where each
+    column crosses is gathered and summed row by row (a cumulative sum along rows is several
+    times slower per element than a plain sum, so it runs on B x _SUB entries, not W x B)."""
+    W, n_boot = block.shape
+    full = W // _SUB
+    sums = np.empty((-(-W // _SUB), n_boot), dtype=dtype)
+    sums[:full] = block[:full * _SUB].reshape(full, _SUB, n_boot).sum(axis=1, dtype=dtype)
+    if W % _SUB:
+        sums[full] = block[full * _SUB:].sum(axis=0, dtype=dtype)
+    cum: np.ndarray = np.cumsum(sums, axis=0, dtype=dtype)
+    cols = np.arange(n_boot)
+    out = np.full(left.shape, -1, dtype=np.int64)
+    for k, target in enumerate(left):
+        sub = np.count_nonzero(cum <= target, axis=0)  # the sub-block where the running sum exceeds it
+        crosses = sub < len(cum)
+        if not crosses.any():
+            continue
+        sub = np.minimum(sub, len(cum) - 1)
+        before: np.ndarray = np.where(sub > 0, cum[np.maximum(sub - 1, 0), cols], 0).astype(dtype)
+        idx = np.minimum(sub * _SUB + np.arange(_SUB)[:, None], W - 1)  # repeats the last row past W
+        run = np.cumsum(block[idx, cols], axis=0, dtype=dtype) + before
+        out[k] = np.where(crosses, sub * _SUB + np.count_nonzero(run <= target, axis=0), -1)
+    return out, cum[-1]
+
+
+def _first_exceeding(weights: np.ndarray, rows: np.ndarray, ranks: np.ndarray,
+                     limit: int | None = None) -> np.ndarray:
+    """For every replicate b and target ``ranks[k, b]``, the first position d along ``rows`` at
+    which the running weight S_b(d) = sum_{d' <= d} weights[rows[d'], b] exceeds the target
+    (-1 where it never does within ``rows``).
+
+    The running weight before position L is C_b(L) = sum_i c_i(L) weights[i, b], where c_i(L)
+    counts sample i among ``rows[:L]``: for one prefix, every replicate's value comes from one
+    bincount and one ``[N] @ [N, B]`` product, whatever the number of pairs. Bootstrap weights
+    average 1, so C_b(L) is L on average with variance sum_i c_i(L)^2 - L^2 / N (multinomial
+    weights), and each target's crossings lie within a few standard deviations of its rank.
+    So per target a window start L0 is placed :data:`_WINDOW_SD` standard deviations below the
+    lowest replicate's rank and checked with one product (C_b(L0) <= rank for every b; else L0
+    moves down, the gap doubling, until it holds, at the latest at L0 = 0). From C_b(L0), exact
+    running sums over ``rows[L0:]`` (:func:`_block_crossings`, all replicates at once) find every
+    crossing: first up to the estimated end of the window (as far above the highest rank), then
+    in doubling blocks until every target is found or ``rows`` ends. Targets whose windows
+    overlap (the two ranks of one alpha) share one window. So only a few standard deviations of
+    rows are read per target, not the whole top, in exact integers: int32 when no prefix weight
+    can reach 2**31 (``limit``, a bound on every replicate's total weight of ``rows``, when
+    known; else ``len(rows)`` times the largest weight), else int64. Equal to one running sum
+    over all of ``rows``.
+    """
+    N, n_boot = weights.shape
+    n = len(rows)
     found = np.full(ranks.shape, -1, dtype=np.int64)
-    total = np.zeros(n_boot)
-    cap = max(1, _BLOCK // n_boot)
-    start, step = 0, min(cap, int(1.1 * ranks.max()) + 64)
-    while start < len(rows) and (found < 0).any():
-        # float64 counts are exact integers (< 2**53)
-        run = np.cumsum(weights[rows[start:start + step]], axis=0, dtype=np.float64) + total
-        hit = (found < 0) & (run[-1] > ranks)
-        if hit.any():
-            span = np.arange(n_boot) * (run[-1].max() + 1)
-            idx = np.searchsorted((run + span).T.ravel(), ranks + span, side="right")
-            found[hit] = (start + idx - np.arange(n_boot) * len(run))[hit]
-        total = run[-1]
-        start, step = start + step, min(cap, 2 * step)
+    if n == 0:
+        return found
+    if limit is None:  # every prefix weight, and so every running sum, is at most this
+        limit = n * int(weights.max(initial=0))
+    dtype = np.int64 if limit >= 2**31 else np.int32
+    w: np.ndarray = weights.astype(dtype, copy=False)
+    r_min, r_max = ranks.min(axis=1), ranks.max(axis=1)
+    windows: list[tuple[int, int, int, list[int]]] = []  # (start, estimated end, gap, targets)
+    for k in np.argsort(r_min, kind="stable").tolist():
+        centre = min(int(r_min[k]) + 1, n)
+        if windows:
+            start, end, gap, members = windows[-1]
+            if centre - gap <= end:
+                windows[-1] = (start, max(end, int(r_max[k]) + 1 + gap), gap, [*members, k])
+                continue
+        c = np.bincount(rows[:centre], minlength=N)
+        gap = int(_WINDOW_SD * np.sqrt(max(int(np.dot(c, c)) - centre**2 / N, 0.0))) + 16
+        windows.append((max(0, centre - gap), int(r_max[k]) + 1 + gap, gap, [k]))
+    cap = max(_SUB, _BLOCK // n_boot)
+    for start, end, gap, members in windows:
+        targets = ranks[members]
+        while True:  # a start at or below every replicate's targets
+            total = np.zeros(n_boot, dtype=np.int64)
+            if 0 < start <= min(cap, N // 4):  # fewer rows than the product reads
+                total += w[rows[:start]].sum(axis=0, dtype=dtype)
+            elif start:
+                total += np.einsum("n,nb->b", np.bincount(rows[:start], minlength=N).astype(dtype), w)
+            if start == 0 or (total <= targets).all():
+                break
+            gap *= 2
+            start = max(0, start - gap)
+        pos, step = start, min(cap, max(end - start, _SUB))
+        hits = found[members]
+        while pos < n and (hits < 0).any():
+            block = w[rows[pos:pos + step]]
+            todo = np.flatnonzero((hits < 0).any(axis=1))
+            # the targets above this block's start, clipped to its running sums' range
+            left = np.clip(targets[todo] - total, -1, np.iinfo(dtype).max).astype(dtype)
+            got, block_total = _block_crossings(block, left, dtype)
+            hits[todo] = np.where((hits[todo] < 0) & (got >= 0), pos + got, hits[todo])
+            total += block_total
+            pos, step = pos + len(block), min(cap, max(gap, _SUB) if pos == start else 2 * step)
+        found[members] = hits
     return found
 
 
@@ -159,7 +244,8 @@ def tpr_at_fpr_boot(scores: np.ndarray, membership: np.ndarray, alphas: list[flo
     its M pairs, ``weights[i, b]`` times. Nothing is copied. The replicate's threshold is numpy's
     linear (1 - alpha) quantile of its repeated OUT scores: the two order statistics around it are
     found by running weighted counts down from the top OUT score (only the top ~alpha share is
-    sorted and read). The IN weight above it is the weight above the highest replicate threshold
+    sorted, and only windows of a few standard deviations around each rank are read:
+    :func:`_first_exceeding`). The IN weight above it is the weight above the highest replicate threshold
     (one integer product of per-sample counts and weights) plus, per replicate, the IN pairs
     between the lowest and the highest replicate threshold. Equal to :func:`tpr_at_fpr` on the
     explicitly repeated arrays.
@@ -181,10 +267,10 @@ def tpr_at_fpr_boot(scores: np.ndarray, membership: np.ndarray, alphas: list[flo
     r_lo = (n_out - 1 - lo).astype(np.int64)  # ranks from the top of positions lo and lo + 1
     ranks = np.concatenate([r_lo, np.maximum(r_lo - 1, 0)])
     top = _descending(out_s, int(1.2 * max(alphas) * out_s.size) + 1024)
-    pos = _first_exceeding(w, out_j[top], ranks)
+    pos = _first_exceeding(w, out_j[top], ranks, int(n_out.max()))
     if (pos < 0).any():  # an extreme replicate reaches below the sorted top: sort everything
         top = _descending(out_s, out_s.size)
-        pos = _first_exceeding(w, out_j[top], ranks)
+        pos = _first_exceeding(w, out_j[top], ranks, int(n_out.max()))
     a, b = np.split(out_s[top[pos]], 2)
     diff = b - a
     tau = np.where(frac >= 0.5, b - diff * (1 - frac), a + diff * frac)  # numpy's _lerp, [A, B]
