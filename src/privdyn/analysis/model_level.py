@@ -23,7 +23,14 @@ def fpr_threshold(scores: np.ndarray, membership: np.ndarray, alpha: float) -> f
 
 def tpr_at_fpr(scores: np.ndarray, membership: np.ndarray, alpha: float) -> float:
     """Share of IN pairs above :func:`fpr_threshold` (the plane's rule)."""
-    return float((scores[membership] > fpr_threshold(scores, membership, alpha)).mean())
+    return float(tpr_at_fprs(scores, membership, [alpha])[0])
+
+
+def tpr_at_fprs(scores: np.ndarray, membership: np.ndarray, alphas: list[float]) -> np.ndarray:
+    """:func:`tpr_at_fpr` at several alphas, ``[len(alphas)]``: one selection of the OUT scores
+    finds every threshold (numpy's quantiles of a vector of levels equal the single-level ones)."""
+    taus = np.quantile(scores[~membership], 1.0 - np.asarray(alphas, dtype=np.float64))
+    return (scores[membership][:, None] > taus[None, :]).mean(axis=0)
 
 
 class RankCounts(NamedTuple):
@@ -59,7 +66,10 @@ def rank_counts(scores: np.ndarray, membership: np.ndarray) -> RankCounts:
 
 def _pair_counts(scores: np.ndarray, membership: np.ndarray) -> RankCounts:
     """:func:`rank_counts` over all (model, sample) pairs of one checkpoint."""
-    return rank_counts(np.asarray(scores, dtype=np.float64).ravel(), np.asarray(membership, dtype=bool).ravel())
+    s = np.asarray(scores)
+    # float32 scores sort as they are (their order and ties are those of the float64 values)
+    s = s if s.dtype in (np.float32, np.float64) else s.astype(np.float64)
+    return rank_counts(s.ravel(), np.asarray(membership, dtype=bool).ravel())
 
 
 def global_auc(scores: np.ndarray, membership: np.ndarray) -> float:
@@ -318,11 +328,13 @@ def checkpoint_metrics_of(scores: Mapping[str, Checkpoints], membership: np.ndar
     for t in range(T):
         weights = bootstrap_weights(N, n_boot, np.random.default_rng([seed, t]))
         for name, attack_scores in scores.items():
-            s = np.asarray(attack_scores[t], dtype=np.float64)
+            raw = np.asarray(attack_scores[t])
+            s = raw.astype(np.float64)
             o = out[name]
-            o["auc"][t], o["balanced_accuracy"][t] = roc_auc_and_balanced_accuracy(s, membership)
+            o["auc"][t], o["balanced_accuracy"][t] = roc_auc_and_balanced_accuracy(raw, membership)
             boot = tpr_at_fpr_boot(s, membership, alphas, weights)
-            for a, reps in zip(alphas, boot, strict=True):
-                o[f"tpr_at_fpr_{a:g}"][t] = tpr_at_fpr(s, membership, a)
+            point = tpr_at_fprs(s, membership, alphas)
+            for a, reps, p in zip(alphas, boot, point, strict=True):
+                o[f"tpr_at_fpr_{a:g}"][t] = p
                 o[f"tpr_at_fpr_{a:g}_ci_low"][t], o[f"tpr_at_fpr_{a:g}_ci_high"][t] = percentile_ci(reps, level)
     return out
