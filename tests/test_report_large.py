@@ -15,7 +15,9 @@ import pytest
 from browser import find_chromium, inspect_page  # tests/browser.py (pytest puts tests/ on sys.path)
 
 from privdyn.analysis import clusters, difficulty, dynamics, early, population
+from privdyn.analysis.plane import Plane
 from privdyn.config import config_from_dict
+from privdyn.pipeline.analysis import pool_inputs, save_gallery
 from privdyn.report.html import build_report
 from privdyn.store import atomic
 from privdyn.store.rundir import RunDir
@@ -66,6 +68,9 @@ def fake_run(path, n=N, t=T, m=M, seed=0) -> RunDir:
         **{f"n_{s}": (st == k).sum(axis=1) for k, s in enumerate(population.STATE_NAMES)},
         "recall": early.recall_curve(adv, vulnerable), "spearman_to_final": early.spearman_to_final(adv),
         "p_to_high": np.append(dynamics.p_to_high(counts), np.nan)}))
+    # what the analysis stores for the gallery: for tabular data, why there is no picture
+    plane = Plane.from_arrays({"fpr": fpr, "tpr": tpr, "adv": adv, "auc": auc, "tau": np.zeros(t)})
+    save_gallery(adir / "gallery.npz", plane, pool_inputs(cfg, rd))
     atomic.write_parquet(adir / "transitions.parquet", dynamics.transitions_table(counts, epochs))
     atomic.write_parquet(adir / "clusters.parquet", names)
     atomic.write_parquet(adir / "difficulty_deciles.parquet",

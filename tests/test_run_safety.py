@@ -90,8 +90,8 @@ def test_score_subset_records_provenance_and_only_stale_attacks_are_rescored(don
     scored = []
     from privdyn.pipeline import scoring as stage
 
-    real = stage.score_attack
-    monkeypatch.setattr(stage, "score_attack", lambda cfg, r, a, p=None: scored.append(a) or real(cfg, r, a, p))
+    real = stage._score_group  # every pass of the stage, one attack or a fused family
+    monkeypatch.setattr(stage, "_score_group", lambda cfg, r, group, p: scored.extend(group) or real(cfg, r, group, p))
     pipeline.run_all(rd.load_config(), run, progress=False, with_report=False)
     assert scored == ["lira_offline_cdf"]
     assert written_at(run, "scores/lira_online.zarr") == stamp
@@ -410,8 +410,9 @@ def test_a_killed_analysis_redoes_only_the_unfinished_attack(done_run, tmp_path,
     stamp = (run / "analysis" / "lira_online" / "fpr_0.01" / "epoch.parquet").stat().st_mtime_ns
     from privdyn.pipeline import analysis as stage
 
-    done, real = [], stage.analyze
-    monkeypatch.setattr(stage, "analyze", lambda cfg, r, a, rule, m=None: done.append(a) or real(cfg, r, a, rule, m))
+    done, real = [], stage.analyze_attacks
+    monkeypatch.setattr(stage, "analyze_attacks", lambda cfg, r, attacks, rule, m=None, **kw:
+                        done.extend(attacks) or real(cfg, r, attacks, rule, m, **kw))
     pipeline.run_all(rd.load_config(), run, progress=False)
     assert done == ["lira_offline_cdf"]
     assert (run / "analysis" / "lira_online" / "fpr_0.01" / "epoch.parquet").stat().st_mtime_ns == stamp

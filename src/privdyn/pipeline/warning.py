@@ -64,15 +64,16 @@ FILES = ("early_warning.parquet", "early_warning_model.parquet")
 
 
 def pool_signals(cfg: RunConfig, run: RunDir) -> dict[str, CheckpointArray]:
-    """The stored pool signals a proxy can use, ``[T, M, N]`` at the identity query, as float32
-    (el2n only where the run stored it)."""
+    """The stored pool signals a proxy can use, ``[T, M, N]`` at the identity query, as float32:
+    the loss, which every run stores, and phi, correct and el2n where the run stored them (the
+    proxies that need a missing one are left out)."""
     from privdyn.pipeline.analysis import identity_query
 
     q = identity_query(cfg)
     out = {}
     for name in ("loss", "phi", "correct", "el2n"):
         path = run.signal_path(name)
-        if name == "el2n" and not path.exists():
+        if name != "loss" and not path.exists():
             continue
         out[name] = run.checkpoints(path, f"signal {name}").at_query(q).as_type(np.float32)
     return out
