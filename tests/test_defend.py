@@ -1,16 +1,14 @@
 """`privdyn defend` (sweep/defend.py, report/defence.py, analysis/defence.py): the generated study
 runs end to end at tiny size and writes one comparison; its grid, labels and matching rules."""
 
-import contextlib
 import copy
-import io
 import json
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from cli_runner import run_cli  # tests/cli_runner.py
 
 from privdyn.analysis import defence as core
 from privdyn.analysis.population import Bands
@@ -33,23 +31,8 @@ TINY = {
 
 def cli(*args):
     """``privdyn ARGS`` in this process: (exit code, stdout, stderr)."""
-    from privdyn import cli as module
-
-    outs, errs = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["privdyn", *args]
-    code = 0
-    old = module.out.file, module.err.file
-    module.out.file, module.err.file = outs, errs
-    try:
-        with contextlib.redirect_stdout(outs), contextlib.redirect_stderr(errs):
-            module.main()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        sys.argv = argv
-        module.out.file, module.err.file = old
-    return code, outs.getvalue(), errs.getvalue()
+    done = run_cli(*args)
+    return done.returncode, done.stdout, done.stderr
 
 
 # ----- the grid --------------------------------------------------------------------------------
@@ -68,6 +51,11 @@ def test_the_study_lists_baseline_interventions_controls_oracle_and_dp(tmp_path)
     assert orc.is_oracle and orc.oracle_source()[0] == str((tmp_path / "runs" / BASELINE).resolve())
     assert by["dp-sgd-sigma1"].training.dp.enabled and by["dp-sgd-sigma1"].training.dp.noise_multiplier == 1.0
     assert {kinds[s] for s in slugs} == {"baseline", "intervention", "random", "oracle", "dp"}
+    sweep, kinds = build_sweep(cfg, parse_grid(["actions=remove", "oracle=false", "random=", "dp_clip=1,5",
+                                                "dp_noise=0.5"]), tmp_path)
+    assert [p.slug for p in sweep.points] == [BASELINE, "remove-lt_iqr-k0.05-t2", "dp-sgd-sigma0.5",
+                                              "dp-sgd-sigma0.5-C5"]
+    assert sweep.points[-1].config.training.dp.max_grad_norm == 5.0
     # the baseline trains exactly as the config alone would (same hash)
     from privdyn.config import TRAIN_SECTIONS
 
