@@ -51,6 +51,11 @@ def test_the_study_lists_baseline_interventions_controls_oracle_and_dp(tmp_path)
     assert orc.is_oracle and orc.oracle_source()[0] == str((tmp_path / "runs" / BASELINE).resolve())
     assert by["dp-sgd-sigma1"].training.dp.enabled and by["dp-sgd-sigma1"].training.dp.noise_multiplier == 1.0
     assert {kinds[s] for s in slugs} == {"baseline", "intervention", "random", "oracle", "dp"}
+    sweep, kinds = build_sweep(cfg, parse_grid(["actions=remove", "oracle=false", "random=", "dp_clip=1,5",
+                                                "dp_noise=0.5"]), tmp_path)
+    assert [p.slug for p in sweep.points] == [BASELINE, "remove-lt_iqr-k0.05-t2", "dp-sgd-sigma0.5",
+                                              "dp-sgd-sigma0.5-C5"]
+    assert sweep.points[-1].config.training.dp.max_grad_norm == 5.0
     # the baseline trains exactly as the config alone would (same hash)
     from privdyn.config import TRAIN_SECTIONS
 
@@ -95,7 +100,9 @@ def test_onion_counts_the_samples_the_intervention_exposed():
     assert on.new_high.tolist() == [True, False, True, False, False, False]
     assert on.high_to_lower.tolist() == [False, False, False, False, True, False]
     assert on.summary() == {"n_safe_to_high": 1, "n_new_high": 2, "n_high_to_lower": 1, "new_high_from_safe": 1,
-                            "new_high_from_low": 1, "new_high_from_medium": 0}
+                            "new_high_from_low": 1, "new_high_from_medium": 0, "safe_to_high_baseline_fpr": 0.1,
+                            "safe_to_high_baseline_tpr": 0.1, "safe_to_high_baseline_auc": 0.5,
+                            "safe_baseline_auc": 0.5125}
     assert on.baseline_cells.sum() == 1 and on.baseline_cells[0, 0] == 1  # FPR 0.1, TPR 0.1: the first cell
 
 

@@ -108,19 +108,21 @@ class Onion:
     high_to_lower: np.ndarray
     new_high_by_state: dict[str, int]
     baseline_cells: np.ndarray  # [G, G] counts: row = TPR_i cell (bottom first), column = FPR_i cell
+    origin: dict[str, float]    # where the safe-to-high samples sat on the baseline plane, against all safe ones
 
     def summary(self) -> dict[str, Any]:
-        """The counts, for the comparison's JSON and tables."""
+        """The counts and the origin, for the comparison's JSON and tables."""
         return {"n_safe_to_high": int(self.safe_to_high.sum()), "n_new_high": int(self.new_high.sum()),
                 "n_high_to_lower": int(self.high_to_lower.sum()),
-                **{f"new_high_from_{k}": v for k, v in self.new_high_by_state.items()}}
+                **{f"new_high_from_{k}": v for k, v in self.new_high_by_state.items()}, **self.origin}
 
 
 def onion(base: FinalPlane, run: FinalPlane, grid: int) -> Onion:
     """Samples the intervention exposed: safe (state 0) in the baseline and high under it, and
     more broadly any sample that was not high and ends high; with the samples that left the
-    high state for comparison, the baseline states of the newly high, and the baseline plane
-    cells of the safe-to-high ones."""
+    high state for comparison, the baseline states of the newly high, the baseline plane cells
+    of the safe-to-high ones and their mean baseline FPR_i, TPR_i and AUC_i (beside the mean
+    baseline AUC_i of every safe sample: were they the next layer of the onion?)."""
     high = len(STATE_NAMES) - 1
     safe_to_high = (base.state == 0) & (run.state == high)
     new_high = (base.state < high) & (run.state == high)
@@ -130,7 +132,15 @@ def onion(base: FinalPlane, run: FinalPlane, grid: int) -> Onion:
     if safe_to_high.any():
         c = grid_cells(base.fpr[safe_to_high], base.tpr[safe_to_high], grid)
         np.add.at(cells.reshape(-1), c, 1)
-    return Onion(safe_to_high, new_high, lower, by_state, cells)
+    safe = base.state == 0
+
+    def mean(x: np.ndarray, mask: np.ndarray) -> float:
+        return float(np.nanmean(x[mask])) if mask.any() else math.nan
+
+    origin = {f"safe_to_high_baseline_{k}": mean(v, safe_to_high) for k, v in
+              (("fpr", base.fpr), ("tpr", base.tpr), ("auc", base.auc))}
+    origin["safe_baseline_auc"] = mean(base.auc, safe)
+    return Onion(safe_to_high, new_high, lower, by_state, cells, origin)
 
 
 def nearest(values: np.ndarray, target: float) -> int:

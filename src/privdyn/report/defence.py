@@ -53,14 +53,22 @@ def _name(row: Any) -> str:
     return f"ORACLE {row['label']}" if row["oracle"] else str(row["label"])
 
 
+def dp_curves(frontier: pd.DataFrame) -> list[pd.DataFrame]:
+    """The DP-SGD points, one curve per clipping norm, each sorted by test accuracy."""
+    dp = frontier[frontier["kind"] == "dp"]
+    if not len(dp):
+        return []
+    by = dp["dp_clip"] if "dp_clip" in dp else pd.Series(0.0, index=dp.index)
+    return [g.sort_values("test_accuracy") for _, g in dp.groupby(by, sort=True)]
+
+
 def frontier_panel(frontier: pd.DataFrame) -> Panel:
     """Three scatter panels against test accuracy; DP-SGD joined by a line, the matched point ringed."""
     if not len(frontier):
         raise Missing("no finished point")
     fig = make_subplots(rows=1, cols=len(FRONTIER), subplot_titles=[t for _, t in FRONTIER], horizontal_spacing=0.07)
     for c, (col, _) in enumerate(FRONTIER, 1):
-        dp = frontier[frontier["kind"] == "dp"].sort_values("test_accuracy")
-        if len(dp):
+        for dp in dp_curves(frontier):
             fig.add_trace(go.Scatter(x=dp["test_accuracy"], y=dp[col].astype(F4), mode="lines", showlegend=False,
                                      line=dict(color=COLOURS["dp"], width=1, dash="dot"), hoverinfo="skip"),
                           row=1, col=c)
@@ -80,7 +88,8 @@ def frontier_panel(frontier: pd.DataFrame) -> Panel:
                          "interventions (an early-warning proxy from each model's own signals); crosses: random "
                          "flags (the control); hollow diamonds: ORACLE flags from the baseline's own final plane "
                          "(an upper bound, not a realistic defence); squares joined by a dotted line: DP-SGD at "
-                         "each noise multiplier, the one at matched test accuracy drawn larger.")
+                         "each noise multiplier (one line per clipping norm), the one at matched test accuracy "
+                         "drawn larger.")
 
 
 def flagged_panel(frontier: pd.DataFrame) -> Panel:
@@ -178,8 +187,9 @@ def point_table(frontier: pd.DataFrame) -> Panel:
                         None if num is None or not math.isfinite(float(num)) else float(num)))
         rows.append(row)
     return Panel("def-table", "Every point", html=sortable_table(cols, rows), wide=True,
-                 caption="defence_frontier.parquet holds these and more columns (the DP frontier interpolated at "
-                         "each point's accuracy, the flagged samples' AUC and share high).")
+                 caption="defence_frontier.parquet holds these and more columns (the best DP-SGD value among the "
+                         "DP points at least as accurate as each point, the flagged samples' AUC and share high, "
+                         "where the newly exposed samples sat on the baseline plane).")
 
 
 def static_frontier(frontier: pd.DataFrame, out: Path) -> list[figures.Written]:
@@ -190,8 +200,8 @@ def static_frontier(frontier: pd.DataFrame, out: Path) -> list[figures.Written]:
     with matplotlib.rc_context(figures.STYLE):
         fig, axes = subplots(1, len(FRONTIER), figsize=(7.0, 2.4), squeeze=False)
         for ax, (col, title) in zip(axes[0], FRONTIER, strict=True):
-            dp = frontier[frontier["kind"] == "dp"].sort_values("test_accuracy")
-            ax.plot(dp["test_accuracy"], dp[col], ":", color=COLOURS["dp"], lw=1)
+            for dp in dp_curves(frontier):
+                ax.plot(dp["test_accuracy"], dp[col], ":", color=COLOURS["dp"], lw=1)
             for _, r in frontier.iterrows():
                 size = 40 if r["dp_matched"] else 18
                 if r["kind"] == "oracle":  # hollow

@@ -9,7 +9,7 @@ From one run config it builds a sweep (one zip group, every point named by its l
   an effect is the intervention itself rather than the choice of samples;
 - ``oracle`` points (flags from the baseline's own final plane, read from its run directory):
   an upper bound on what the dynamics could buy, labelled ORACLE everywhere;
-- DP-SGD at each noise multiplier of ``dp_noise`` (clip ``dp_clip``), the baseline to beat.
+- DP-SGD at each noise multiplier of ``dp_noise`` and clipping norm of ``dp_clip``, the baseline to beat.
 
 The sweep machinery runs them (finished points are skipped, a killed point resumes), writes its
 usual comparison tables, and then :func:`defence_comparison` writes ``defence_frontier.parquet``
@@ -23,8 +23,9 @@ plane), ``defence_summary.json`` and the page ``defence_report/index.html``.
 DP-SGD at matched test accuracy: the DP point whose final test accuracy is closest to the target
 (``match: interventions``, the default: the median test accuracy of the realistic
 interventions; ``match: baseline``: the baseline's). Every intervention is also compared with
-the DP frontier itself: DP's TPR interpolated (linearly, between the DP points sorted by test
-accuracy) at the intervention's accuracy, NaN outside the DP points' range.
+the DP frontier itself: per metric, the best (lowest) value among the DP points at least as
+accurate as the intervention (``best_dp_*``), and the DP points that dominate it (at least as
+accurate and no worse on every metric).
 """
 
 from __future__ import annotations
@@ -80,12 +81,13 @@ class DefendGrid(BaseModel):
     noise_multiplier: list[float] = Field(default_factory=lambda: [0.0], description="clip: noise on the flagged sum")
     weight: list[float] = Field(default_factory=lambda: [0.1], description="weight: the factor on the flagged loss")
     dp_noise: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0], description="DP-SGD noise multipliers")
-    dp_clip: float = Field(1.0, gt=0, description="DP-SGD per-sample clipping norm")
+    dp_clip: list[float] = Field(default_factory=lambda: [1.0], description="DP-SGD per-sample clipping norms")
     match: Literal["interventions", "baseline"] = Field(
         "interventions", description="the test accuracy DP is matched to: the median of the realistic "
         "interventions, or the baseline's")
 
-    @field_validator("share", "clip_norm", "weight", "dp_noise", "noise_multiplier", "rules", "actions", "epoch")
+    @field_validator("share", "clip_norm", "weight", "dp_noise", "noise_multiplier", "rules", "actions", "epoch",
+                     "dp_clip")
     @classmethod
     def _distinct(cls, v: list[Any] | None) -> list[Any] | None:
         if v is not None and not v:
@@ -108,11 +110,18 @@ class DefendGrid(BaseModel):
             raise ValueError(f"each weight is in [0, 1), e.g. 0.1 (got {v})")
         return v
 
-    @field_validator("clip_norm", "dp_noise", "noise_multiplier")
+    @field_validator("dp_noise", "noise_multiplier")
     @classmethod
-    def _positive(cls, v: list[float]) -> list[float]:
+    def _nonnegative(cls, v: list[float]) -> list[float]:
         if any(x < 0 for x in v):
             raise ValueError(f"give values >= 0 (got {v})")
+        return v
+
+    @field_validator("clip_norm", "dp_clip")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if any(x <= 0 for x in v):
+            raise ValueError(f"give values > 0 (got {v})")
         return v
 
 
@@ -130,7 +139,7 @@ def parse_grid(items: list[str] | None) -> DefendGrid:
             values = [yaml.safe_load(v) for v in raw.split(",") if v.strip()] if raw.strip() else []
         except yaml.YAMLError:
             raise PrivdynError(f"--grid {item!r}: a value is not valid YAML") from None
-        scalar = DefendGrid.model_fields[key].annotation in (bool, float, str) or key in ("oracle", "dp_clip", "match")
+        scalar = key in ("oracle", "match")
         data[key] = values[0] if scalar and len(values) == 1 else values
     try:
         return DefendGrid.model_validate(data)
@@ -202,10 +211,11 @@ def entries(cfg: RunConfig, grid: DefendGrid, baseline_dir: Path) -> list[dict[s
                                         "defence.rule": rule, "defence.action": action, "defence.share": k,
                                         "defence.epoch": t, "defence.continuous": cont, **p})
     dp_norm = "group" if cfg.model.norm == "batch" else cfg.model.norm
-    for s in grid.dp_noise:
-        out.append({LABEL: f"dp-sgd-sigma{_num(s)}", "kind": "dp", **base, "training.dp.enabled": True,
-                    "training.dp.noise_multiplier": s, "training.dp.max_grad_norm": grid.dp_clip,
-                    "model.norm": dp_norm})
+    for c in grid.dp_clip:
+        for s in grid.dp_noise:
+            out.append({LABEL: f"dp-sgd-sigma{_num(s)}" + (f"-C{_num(c)}" if c != 1 else ""), "kind": "dp", **base,
+                        "training.dp.enabled": True, "training.dp.noise_multiplier": s,
+                        "training.dp.max_grad_norm": c, "model.norm": dp_norm})
     labels = [e[LABEL] for e in out]
     if len(set(labels)) != len(labels):
         raise PrivdynError(f"privdyn defend: the grid gives two points the same label ({labels}); list each value once")
@@ -246,15 +256,22 @@ def _epsilon(run: RunDir) -> float:
     return float(eps[-1])
 
 
-def _dp_at(dp: pd.DataFrame, acc: float, col: str) -> float:
-    """DP's ``col`` interpolated at test accuracy ``acc`` between the DP points (NaN outside their range)."""
-    d = dp.dropna(subset=["test_accuracy", col]).sort_values("test_accuracy")
-    if len(d) == 0 or not math.isfinite(acc):
-        return math.nan
-    x, y = d["test_accuracy"].to_numpy(), d[col].to_numpy()
-    if acc < x[0] - 1e-12 or acc > x[-1] + 1e-12:
-        return math.nan
-    return float(np.interp(acc, x, y))
+#: The metrics on which a point is compared with the DP-SGD points (lower = more private).
+DP_METRICS = ("tpr_at_fpr_0.001", "tpr_at_fpr_0.01", "own_top1pct_adv", "baseline_vulnerable_adv")
+
+
+def _dp_best(dp: pd.DataFrame, acc: float, col: str) -> float:
+    """The lowest ``col`` among the DP points at least as accurate as ``acc`` (NaN when none is)."""
+    d = dp[dp["test_accuracy"] >= acc - 1e-12][col].dropna()
+    return float(d.min()) if len(d) and math.isfinite(acc) else math.nan
+
+
+def dominating_dp(dp: pd.DataFrame, row: dict[str, Any]) -> list[str]:
+    """The DP points that dominate ``row``: at least as accurate and no worse on every DP metric."""
+    ok = dp["test_accuracy"] >= row["test_accuracy"] - 1e-12
+    for col in DP_METRICS:
+        ok &= dp[col] <= row[col] + 1e-12
+    return dp.loc[ok, "label"].tolist()
 
 
 def defence_comparison(sweep: Sweep, kinds: dict[str, str], out: Path, grid: DefendGrid,
@@ -288,6 +305,7 @@ def defence_comparison(sweep: Sweep, kinds: dict[str, str], out: Path, grid: Def
             "noise_multiplier": d.noise_multiplier if d.enabled and d.action == "clip" else math.nan,
             "weight": d.weight if d.enabled and d.action == "weight" else math.nan,
             "dp_noise": cfg.training.dp.noise_multiplier if cfg.training.dp.enabled else math.nan,
+            "dp_clip": cfg.training.dp.max_grad_norm if cfg.training.dp.enabled else math.nan,
             "epsilon": _epsilon(run) if cfg.training.dp.enabled else math.nan,
             "description": d.label() if d.enabled else (
                 f"DP-SGD sigma={cfg.training.dp.noise_multiplier:g} C={cfg.training.dp.max_grad_norm:g}"
@@ -323,9 +341,9 @@ def defence_comparison(sweep: Sweep, kinds: dict[str, str], out: Path, grid: Def
     frontier = pd.DataFrame(rows)
     matched = _match_dp(frontier, grid.match)
     dp = frontier[frontier["kind"] == "dp"]
-    for col in ("tpr_at_fpr_0.001", "tpr_at_fpr_0.01", "own_top1pct_adv", "baseline_vulnerable_adv"):
-        frontier[f"dp_{col}_at_same_accuracy"] = [
-            _dp_at(dp, a, col) if k != "dp" else math.nan for a, k in zip(frontier["test_accuracy"], frontier["kind"])]
+    for col in DP_METRICS:
+        frontier[f"best_dp_{col}"] = [_dp_best(dp, a, col) if k != "dp" else math.nan
+                                      for a, k in zip(frontier["test_accuracy"], frontier["kind"], strict=True)]
     frontier["dp_matched"] = frontier["label"] == (matched or {}).get("label")
     flagged = pd.concat(flagged_rows, ignore_index=True) if flagged_rows else pd.DataFrame(
         columns=["label", "kind", "sample", "flag_rate"])
@@ -360,8 +378,9 @@ def _match_dp(frontier: pd.DataFrame, match: str) -> dict[str, Any] | None:
     row = dp.iloc[j]
     return {"label": row["label"], "dp_noise": float(row["dp_noise"]), "epsilon": float(row["epsilon"]),
             "test_accuracy": float(row["test_accuracy"]), "target_accuracy": target,
+            "dp_clip": float(row["dp_clip"]),
             "rule": f"the DP-SGD point whose final test accuracy is closest to {how} ({target:.4f}), among "
-                    f"noise multipliers {sorted(float(v) for v in dp['dp_noise'])}",
+                    f"{', '.join(dp['label'])}",
             "gap": float(row["test_accuracy"]) - target}
 
 
@@ -380,11 +399,12 @@ def summarise(frontier: pd.DataFrame, matched: dict[str, Any] | None, cells: dic
     records = [{k: clean(v) for k, v in r.items()} for r in frontier.to_dict(orient="records")]
     verdicts = []
     m = frontier[frontier["dp_matched"]]
+    dp = frontier[frontier["kind"] == "dp"]
     for rec in frontier[frontier["kind"].isin(["intervention", "oracle", "random"])].to_dict(orient="records"):
         entry: dict[str, Any] = {"label": rec["label"], "kind": rec["kind"], "oracle": bool(rec["oracle"])}
-        for col in ("tpr_at_fpr_0.001", "tpr_at_fpr_0.01", "own_top1pct_adv"):
-            at = rec.get(f"dp_{col}_at_same_accuracy")
-            entry[f"{col}_vs_dp_frontier"] = clean(rec[col] - at) if at is not None and math.isfinite(at) else None
+        for col in DP_METRICS:
+            entry[f"{col}_minus_best_dp"] = clean(rec[col] - rec[f"best_dp_{col}"])
+        entry["dominated_by_dp"] = dominating_dp(dp, rec)
         if len(m):
             mm = m.iloc[0]
             entry["accuracy_minus_matched_dp"] = clean(rec["test_accuracy"] - mm["test_accuracy"])
@@ -401,6 +421,9 @@ def summarise(frontier: pd.DataFrame, matched: dict[str, Any] | None, cells: dic
                          "(baseline_vulnerable_adv)",
             "oracle_note": "Points of kind oracle flag from the baseline's own final shadow-model plane: an upper "
                            "bound on what the dynamics could buy, not a realistic defence",
+            "best_dp_means": "per metric, the lowest value among the DP-SGD points at least as accurate as the "
+                             "point (NaN when none is); dominated_by_dp lists the DP points at least as accurate "
+                             "and no worse on every one of " + ", ".join(DP_METRICS),
             "beats_matched_dp_means": "test accuracy at least the matched DP point's, a lower TPR at 0.1% FPR and "
                                       "an own-top-1% advantage no higher",
             "dp_matched": matched, "points": records, "verdicts": verdicts,
