@@ -27,7 +27,8 @@ def table(run):
     print("|---" * (len(cols) + 4) + "|")
     for ep in sorted(d.epoch.unique()):
         e = d[d.epoch == ep]
-        get = lambda at, est: e[(e.attack == at) & (e.estimator == est)].iloc[0]
+        def get(at, est, e=e):
+            return e[(e.attack == at) & (e.estimator == est)].iloc[0]
         cells = [f"{get(at, est)['epsilon_lb']:.3f}" for at in attacks
                  for est in ("one_run", "gdp", "clopper_pearson")]
         st = get("*", "strongest")
@@ -36,7 +37,8 @@ def table(run):
         accs = "n/a" if pd.isna(acc) else f"{acc:.2f}"
         if pd.isna(acc):
             ratio = "n/a"
-        print(f"| {ep} | {accs} | " + " | ".join(cells) + f" | {st['epsilon_lb']:.3f} ({st['winner'] or '-'}) | {ratio} |")
+        best = f"{st['epsilon_lb']:.3f} ({st['winner'] or '-'})"
+        print(f"| {ep} | {accs} | " + " | ".join(cells) + f" | {best} | {ratio} |")
     print()
 
 

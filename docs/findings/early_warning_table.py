@@ -5,7 +5,8 @@
 Per run: for every proxy, precision@1% (mean [95% t-interval over the monitored models], n models
 with a non-empty truth) against LiRA's per-model flags (truth `attack`) and against V (truth
 `final_high`) at the checkpoints nearest 25%, 50% and 100% of training; AUC against both truths and
-Spearman with the final A_i at the end, with precision at k = the model's own flag count (P@flags); then the loss-tail estimate against the measured TPR.
+Spearman with the final A_i at the end, with precision at k = the model's own flag count
+(P@flags); then the loss-tail estimate against the measured TPR.
 Reads only analysis/early_warning.parquet, analysis/early_warning_model.parquet and summary.json.
 """
 import json
