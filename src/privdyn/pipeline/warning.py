@@ -24,10 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from privdyn.analysis import dynamics, population
 from privdyn.analysis.difficulty import early_index
-from privdyn.analysis.early import final_vulnerable
-from privdyn.analysis.plane import compute_plane
 from privdyn.analysis.proxies import PROXIES, Traces, available_proxies
 from privdyn.analysis.warning import (
     SPEARMAN_TARGET,
@@ -94,14 +91,12 @@ def final_truth_scores(cfg: RunConfig, run: RunDir, membership: np.ndarray) -> t
     return np.asarray(spec.run(data, cfg.options_for(TRUTH_ATTACK)), dtype=np.float64), "computed"
 
 
-def final_plane(cfg: RunConfig, run: RunDir, membership: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A_i(e_T) ``[N]`` and V ``[N]`` of the default attack at the config's rule and bands (the
-    plane of the final checkpoint alone: its threshold is that checkpoint's own)."""
-    scores = run.load_scores(cfg.default_attack())
-    last = np.asarray(scores[scores.shape[0] - 1], dtype=np.float64)[None]
-    plane = compute_plane(last, membership, cfg.analysis.rule)
-    st = population.states(plane.adv, cfg.analysis.states.bands())
-    return plane.adv[-1], final_vulnerable(plane.adv[-1], st[-1] == dynamics.HIGH)
+def final_plane(cfg: RunConfig, run: RunDir) -> tuple[np.ndarray, np.ndarray]:
+    """A_i(e_T) ``[N]`` and V ``[N]`` of the default attack at the config's rule and bands, as its
+    analysis stored them (``sample.parquet``; run-level analyses run after the per-attack ones)."""
+    sample = atomic.read_parquet(run.analysis_dir(cfg.default_attack(), cfg.analysis.rule) / "sample.parquet",
+                                 columns=["sample", "final_advantage", "finally_vulnerable"]).sort_values("sample")
+    return sample["final_advantage"].to_numpy(np.float64), sample["finally_vulnerable"].to_numpy(bool)
 
 
 def _proxies(cfg: RunConfig, have: set[str]) -> tuple[str, ...]:
@@ -132,7 +127,7 @@ def validate_run(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: np
         truth_scores, source = final_truth_scores(cfg, run, membership)
     except PrivdynError as e:  # e.g. too few models for LiRA's references: validate against V alone
         truth_scores, source = None, f"unavailable: {e}"
-    final_adv, high = final_plane(cfg, run, membership)
+    final_adv, high = final_plane(cfg, run)
     z = np.asarray(membership, dtype=bool)
     truths = {"final_high": high}
     if truth_scores is not None:

@@ -98,7 +98,8 @@ def record(run: RunDir, digest: str, *paths: Path) -> None:
 
 def early_warning_digest(cfg: RunConfig, run: RunDir) -> str:
     """``analysis/early_warning*.parquet``: its options, the rule and bands that give V, the ground-truth
-    attack's setup, and the signals and scores it reads (lira_online's when stored, the default attack's)."""
+    attack's setup, and the signals and scores it reads (lira_online's when stored, the default attack's)
+    and the default attack's per-sample table, which gives A_i(e_T) and V."""
     attacks = sorted({cfg.default_attack(), *(["lira_online"] if "lira_online" in cfg.attacks else [])})
     signals = [run.signal_path(n) for n in ("loss", "phi", "correct", "el2n")]
     return _digest(options=cfg.analysis.early_warning.model_dump(mode="json"), rule=cfg.analysis.rule,
@@ -107,7 +108,9 @@ def early_warning_digest(cfg: RunConfig, run: RunDir) -> str:
                    references=cfg.references, queries=cfg.queries,
                    inputs=run.content_digest(run.path / "membership.npy", run.path / "epochs.npy",
                                              *(p for p in signals if p.exists()),
-                                             *(run.score_path(a) for a in attacks)))
+                                             *(run.score_path(a) for a in attacks),
+                                             *(p for p in [run.analysis_dir(cfg.default_attack(), cfg.analysis.rule)
+                                                           / "sample.parquet"] if p.exists())))
 
 
 def dp_audit_digest(cfg: RunConfig, run: RunDir) -> str:
