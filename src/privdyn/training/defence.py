@@ -43,7 +43,7 @@ from torch.func import functional_call, grad, vmap
 from privdyn.config import RANDOM_RULE, DefenceConfig, RunConfig
 from privdyn.data import Dataset
 from privdyn.errors import PrivdynError
-from privdyn.store import atomic, integrity
+from privdyn.store import atomic
 from privdyn.store.rundir import RunDir
 from privdyn.training.ensemble import EnsembleGroup, epoch_generator, stream_seed
 
@@ -88,11 +88,9 @@ def group_traces(run: RunDir, group: int, ckpts: list[int], epoch: int) -> Any:
     upto = [e for e in ckpts if e <= epoch]
     rows: dict[str, list[np.ndarray]] = {s: [] for s in TRACE_SIGNALS}
     for t in range(len(upto)):
-        path = checkpoint_file(run, group, t)
-        integrity.verify(path)
-        with np.load(path, allow_pickle=False) as f:
-            for s in TRACE_SIGNALS:
-                rows[s].append(np.asarray(f[s][..., 0], dtype=np.float64))
+        f = atomic.load_npz(checkpoint_file(run, group, t))  # verified against its checksum
+        for s in TRACE_SIGNALS:
+            rows[s].append(np.asarray(f[s][..., 0], dtype=np.float64))
     return Traces(np.asarray(upto, dtype=np.float64), *(np.stack(rows[s]) for s in TRACE_SIGNALS))
 
 
@@ -104,6 +102,7 @@ def oracle_risk(cfg: RunConfig, ds: Dataset) -> tuple[np.ndarray, dict[str, Any]
     holds another pool.
     """
     from privdyn.analysis.plane import compute_plane
+    from privdyn.analysis.population import most_vulnerable
     from privdyn.store import provenance
 
     path, attack = cfg.defence.oracle_source()
@@ -131,7 +130,7 @@ def oracle_risk(cfg: RunConfig, ds: Dataset) -> tuple[np.ndarray, dict[str, Any]
     membership = old.load_array(old.path / "membership.npy", "membership")
     plane = compute_plane(last, membership, ocfg.analysis.rule)
     adv, auc = plane.adv[0], np.nan_to_num(plane.auc[0], nan=0.0)
-    order = np.lexsort((np.arange(len(adv)), -auc, -adv))
+    order = most_vulnerable(adv, auc, len(adv))
     risk = np.empty(len(adv))
     risk[order] = np.arange(len(adv), 0, -1, dtype=np.float64)
     source = {"run": str(old.path.resolve()), "attack": attack, "rule": ocfg.analysis.rule,
@@ -382,9 +381,7 @@ def write_flags(cfg: RunConfig, run: RunDir, groups: list[Any], n_pool: int) -> 
     flags = np.zeros((len(epochs), M, n_pool), dtype=bool)
     for j, e in enumerate(epochs):
         for g in groups:
-            path = flags_path(run, g.index, e)
-            integrity.verify(path)
-            flags[j, list(g.model_ids)] = np.load(path, allow_pickle=False)
+            flags[j, list(g.model_ids)] = run.load_array(flags_path(run, g.index, e), "a group's defence flags")
     npz, desc = run.path / FLAGS_FILE, run.path / DESCRIPTION_FILE
     atomic.save_npz(npz, flags=flags, epochs=np.asarray(epochs, dtype=np.int64))
     info = describe(cfg, n_pool)
@@ -411,7 +408,5 @@ def read_flags(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, A
     if not npz.exists():
         raise PrivdynError(f"{run.path} has no {FLAGS_FILE}: it was not trained with defence.enabled=true, or the "
                            f"file was removed (retrain it: `privdyn train {run.path}`)")
-    integrity.verify(npz)
-    with np.load(npz, allow_pickle=False) as f:
-        flags, epochs = f["flags"], f["epochs"]
-    return flags, epochs, atomic.read_json(run.path / DESCRIPTION_FILE)
+    stored = atomic.load_npz(npz)  # verified against its checksum
+    return stored["flags"], stored["epochs"], atomic.read_json(run.path / DESCRIPTION_FILE)
