@@ -18,7 +18,7 @@ import numpy as np
 
 from privdyn.analysis.early import final_vulnerable
 from privdyn.analysis.plane import compute_plane
-from privdyn.analysis.population import STATE_NAMES, Bands, grid_cells, states
+from privdyn.analysis.population import STATE_NAMES, Bands, grid_cells, most_vulnerable, states
 
 #: Share of samples in a run's own most-vulnerable set (its top by final advantage, then AUC).
 TOP_SHARE = 0.01
@@ -47,9 +47,8 @@ def final_plane(scores: np.ndarray, membership: np.ndarray, rule: str, bands: Ba
 def top_set(fp: FinalPlane, share: float = TOP_SHARE) -> np.ndarray:
     """Bool ``[N]``: the ``ceil(share * N)`` most vulnerable samples (final advantage, then AUC, then index)."""
     n = len(fp.adv)
-    order = np.lexsort((np.arange(n), -np.nan_to_num(fp.auc, nan=0.0), -fp.adv))
     out = np.zeros(n, dtype=bool)
-    out[order[:max(1, math.ceil(share * n))]] = True
+    out[most_vulnerable(fp.adv, np.nan_to_num(fp.auc, nan=0.0), max(1, math.ceil(share * n)))] = True
     return out
 
 
