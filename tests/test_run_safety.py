@@ -117,6 +117,20 @@ def test_never_writes_into_a_folder_that_is_not_a_run(tmp_path, tiny_config_sour
     assert (folder / "summary.json").read_text() == "precious"
 
 
+def test_a_run_that_is_starting_counts_as_a_run(tmp_path):
+    # the moment between a first process's first write and its config.yaml: the folder holds only
+    # the lock and that write's temp file and checksum sidecar. A second process must reach the lock
+    # (and hear "in use"), not call the folder a stranger's.
+    starting = tmp_path / "starting"
+    starting.mkdir()
+    for name in (".lock", ".config.yaml.crc", ".config.yaml.x1y2.tmp"):
+        (starting / name).write_text("")
+    RunDir(starting).check_writable()
+    (starting / "notes.txt").write_text("mine")
+    with pytest.raises(PrivdynError, match="not a privdyn run directory"):
+        RunDir(starting).check_writable()
+
+
 def test_a_second_process_is_refused_while_the_first_holds_the_lock(done_run, tmp_path):
     run = copy_run(done_run, tmp_path / "r")
     holder = subprocess.Popen([sys.executable, "-c", (

@@ -61,6 +61,13 @@ def versions() -> dict[str, str]:
             "numpy": numpy.__version__, "pandas": pandas.__version__}
 
 
+def _is_bookkeeping(name: str) -> bool:
+    """True for the files privdyn writes before a run's markers: the lock, and the temp files and
+    checksum sidecars of the first atomic write (a second process starting at the same moment sees
+    these and must reach the lock, which tells it the run is in use)."""
+    return name == LOCK_NAME or (name.startswith(".") and name.endswith((".tmp", integrity.SUFFIX)))
+
+
 class RunDir:
     """Paths and bookkeeping of one run directory (no heavy I/O here)."""
 
@@ -117,7 +124,7 @@ class RunDir:
             return
         if not self.path.is_dir():
             raise PrivdynError(f"{self.path} is a file, not a directory: choose another --out directory.")
-        if not self.is_run() and any(p.name != LOCK_NAME for p in self.path.iterdir()):
+        if not self.is_run() and not all(_is_bookkeeping(p.name) for p in self.path.iterdir()):
             raise PrivdynError(
                 f"{self.path} already holds files and is not a privdyn run directory (no manifest.json "
                 "or config.yaml), so privdyn will not write into it: its files could be overwritten. "
