@@ -103,15 +103,15 @@ def write_synthetic_run(path: Path, n: int, t: int, m: int, seed: int = 0) -> No
         provenance.record(run, provenance.score_digest(cfg, run, a), run.score_path(a))
 
 
-def baseline_module() -> ModuleType:
-    """``privdyn.analysis.model_level`` as of :data:`BASELINE`, from ``git show``, as a temporary module."""
+def baseline_module(rev: str = BASELINE) -> ModuleType:
+    """``privdyn.analysis.model_level`` as of ``rev``, from ``git show``, as a temporary module."""
     root = Path(__file__).resolve().parent.parent
-    source = subprocess.run(["git", "show", f"{BASELINE}:src/privdyn/analysis/model_level.py"], cwd=root,
+    source = subprocess.run(["git", "show", f"{rev}:src/privdyn/analysis/model_level.py"], cwd=root,
                             capture_output=True, text=True, check=True).stdout
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(source)
     try:
-        spec = importlib.util.spec_from_file_location(f"model_level_{BASELINE}", f.name)
+        spec = importlib.util.spec_from_file_location(f"model_level_{rev}", f.name)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

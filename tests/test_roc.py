@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from privdyn.analysis.model_level import (
     fpr_threshold,
     global_auc,
+    global_metrics,
     rank_counts,
     roc_auc_and_balanced_accuracy,
     tpr_at_fpr,
@@ -127,3 +128,28 @@ def test_threshold_edge_cases():
     s = np.array([5.0, 5.0, 5.0, 5.0])
     z = np.array([True, False, True, False])
     assert fpr_threshold(s, z, 0.01) == 5.0 and tpr_at_fpr(s, z, 0.01) == 0.0  # ties: nothing above
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(2, 9), n=st.integers(1, 30), seed=st.integers(0, 10**6),
+       decimals=st.sampled_from([None, 1, 0]), dtype=st.sampled_from([np.float32, np.float64]))
+def test_global_metrics_equal_the_loops(m, n, seed, decimals, dtype):
+    # the binary-search counts against the pair loop, a threshold loop for balanced accuracy
+    # (every distinct score, flag s >= c) and the sorted-list quantile; float32 scores as stored
+    s, z = random_case(m, n, seed, decimals)
+    s = s.astype(dtype)
+    ins, outs = s[z].astype(float).tolist(), s[~z].astype(float).tolist()
+    alphas = [0.001, 0.01, 0.1, 0.5]
+    g = global_metrics(s, z, alphas)
+    assert g.auc == auc_loop(ins, outs)
+    best = max([0.5, *(0.5 * (sum(a >= c for a in ins) / len(ins) + sum(b < c for b in outs) / len(outs))
+                       for c in set(ins + outs))])
+    assert g.balanced_accuracy == pytest.approx(best, abs=1e-12)
+    assert g.tpr_at_fpr.tolist() == [tpr_loop(ins, outs, a) for a in alphas]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_global_metrics_refuse_non_finite_scores(bad):
+    s = np.array([[0.1, bad], [0.3, 0.4]])
+    with pytest.raises(ValueError, match="not finite"):
+        global_metrics(s, np.array([[True, False], [False, True]]), [0.1])

@@ -2,8 +2,11 @@
 
 Also the one implementation of each ROC quantity that the plane shares: the OUT-quantile
 threshold (:func:`fpr_threshold`), TPR at fixed FPR (:func:`tpr_at_fpr`) and the ROC AUC with
-ties counted 1/2 (:func:`rank_counts` and :attr:`RankCounts.auc`, along axis 0: per sample over
-the models for the plane, over all flattened pairs here).
+ties counted 1/2 as twice the Mann-Whitney U in integers. The U is counted two ways, each the
+fastest for its shape (both tested against one pair loop): along axis 0 for the plane's
+per-sample AUC over a few models (:func:`rank_counts`, vectorised over samples), and by binary
+search between the sorted IN and OUT scores over all pairs of a checkpoint
+(:func:`global_metrics`).
 """
 
 from __future__ import annotations
@@ -27,10 +30,61 @@ def tpr_at_fpr(scores: np.ndarray, membership: np.ndarray, alpha: float) -> floa
 
 
 def tpr_at_fprs(scores: np.ndarray, membership: np.ndarray, alphas: list[float]) -> np.ndarray:
-    """:func:`tpr_at_fpr` at several alphas, ``[len(alphas)]``: one selection of the OUT scores
-    finds every threshold (numpy's quantiles of a vector of levels equal the single-level ones)."""
-    taus = np.quantile(scores[~membership], 1.0 - np.asarray(alphas, dtype=np.float64))
-    return (scores[membership][:, None] > taus[None, :]).mean(axis=0)
+    """:func:`tpr_at_fpr` at several alphas, ``[len(alphas)]`` (see :func:`global_metrics`)."""
+    return global_metrics(scores, membership, alphas).tpr_at_fpr
+
+
+class GlobalMetrics(NamedTuple):
+    """One checkpoint's global ROC quantities over all (model, sample) pairs."""
+
+    auc: float
+    balanced_accuracy: float
+    tpr_at_fpr: np.ndarray  # [len(alphas)]
+
+
+def global_metrics(scores: np.ndarray, membership: np.ndarray, alphas: list[float]) -> GlobalMetrics:
+    """ROC AUC (ties 1/2), balanced accuracy and TPR at each FPR ``alpha`` of one checkpoint's
+    (model, sample) pairs, from one sort of the IN and one of the OUT scores and one merge.
+
+    The merge (a stable sort of the two sorted runs, IN first) places each IN score after
+    exactly the OUT scores below it. The AUC is twice the Mann-Whitney U, sum over IN of
+    (2 #OUT below + #OUT tied), one rounding; balanced accuracy is the best (TPR + TNR) / 2 over
+    global thresholds (flag ``s >= c``, or nothing: 1/2), attained at an IN score (raising the
+    threshold to the next IN score drops only OUT pairs); the TPR at FPR alpha is the share of
+    IN scores above :func:`fpr_threshold`. Scores must be finite.
+    """
+    s = np.asarray(scores)
+    s = s if s.dtype in (np.float32, np.float64) else s.astype(np.float64)  # float32 sorts as it is
+    z = np.asarray(membership, dtype=bool)
+    if not np.isfinite(s).all():
+        raise ValueError(f"{int((~np.isfinite(s)).sum())} scores are not finite: ROC quantities need finite scores")
+    ins, outs = np.sort(s[z], axis=None), np.sort(s[~z], axis=None)
+    n1, n0 = np.int64(ins.size), np.int64(outs.size)
+    merged = np.concatenate([ins, outs])
+    order = np.argsort(merged, kind="stable")  # two sorted runs: one linear merge
+    is_in = order < n1
+    below = np.flatnonzero(is_in) - np.arange(n1)  # #OUT strictly below each IN score
+    starts = np.concatenate([[True], ins[1:] != ins[:-1]])
+    first = np.maximum.accumulate(np.where(starts, np.arange(n1), 0))  # each IN score's tie group in ins
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = float((2 * below.sum() + _tied_pairs(merged[order], is_in)) / (2 * n1 * n0))
+        best = (0.5 * (1.0 + (n1 - first) / n1 - (n0 - below) / n0)).max(initial=0.5)
+        taus = (np.quantile(outs.astype(np.float64), 1.0 - np.asarray(alphas, dtype=np.float64)) if n0
+                else np.full(len(alphas), np.nan))
+        tpr = (n1 - np.searchsorted(ins, taus, "right")) / n1
+    return GlobalMetrics(auc, float(best), tpr)
+
+
+def _tied_pairs(values: np.ndarray, is_in: np.ndarray) -> np.int64:
+    """The number of (IN, OUT) pairs with equal scores, from all scores in ascending order:
+    sum over tie groups of #IN x #OUT, counted on the entries that have an equal neighbour."""
+    same = values[1:] == values[:-1]
+    if not same.any():
+        return np.int64(0)
+    tied = np.flatnonzero(np.concatenate([[False], same]) | np.concatenate([same, [False]]))
+    group = np.cumsum(~np.concatenate([[False], same])[tied])  # tie groups of the tied entries
+    n_in = np.bincount(group, weights=is_in[tied]).astype(np.int64)
+    return np.int64((n_in * (np.bincount(group) - n_in)).sum())
 
 
 class RankCounts(NamedTuple):
@@ -64,17 +118,9 @@ def rank_counts(scores: np.ndarray, membership: np.ndarray) -> RankCounts:
     return RankCounts(z, in_below, first - in_below)
 
 
-def _pair_counts(scores: np.ndarray, membership: np.ndarray) -> RankCounts:
-    """:func:`rank_counts` over all (model, sample) pairs of one checkpoint."""
-    s = np.asarray(scores)
-    # float32 scores sort as they are (their order and ties are those of the float64 values)
-    s = s if s.dtype in (np.float32, np.float64) else s.astype(np.float64)
-    return rank_counts(s.ravel(), np.asarray(membership, dtype=bool).ravel())
-
-
 def global_auc(scores: np.ndarray, membership: np.ndarray) -> float:
     """ROC AUC over all (model, sample) pairs of one checkpoint, ties counted 1/2."""
-    return float(_pair_counts(scores, membership).auc)
+    return global_metrics(scores, membership, []).auc
 
 
 def per_model_mean(signal: Checkpoints, membership: np.ndarray | None, query: int = 0) -> np.ndarray:
@@ -93,16 +139,10 @@ def per_model_mean(signal: Checkpoints, membership: np.ndarray | None, query: in
 
 
 def roc_auc_and_balanced_accuracy(scores: np.ndarray, membership: np.ndarray) -> tuple[float, float]:
-    """Global ROC AUC (:func:`global_auc`) and balanced accuracy, from one :func:`rank_counts` sort.
-
-    Balanced accuracy is the best (TPR + TNR) / 2 over all global thresholds (flag ``s >= c`` for
-    every distinct score c, or nothing: 1/2), the "accuracy" the LiRA code reports.
-    """
-    r = _pair_counts(scores, membership)
-    n1 = int(r.member.sum())
-    n0 = r.member.size - n1
-    tp, fp = n1 - r.in_below, n0 - r.out_below  # flagged by s >= (each entry's score)
-    return float(r.auc), float(max(0.5, (0.5 * (1.0 + tp / n1 - fp / n0)).max()))
+    """Global ROC AUC and balanced accuracy (:func:`global_metrics`), the "accuracy" the LiRA
+    code reports."""
+    g = global_metrics(scores, membership, [])
+    return g.auc, g.balanced_accuracy
 
 
 def balanced_accuracy(scores: np.ndarray, membership: np.ndarray) -> float:
@@ -329,11 +369,9 @@ def checkpoint_metrics_of(scores: Mapping[str, Checkpoints], membership: np.ndar
         weights = bootstrap_weights(N, n_boot, np.random.default_rng([seed, t]))
         for name, attack_scores in scores.items():
             raw = np.asarray(attack_scores[t])
-            s = raw.astype(np.float64)
             o = out[name]
-            o["auc"][t], o["balanced_accuracy"][t] = roc_auc_and_balanced_accuracy(raw, membership)
-            boot = tpr_at_fpr_boot(s, membership, alphas, weights)
-            point = tpr_at_fprs(s, membership, alphas)
+            o["auc"][t], o["balanced_accuracy"][t], point = global_metrics(raw, membership, alphas)
+            boot = tpr_at_fpr_boot(raw.astype(np.float64), membership, alphas, weights)
             for a, reps, p in zip(alphas, boot, point, strict=True):
                 o[f"tpr_at_fpr_{a:g}"][t] = p
                 o[f"tpr_at_fpr_{a:g}_ci_low"][t], o[f"tpr_at_fpr_{a:g}_ci_high"][t] = percentile_ci(reps, level)

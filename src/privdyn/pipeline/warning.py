@@ -140,7 +140,7 @@ def validate_run(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: np
     loss: Any = sig["loss"]  # streamed by the tail validation, unless one block holds every model
     for m0 in range(0, M, step):
         block = slice(m0, min(M, m0 + step))
-        arrays = {k: np.stack([np.asarray(v[t])[block] for t in range(T)]) for k, v in sig.items()}
+        arrays = {k: v[:, block] for k, v in sig.items()}  # one read of every checkpoint's chunks
         if step >= M:
             loss = arrays["loss"]
         traces = Traces(epochs, arrays.pop("loss"), **arrays)

@@ -1,0 +1,54 @@
+"""The global ROC metrics of one checkpoint (AUC, balanced accuracy, TPR at FPR): today's
+sorted-split binary search against the previous argsort-and-quantile code, side by side.
+
+    python benchmarks/global_metrics.py                  # M = 64, N = 20,000 and 50,000
+    python benchmarks/global_metrics.py --n 8000 --m 16  # the quickstart's shape
+
+The previous code (``roc_auc_and_balanced_accuracy`` from one argsort of all M*N pairs, then
+``tpr_at_fprs`` from ``np.quantile`` of the OUT scores) is loaded from ``git show`` of
+:data:`BEFORE` into a temporary module; both run on the same float32 scores (as the store keeps
+them) and must give identical numbers. Prints the fewest CPU milliseconds of 5 and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from analysis_scale import baseline_module, best_cpu  # benchmarks/analysis_scale.py
+
+from privdyn.analysis.model_level import global_metrics
+
+#: The commit before the sorted-split global metrics.
+BEFORE = "4d50f3f"
+ALPHAS = [0.001, 0.01, 0.1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[20_000, 50_000])
+    ap.add_argument("--m", type=int, default=64)
+    args = ap.parse_args()
+    old = baseline_module(BEFORE)
+    print(f"{'M':>4} {'N':>7} {'before ms':>10} {'now ms':>8} {'ratio':>6}  identical")
+    for n in args.n:
+        rng = np.random.default_rng(n)
+        z = rng.random((args.m, n)) < 0.5
+        s = (rng.normal(size=(args.m, n)) + 0.5 * z + rng.normal(size=(1, n))).astype(np.float32)
+
+        def before(s: np.ndarray = s, z: np.ndarray = z) -> tuple[float, float, list[float]]:
+            auc, ba = old.roc_auc_and_balanced_accuracy(s, z)
+            return auc, ba, old.tpr_at_fprs(s.astype(np.float64), z, ALPHAS).tolist()
+
+        def now(s: np.ndarray = s, z: np.ndarray = z) -> tuple[float, float, list[float]]:
+            g = global_metrics(s, z, ALPHAS)
+            return g.auc, g.balanced_accuracy, g.tpr_at_fpr.tolist()
+
+        t_before, r_before = best_cpu(before, 5)
+        t_now, r_now = best_cpu(now, 5)
+        print(f"{args.m:4d} {n:7d} {1e3 * t_before:10.1f} {1e3 * t_now:8.1f} {t_before / t_now:5.1f}x  "
+              f"{r_before == r_now}")
+
+
+if __name__ == "__main__":
+    main()
