@@ -382,3 +382,27 @@ def test_browser_check_catches_requests_and_errors(tmp_path):
     r = inspect_page(bad, settle_s=2)
     assert set(r.network_requests) == {"https://cdn.example.org/plotly.js", "http://example.com/x"}
     assert any("boom" in e for e in r.errors) and any("ERR_NAME_NOT_RESOLVED" in e for e in r.errors)
+
+
+def test_a_figure_preview_is_the_scaled_png_without_its_opaque_alpha(tmp_path):
+    import io
+
+    import matplotlib
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from privdyn.report import figures
+
+    with matplotlib.rc_context(figures.STYLE):
+        fig = Figure(figsize=(3, 2))
+        fig.add_subplot().plot([0, 1, 2], [2, 0, 1], color="tab:red")
+        png, caption, preview = figures.save(fig, tmp_path, "toy", "a toy")
+    full = Image.open(png)
+    small = Image.open(io.BytesIO(preview))
+    assert caption == "a toy" and (tmp_path / "toy.pdf").stat().st_size > 0
+    assert full.mode == "RGBA" and small.mode == "RGB"
+    scale = figures.PREVIEW_DPI / figures.STYLE["savefig.dpi"]
+    size = (round(full.width * scale), round(full.height * scale))
+    expected = full.resize(size, Image.Resampling.LANCZOS)  # what the preview was before: RGBA
+    assert expected.getextrema()[3] == (255, 255)
+    assert np.array_equal(np.asarray(small), np.asarray(expected)[..., :3])
