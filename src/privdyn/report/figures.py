@@ -68,8 +68,8 @@ def save(fig: Figure, out: Path, stem: str, caption: str) -> Written:
     atomic.write_bytes(png, buf.getvalue())
     with atomic.atomic_path(out / f"{stem}.pdf") as tmp:
         fig.savefig(tmp, format="pdf", bbox_inches=box)
-    image = Image.open(io.BytesIO(buf.getvalue()))
-    if image.mode == "RGBA" and image.getextrema()[3] == (255, 255):
+    image: Image.Image = Image.open(io.BytesIO(buf.getvalue()))
+    if image.mode == "RGBA" and image.getchannel("A").getextrema() == (255, 255):
         image = image.convert("RGB")  # opaque: the same pixels in three quarters of the bytes
     scale = PREVIEW_DPI / STYLE["savefig.dpi"]
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
