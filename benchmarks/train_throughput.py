@@ -74,13 +74,16 @@ def build(arch: str, ds: Dataset) -> torch.nn.Module:
     return build_model(MODELS[arch]["arch"], ds.input_shape, ds.num_classes, **opts)
 
 
-def measure_eval(arch: str, ds: Dataset, k: int, device: str, clock=time.perf_counter) -> float:
+def measure_eval(arch: str, ds: Dataset, k: int, device: str, clock=time.perf_counter,
+                 memory_format: str = "auto") -> float:
     """Model-samples per second of the per-checkpoint evaluation of a group of k models on the pool
     (one identity query, every signal computed), best of two passes."""
+    from privdyn.training.engine import memory_format as resolve_format
     from privdyn.training.ensemble import EnsembleGroup
 
     dev = resolve_device(device)
-    group = EnsembleGroup(lambda: build(arch, ds), list(range(k)), 0, dev)
+    group = EnsembleGroup(lambda: build(arch, ds), list(range(k)), 0, dev,
+                          memory_format=resolve_format(memory_format, dev))
     x, y = torch.from_numpy(ds.x_pool).to(dev), torch.from_numpy(ds.y_pool).to(dev)
     best = float("inf")
     for _ in range(2):
@@ -106,12 +109,13 @@ def projection(train_flops: float, eval_flops: float, rate: float) -> tuple[floa
 
 
 def measure(arch: str, ds: Dataset, k: int, rounds: int, batch_size: int, device: str,
-            clock=time.perf_counter) -> tuple[float, float]:
+            clock=time.perf_counter, memory_format: str = "auto") -> tuple[float, float]:
     """Best-round model-samples per second of a group of k models and of a group of one."""
     cfg = config_from_dict({
         "dataset": {"name": "synthetic"}, "model": MODELS[arch],  # the data is passed to make_trainer itself
         "training": {"n_models": max(2, k + k % 2), "epochs": rounds + 1, "batch_size": batch_size,
-                     "group_size": k, "device": device, "optimizer": {"name": "sgd", "lr": 0.01}},
+                     "group_size": k, "device": device, "memory_format": memory_format,
+                     "optimizer": {"name": "sgd", "lr": 0.01}},
     })
     dev = resolve_device(device)
     z = balanced_membership(cfg.training.n_models, ds.n_pool, 0)
@@ -146,6 +150,8 @@ def main() -> None:
                     "rate and, for wrn, the paper run's projected time")
     ap.add_argument("--clock", choices=["wall", "process"], default="wall",
                     help="time wall seconds or this process's CPU seconds")
+    ap.add_argument("--memory-format", default="auto", help="training.memory_format, or several comma-separated "
+                    "(auto,contiguous,channels_last), each measured in turn")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -156,13 +162,13 @@ def main() -> None:
           f"batch {args.batch_size}, device {name}, {args.clock} clock, torch {torch.__version__}")
     clock = time.process_time if args.clock == "process" else time.perf_counter
     speedups = []
-    for arch in args.arch.split(","):
-        batched, single = measure(arch, ds, args.group_size, args.rounds, args.batch_size, args.device, clock)
+    for arch, fmt in ((a, f) for a in args.arch.split(",") for f in args.memory_format.split(",")):
+        batched, single = measure(arch, ds, args.group_size, args.rounds, args.batch_size, args.device, clock, fmt)
         speedups.append(batched / single)
-        print(f"{arch:9s} group of {args.group_size}: {batched:10.0f} model-samples/s   "
+        print(f"{arch:9s} memory_format {fmt}, group of {args.group_size}: {batched:10.0f} model-samples/s   "
               f"one at a time: {single:10.0f} model-samples/s   ratio {batched / single:5.2f}")
         if args.eval or args.flops:
-            evaluation = measure_eval(arch, ds, args.group_size, args.device, clock)
+            evaluation = measure_eval(arch, ds, args.group_size, args.device, clock, fmt)
             print(f"{'':9s} evaluation, group of {args.group_size}: {evaluation:10.0f} model-samples/s "
                   f"({evaluation / batched:.1f}x the training rate)")
         if args.flops:

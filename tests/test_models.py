@@ -171,3 +171,45 @@ def test_module_roundtrip_through_the_group():
     group.set_model(0, mod)
     for n, p in mod.named_parameters():
         torch.testing.assert_close(group.params[n][0], p)
+
+
+@pytest.mark.parametrize("arch,norm", [("cnn", "batch"), ("resnet18", "batch"), ("wrn", "batch"), ("wrn", "none"),
+                                       ("resnet18", "group")])
+def test_channels_last_runs_the_convolutions_nhwc_and_changes_nothing_but_rounding(arch, norm):
+    """training.memory_format: channels_last: every convolution of the grouped model sees NHWC
+    inputs, and the logits, gradients and running statistics equal the NCHW group's (float64)."""
+    factory = lambda: build_model(arch, (3, 8, 8), 5, norm=norm, **SMALL[arch]).double()  # noqa: E731
+    nchw = EnsembleGroup(factory, [0, 4], seed=2, device=torch.device("cpu"))
+    nhwc = EnsembleGroup(factory, [0, 4], seed=2, device=torch.device("cpu"), memory_format="channels_last")
+    assert nhwc.grouped is not None
+    seen = []
+    for m in nhwc.grouped.modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_pre_hook(
+                lambda _m, inp: seen.append(inp[0].is_contiguous(memory_format=torch.channels_last)))
+    x = torch.randn(2, 6, 3, 8, 8, dtype=torch.float64)
+    y = torch.randint(0, 5, (2, 6))
+    grads = []
+    for group in (nchw, nhwc):
+        logits = group.forward(x, train=True)
+        loss = nn.functional.cross_entropy(logits.reshape(-1, 5), y.reshape(-1))
+        grads.append((logits, torch.autograd.grad(loss, list(group.params.values()))))
+    assert seen and all(seen)
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1], strict=True):
+        torch.testing.assert_close(a, b)
+    for name in nchw.buffers:
+        torch.testing.assert_close(nchw.buffers[name], nhwc.buffers[name])
+    xe = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(nchw.forward(xe, train=False, shared_input=True),
+                               nhwc.forward(xe, train=False, shared_input=True))
+
+
+def test_memory_format_auto_is_nhwc_on_cuda_only():
+    from privdyn.training.engine import memory_format
+
+    assert memory_format("auto", torch.device("cuda")) == "channels_last"
+    assert memory_format("auto", torch.device("cpu")) == "contiguous"
+    assert memory_format("channels_last", torch.device("cpu")) == "channels_last"
+    with pytest.raises(ValueError, match="memory_format"):
+        EnsembleGroup(lambda: nn.Linear(2, 2), [0], 0, torch.device("cpu"), memory_format="nhwc")

@@ -112,6 +112,10 @@ class TrainingConfig(_Strict):
         "fp32", description="the per-checkpoint evaluation forward: fp32 (exact signals), or bf16 autocast (about "
         "half the evaluation time on GPUs with bf16 units; the signals are computed in float64 from its logits, "
         "which carry bf16 rounding: phi moves by about 1e-2)")
+    memory_format: Literal["auto", "contiguous", "channels_last"] = Field(
+        "auto", description="layout of image activations in grouped models: channels_last (NHWC: the layout "
+        "cuDNN's tensor-core convolutions want), contiguous (NCHW), or auto = channels_last on CUDA and "
+        "contiguous on the CPU. The same arithmetic up to float rounding")
     compile: bool = Field(False, description="torch.compile the batched training loss (worth it for long GPU runs; "
                           "compiling takes tens of seconds; not with DP-SGD)")
 

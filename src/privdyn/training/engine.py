@@ -96,7 +96,8 @@ def make_trainer(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: Grou
     tc = cfg.training
     mc = cfg.model.model_dump(exclude={"arch"})
     group = EnsembleGroup(lambda: build_model(cfg.model.arch, ds.input_shape, ds.num_classes, **mc),
-                          list(task.model_ids), cfg.seed, device, tc.precision, tc.eval_precision)
+                          list(task.model_ids), cfg.seed, device, tc.precision, tc.eval_precision,
+                          memory_format(tc.memory_format, device))
     if device.type == "cuda":  # process-wide switches; fp32 and bf16 keep full-precision matmuls
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tc.precision == "tf32"
     x = torch.from_numpy(ds.x_pool).to(device)
@@ -117,6 +118,13 @@ def make_trainer(cfg: RunConfig, ds: Dataset, membership: np.ndarray, task: Grou
 
         trainer.defence = Defence.from_config(cfg, ds, in_idx.cpu().numpy(), list(task.model_ids), device)
     return trainer
+
+
+def memory_format(asked: str, device: torch.device) -> str:
+    """The activation layout for ``training.memory_format`` on ``device`` (auto: NHWC on CUDA only)."""
+    if asked == "auto":
+        return "channels_last" if device.type == "cuda" else "contiguous"
+    return asked
 
 
 def _clock(device: torch.device) -> float:

@@ -53,7 +53,8 @@ class EnsembleGroup:
     """A group of models with stacked state; ``factory()`` builds one untrained model."""
 
     def __init__(self, factory: Callable[[], nn.Module], model_ids: list[int], seed: int,
-                 device: torch.device, precision: str = "fp32", eval_precision: str = "fp32"):
+                 device: torch.device, precision: str = "fp32", eval_precision: str = "fp32",
+                 memory_format: str = "contiguous"):
         modules = []
         for m in model_ids:
             torch.manual_seed(model_seed(seed, m))
@@ -72,6 +73,11 @@ class EnsembleGroup:
         self.device = device
         self.precision = precision  # bf16: training forward under autocast
         self.eval_precision = eval_precision  # bf16: evaluation forward under autocast, logits back to fp32
+        if memory_format not in ("contiguous", "channels_last"):
+            raise ValueError(f"memory_format must be contiguous or channels_last, not {memory_format!r}")
+        # folded image inputs [B, K*C, H, W] of a model with convolutions as NHWC
+        self.channels_last = memory_format == "channels_last" and any(
+            isinstance(m, nn.Conv2d) for m in self.base.modules())
 
     @property
     def k(self) -> int:
@@ -93,9 +99,12 @@ class EnsembleGroup:
         if self.grouped is not None:
             self.grouped.train(train)
             major = self.model_major
+            folded = fold_input(x, self.k, shared_input, major)
+            if self.channels_last and folded.ndim == 4:  # convolutions then run, and return, NHWC
+                folded = folded.contiguous(memory_format=torch.channels_last)
             out = functional_call(self.grouped,
                                   (fold_tensors(self.params, self.shapes), fold_tensors(buffers, self.shapes)),
-                                  (fold_input(x, self.k, shared_input, major),))
+                                  (folded,))
             return unfold_output(out, self.k, major)
         self.base.train(train)
         fn = vmap(self._call, in_dims=(0, 0, None if shared_input else 0),
