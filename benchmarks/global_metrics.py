@@ -1,5 +1,6 @@
 """The global ROC metrics of one checkpoint (AUC, balanced accuracy, TPR at FPR): today's
-sorted-split binary search against the previous argsort-and-quantile code, side by side.
+sorted-split merge against the previous argsort-and-quantile code, side by side; and the
+plane's per-sample AUC over the models (``rank_counts``), today's against the previous.
 
     python benchmarks/global_metrics.py                  # M = 64, N = 20,000 and 50,000
     python benchmarks/global_metrics.py --n 8000 --m 16  # the quickstart's shape
@@ -8,6 +9,7 @@ The previous code (``roc_auc_and_balanced_accuracy`` from one argsort of all M*N
 ``tpr_at_fprs`` from ``np.quantile`` of the OUT scores) is loaded from ``git show`` of
 :data:`BEFORE` into a temporary module; both run on the same float32 scores (as the store keeps
 them) and must give identical numbers. Prints the fewest CPU milliseconds of 5 and the ratio.
+The per-sample AUC runs on the same scores in float64, as the plane passes them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import argparse
 import numpy as np
 from analysis_scale import baseline_module, best_cpu  # benchmarks/analysis_scale.py
 
-from privdyn.analysis.model_level import global_metrics
+from privdyn.analysis.model_level import global_metrics, rank_counts
 
 #: The commit before the sorted-split global metrics.
 BEFORE = "4d50f3f"
@@ -48,6 +50,11 @@ def main() -> None:
         t_now, r_now = best_cpu(now, 5)
         print(f"{args.m:4d} {n:7d} {1e3 * t_before:10.1f} {1e3 * t_now:8.1f} {t_before / t_now:5.1f}x  "
               f"{r_before == r_now}")
+        s64 = s.astype(np.float64)
+        t_before, a_before = best_cpu(lambda s64=s64, z=z: old.rank_counts(s64, z).auc, 5)
+        t_now, a_now = best_cpu(lambda s64=s64, z=z: rank_counts(s64, z).auc, 5)
+        print(f"{'':4s} {'':7s} {1e3 * t_before:10.1f} {1e3 * t_now:8.1f} {t_before / t_now:5.1f}x  "
+              f"{np.array_equal(a_before, a_now, equal_nan=True)}   (per-sample AUC)")
 
 
 if __name__ == "__main__":

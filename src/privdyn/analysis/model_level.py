@@ -101,20 +101,23 @@ class RankCounts(NamedTuple):
         sum_IN #OUT below + n1 n0 - sum_OUT #IN below. NaN where there is no IN or no OUT entry."""
         n1 = self.member.sum(axis=0)
         n0 = len(self.member) - n1
-        u2 = (np.where(self.member, self.out_below, 0).sum(axis=0) + n1 * n0
-              - np.where(self.member, 0, self.in_below).sum(axis=0))
+        u2 = (np.where(self.member, self.out_below, 0).sum(axis=0, dtype=np.int64) + n1 * n0
+              - np.where(self.member, 0, self.in_below).sum(axis=0, dtype=np.int64))
         return u2 / (2 * n1 * n0)
 
 
 def rank_counts(scores: np.ndarray, membership: np.ndarray) -> RankCounts:
     """:class:`RankCounts` of ``scores`` and ``membership`` (same shape) along axis 0, from one sort."""
     order = np.argsort(scores, axis=0)
-    s = np.take_along_axis(scores, order, axis=0)
+    s = np.sort(scores, axis=0)  # the same values as gathering by order, and faster than the gather
     z = np.take_along_axis(membership, order, axis=0)
-    pos = np.arange(len(s)).reshape((-1,) + (1,) * (s.ndim - 1))
+    index = np.int32 if len(s) < 2**31 else np.int64  # counts along the axis: half the memory traffic
+    pos = np.arange(len(s), dtype=index).reshape((-1,) + (1,) * (s.ndim - 1))
     starts = np.concatenate([np.ones_like(s[:1], dtype=bool), s[1:] != s[:-1]])
-    first = np.maximum.accumulate(np.where(starts, pos, 0), axis=0)  # start of each entry's tie group
-    in_below = np.take_along_axis(np.cumsum(z, axis=0) - z, first, axis=0)
+    first = np.maximum.accumulate(np.where(starts, pos, index(0)), axis=0)  # start of each entry's tie group
+    below = np.cumsum(z, axis=0, dtype=index)
+    np.subtract(below, z, out=below)
+    in_below = np.take_along_axis(below, first, axis=0)
     return RankCounts(z, in_below, first - in_below)
 
 
