@@ -119,3 +119,24 @@ def test_a_verified_array_is_decoded_again_after_it_changes(tmp_path):
     target.write_bytes(data[:10] + bytes([data[10] ^ 1]) + data[11:])  # same size; new mtime
     with pytest.raises(CorruptArtifact, match="checkpoint index 1"):
         arrays.verify_array(path)
+
+
+def test_scores_in_memory_decodes_once_never_serves_a_rewritten_array_and_respects_the_budget(tmp_path):
+    from privdyn.store.arrays import CheckpointArray, save_array
+    from privdyn.store.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    first = np.random.default_rng(0).normal(size=(3, 4, 5)).astype(np.float32)
+    save_array(run.score_path("a"), first)
+    save_array(run.score_path("b"), first + 1)
+    assert isinstance(run.load_scores("a"), CheckpointArray)  # outside the block: streamed
+    with run.scores_in_memory(budget=8 * first.size):  # room for one attack's float64 scores
+        kept = run.load_scores("a")
+        assert isinstance(kept, np.ndarray) and kept is run.load_scores("a")  # read once, then shared
+        np.testing.assert_array_equal(kept, first.astype(np.float64))
+        with pytest.raises(ValueError):
+            kept[0, 0, 0] = 1.0  # read-only: one reader cannot change what the others see
+        assert isinstance(run.load_scores("b"), CheckpointArray)  # over the budget: streamed
+        save_array(run.score_path("a"), 2 * first)  # rewritten (e.g. rescored) inside the block
+        np.testing.assert_array_equal(np.asarray(run.load_scores("a")), 2 * first.astype(np.float64))
+    assert isinstance(run.load_scores("a"), CheckpointArray)  # the block keeps nothing afterwards

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console
@@ -31,6 +31,9 @@ from privdyn.store import atomic, provenance
 from privdyn.store.rundir import RunDir
 from privdyn.training.engine import MakeTrainer
 from privdyn.training.membership import balanced_membership
+
+if TYPE_CHECKING:
+    from privdyn.pipeline.run_level import RunAnalysis
 
 console = Console(stderr=True)
 
@@ -165,14 +168,14 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | 
     then the run-level analyses (:mod:`privdyn.pipeline.run_level`), then write ``summary.json``.
     An analysis that is current is not redone."""
     from privdyn.pipeline.analysis import analyze as analyze_one
-    from privdyn.pipeline.analysis import analyze_attacks, training_measures, write_summary
     from privdyn.pipeline.run_level import run_analyses
 
     for a in [attack] if attack else cfg.attacks:
         require_current_scores(cfg, run, a)
     if attack is not None or rule is not None:
         a, r = attack or cfg.default_attack(), rule or cfg.analysis.rule
-        entry = analyze_one(cfg, run, a, r)
+        with run.scores_in_memory():
+            entry = analyze_one(cfg, run, a, r)
         _record_analysis(cfg, run, a, r, entry)
         return entry
     rule = cfg.analysis.rule
@@ -188,6 +191,14 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | 
         _mark_done(run, "analyze", digest)  # e.g. killed after its last write
         return {}
     run.mark_stage("analyze", "running", digest)
+    with run.scores_in_memory():  # every part below reads the scores again: decode them once
+        return _analyze_all(cfg, run, rule, todo, extras, extras_todo, entries, digest)
+
+
+def _analyze_all(cfg: RunConfig, run: RunDir, rule: str, todo: list[str], extras: list[RunAnalysis],
+                 extras_todo: list[RunAnalysis], entries: list[Path], digest: str) -> dict:
+    from privdyn.pipeline.analysis import analyze_attacks, training_measures, write_summary
+
     membership = run.load_array(run.path / "membership.npy", "membership")
     epochs = run.load_array(run.path / "epochs.npy", "checkpoint epochs")
     measures = training_measures(cfg, run, membership, epochs) if todo or extras_todo else None  # shared
