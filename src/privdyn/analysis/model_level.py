@@ -155,11 +155,17 @@ def balanced_accuracy(scores: np.ndarray, membership: np.ndarray) -> float:
 
 def bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """``[n, B]`` int32 multiplicities of a bootstrap over n samples (n draws with replacement per
-    replicate); samples are rows so that gathering the weights of many samples is cheap."""
-    dtype = np.int32 if n * n_boot < 2**31 else np.int64
-    draws: np.ndarray = rng.integers(0, n, size=(n_boot, n), dtype=dtype) * dtype(n_boot)
-    draws += np.arange(n_boot, dtype=dtype)[:, None]
-    return np.bincount(draws.ravel(), minlength=n_boot * n).reshape(n, n_boot).astype(np.int32)
+    replicate); samples are rows so that gathering the weights of many samples is cheap.
+
+    Replicate by replicate, one ``bincount`` of its n draws: each count vector stays in cache,
+    where one bincount over all B*n draws scatters across the whole table (twice as slow).
+    """
+    dtype = np.int32 if n * n_boot < 2**31 else np.int64  # the stream of draws depends on the dtype
+    draws = rng.integers(0, n, size=(n_boot, n), dtype=dtype)
+    rows = np.empty((n_boot, n), dtype=np.int32)
+    for b in range(n_boot):  # B bincounts of n, not a loop over samples
+        rows[b] = np.bincount(draws[b], minlength=n)
+    return np.ascontiguousarray(rows.T)
 
 
 #: elements per [rows, B] block of bootstrap weights held at once

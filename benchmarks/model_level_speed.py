@@ -1,9 +1,10 @@
-"""The global ROC metrics of one checkpoint (AUC, balanced accuracy, TPR at FPR): today's
-sorted-split merge against the previous argsort-and-quantile code, side by side; and the
-plane's per-sample AUC over the models (``rank_counts``), today's against the previous.
+"""The model-level metrics' per-checkpoint parts, today's code against the previous, side by side:
+the global ROC metrics (AUC, balanced accuracy, TPR at FPR: a sorted-split merge against one
+argsort and a quantile), the plane's per-sample AUC over the models (``rank_counts``) and the
+bootstrap weights (B = 200 replicates; one bincount per replicate against one over all draws).
 
-    python benchmarks/global_metrics.py                  # M = 64, N = 20,000 and 50,000
-    python benchmarks/global_metrics.py --n 8000 --m 16  # the quickstart's shape
+    python benchmarks/model_level_speed.py                  # M = 64, N = 20,000 and 50,000
+    python benchmarks/model_level_speed.py --n 8000 --m 16  # the quickstart's shape
 
 The previous code (``roc_auc_and_balanced_accuracy`` from one argsort of all M*N pairs, then
 ``tpr_at_fprs`` from ``np.quantile`` of the OUT scores) is loaded from ``git show`` of
@@ -19,7 +20,7 @@ import argparse
 import numpy as np
 from analysis_scale import baseline_module, best_cpu  # benchmarks/analysis_scale.py
 
-from privdyn.analysis.model_level import global_metrics, rank_counts
+from privdyn.analysis.model_level import bootstrap_weights, global_metrics, rank_counts
 
 #: The commit before the sorted-split global metrics.
 BEFORE = "4d50f3f"
@@ -55,6 +56,10 @@ def main() -> None:
         t_now, a_now = best_cpu(lambda s64=s64, z=z: rank_counts(s64, z).auc, 5)
         print(f"{'':4s} {'':7s} {1e3 * t_before:10.1f} {1e3 * t_now:8.1f} {t_before / t_now:5.1f}x  "
               f"{np.array_equal(a_before, a_now, equal_nan=True)}   (per-sample AUC)")
+        t_before, w_before = best_cpu(lambda n=n: old.bootstrap_weights(n, 200, np.random.default_rng([0, 3])), 5)
+        t_now, w_now = best_cpu(lambda n=n: bootstrap_weights(n, 200, np.random.default_rng([0, 3])), 5)
+        print(f"{'':4s} {'':7s} {1e3 * t_before:10.1f} {1e3 * t_now:8.1f} {t_before / t_now:5.1f}x  "
+              f"{np.array_equal(w_before, w_now)}   (bootstrap weights, B = 200)")
 
 
 if __name__ == "__main__":
