@@ -91,9 +91,11 @@ def weighted_ranks(inv: np.ndarray, n_groups: int, counts: np.ndarray) -> np.nda
     return mid[:, inv]
 
 
-def _centre(r: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Deviations d from the weighted row means, w * d, and the root weighted sum of squares."""
-    d = r - (w * r).sum(axis=1, keepdims=True) / w.sum(axis=1, keepdims=True)
+def _centre(r: np.ndarray, w: np.ndarray, total: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Deviations d from the weighted row means, w * d, and the root weighted sum of squares
+    (``total``: the row sums of w, when the caller has them)."""
+    total = w.sum(axis=1, keepdims=True) if total is None else total
+    d = r - (w * r).sum(axis=1, keepdims=True) / total
     wd = w * d
     return d, wd, np.sqrt((wd * d).sum(axis=1))
 
@@ -131,10 +133,11 @@ def spearman_tables(measures: Mapping[str, np.ndarray], targets: Mapping[str, Ma
     target_groups = {key: _groups(targets[key[0]][key[1]]) for key, good in target_ok.items() if good}
 
     def rho(counts: np.ndarray) -> dict[tuple[str, str, str], np.ndarray]:
-        centred = {k: _centre(weighted_ranks(*groups[k], counts), counts) for k in measures if ok[k]}
+        total = counts.sum(axis=1, keepdims=True)  # the same for every measure and target of the block
+        centred = {k: _centre(weighted_ranks(*groups[k], counts), counts, total) for k in measures if ok[k]}
         out = {}
         for key, good in target_ok.items():
-            c = _centre(weighted_ranks(*target_groups[key], counts), counts) if good else None
+            c = _centre(weighted_ranks(*target_groups[key], counts), counts, total) if good else None
             for m in measures:
                 out[(key[0], m, key[1])] = (_corr(centred[m], c) if ok[m] and c is not None
                                             else np.full(len(counts), np.nan))

@@ -55,6 +55,9 @@ def global_metrics(scores: np.ndarray, membership: np.ndarray, alphas: list[floa
     """
     s = np.asarray(scores)
     s = s if s.dtype in (np.float32, np.float64) else s.astype(np.float64)  # float32 sorts as it is
+    if s.dtype == np.float64:  # e.g. stored float32 scores read as float64: sort half the bytes
+        narrow = s.astype(np.float32)
+        s = narrow if np.array_equal(narrow, s) else s  # exact, so the same order and ties
     z = np.asarray(membership, dtype=bool)
     if not np.isfinite(s).all():
         raise ValueError(f"{int((~np.isfinite(s)).sum())} scores are not finite: ROC quantities need finite scores")
@@ -380,7 +383,7 @@ def checkpoint_metrics_of(scores: Mapping[str, Checkpoints], membership: np.ndar
             raw = np.asarray(attack_scores[t])
             o = out[name]
             o["auc"][t], o["balanced_accuracy"][t], point = global_metrics(raw, membership, alphas)
-            boot = tpr_at_fpr_boot(raw.astype(np.float64), membership, alphas, weights)
+            boot = tpr_at_fpr_boot(np.asarray(raw, dtype=np.float64), membership, alphas, weights)
             for a, reps, p in zip(alphas, boot, point, strict=True):
                 o[f"tpr_at_fpr_{a:g}"][t] = p
                 o[f"tpr_at_fpr_{a:g}_ci_low"][t], o[f"tpr_at_fpr_{a:g}_ci_high"][t] = percentile_ci(reps, level)
