@@ -158,7 +158,13 @@ def balanced_accuracy(scores: np.ndarray, membership: np.ndarray) -> float:
 
 def bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """``[n, B]`` int32 multiplicities of a bootstrap over n samples (n draws with replacement per
-    replicate); samples are rows so that gathering the weights of many samples is cheap.
+    replicate); samples are rows so that gathering the weights of many samples is cheap."""
+    return np.ascontiguousarray(replicate_counts(n, n_boot, rng).T)
+
+
+def replicate_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """:func:`bootstrap_weights` in the replicate-major layout ``[B, n]`` (C-contiguous), the
+    layout whose products with per-sample counts are fastest.
 
     Replicate by replicate, one ``bincount`` of its n draws: each count vector stays in cache,
     where one bincount over all B*n draws scatters across the whole table (twice as slow).
@@ -168,7 +174,7 @@ def bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarr
     rows = np.empty((n_boot, n), dtype=np.int32)
     for b in range(n_boot):  # B bincounts of n, not a loop over samples
         rows[b] = np.bincount(draws[b], minlength=n)
-    return np.ascontiguousarray(rows.T)
+    return rows
 
 
 #: elements per [rows, B] block of bootstrap weights held at once
@@ -284,10 +290,16 @@ def _first_exceeding(weights: np.ndarray, rows: np.ndarray, ranks: np.ndarray,
     return found
 
 
-def _weighted_sum(counts: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """``counts [K, N] @ weights [N, B]`` in exact integer arithmetic (einsum's own loop: a
-    multithreaded BLAS call on these small shapes can stall badly on a busy machine)."""
-    return np.einsum("kn,nb->kb", np.asarray(counts, dtype=np.int64), weights)
+def _weighted_sum(counts: np.ndarray, by_replicate: np.ndarray) -> np.ndarray:
+    """``counts [K, N] @ weights [N, B]`` in exact integer arithmetic, from the replicate-major
+    weights ``[B, N]`` (:func:`replicate_counts`): einsum's own loop (a multithreaded BLAS call
+    on these small shapes can stall badly on a busy machine) along contiguous rows, in int32
+    where no sum can overflow it (each is at most max(counts) * N), three times as fast as int64."""
+    counts = np.asarray(counts)
+    N = by_replicate.shape[1]
+    exact32 = by_replicate.dtype == np.int32 and int(counts.max(initial=0)) * N < 2**31
+    dtype = np.int32 if exact32 else np.int64
+    return np.einsum("bn,kn->kb", by_replicate.astype(dtype, copy=False), counts.astype(dtype)).astype(np.int64)
 
 
 def _descending(values: np.ndarray, k: int) -> np.ndarray:
@@ -299,7 +311,7 @@ def _descending(values: np.ndarray, k: int) -> np.ndarray:
 
 
 def tpr_at_fpr_boot(scores: np.ndarray, membership: np.ndarray, alphas: list[float],
-                    weights: np.ndarray) -> np.ndarray:
+                    weights: np.ndarray, by_replicate: np.ndarray | None = None) -> np.ndarray:
     """:func:`tpr_at_fpr` on every bootstrap replicate of the samples, ``[len(alphas), B]``.
 
     ``weights`` is ``[N, B]`` (:func:`bootstrap_weights`): replicate b repeats sample i, with all
@@ -310,16 +322,18 @@ def tpr_at_fpr_boot(scores: np.ndarray, membership: np.ndarray, alphas: list[flo
     :func:`_first_exceeding`). The IN weight above it is the weight above the highest replicate threshold
     (one integer product of per-sample counts and weights) plus, per replicate, the IN pairs
     between the lowest and the highest replicate threshold. Equal to :func:`tpr_at_fpr` on the
-    explicitly repeated arrays.
+    explicitly repeated arrays. ``by_replicate`` is the same weights ``[B, N]``
+    (:func:`replicate_counts`), made here when not given.
     """
     s = np.asarray(scores, dtype=np.float64)
     z = np.asarray(membership, dtype=bool)
     w = np.asarray(weights)
     N, n_boot = w.shape
+    wb = np.ascontiguousarray(w.T) if by_replicate is None else by_replicate
     sample = np.broadcast_to(np.arange(N), s.shape)
     out_s, out_j = s[~z], sample[~z]
     in_s, in_j = s[z], sample[z]
-    n_out, n_in = _weighted_sum(np.stack([(~z).sum(axis=0), z.sum(axis=0)]), w)
+    n_out, n_in = _weighted_sum(np.stack([(~z).sum(axis=0), z.sum(axis=0)]), wb)
     if (n_out == 0).any() or (n_in == 0).any():
         raise ValueError("a bootstrap replicate has no IN or no OUT pair")
     q = 1.0 - np.asarray(alphas, dtype=np.float64)[:, None]
@@ -337,7 +351,7 @@ def tpr_at_fpr_boot(scores: np.ndarray, membership: np.ndarray, alphas: list[flo
     diff = b - a
     tau = np.where(frac >= 0.5, b - diff * (1 - frac), a + diff * frac)  # numpy's _lerp, [A, B]
     hi, lo_tau = tau.max(axis=1), tau.min(axis=1)
-    above = _weighted_sum(np.stack([np.bincount(in_j[in_s > c], minlength=N) for c in hi]), w)
+    above = _weighted_sum(np.stack([np.bincount(in_j[in_s > c], minlength=N) for c in hi]), wb)
     step = max(1, _BLOCK // n_boot)
     for row in range(len(alphas)):  # IN pairs between the lowest and highest replicate threshold
         band = (in_s > lo_tau[row]) & (in_s <= hi[row])
@@ -378,12 +392,13 @@ def checkpoint_metrics_of(scores: Mapping[str, Checkpoints], membership: np.ndar
                                           for suffix in ("", "_ci_low", "_ci_high"))]
     out = {name: {k: np.empty(T) for k in keys} for name in scores}
     for t in range(T):
-        weights = bootstrap_weights(N, n_boot, np.random.default_rng([seed, t]))
+        by_replicate = replicate_counts(N, n_boot, np.random.default_rng([seed, t]))
+        weights = np.ascontiguousarray(by_replicate.T)  # = bootstrap_weights: rows gather fast
         for name, attack_scores in scores.items():
             raw = np.asarray(attack_scores[t])
             o = out[name]
             o["auc"][t], o["balanced_accuracy"][t], point = global_metrics(raw, membership, alphas)
-            boot = tpr_at_fpr_boot(np.asarray(raw, dtype=np.float64), membership, alphas, weights)
+            boot = tpr_at_fpr_boot(np.asarray(raw, dtype=np.float64), membership, alphas, weights, by_replicate)
             for a, reps, p in zip(alphas, boot, point, strict=True):
                 o[f"tpr_at_fpr_{a:g}"][t] = p
                 o[f"tpr_at_fpr_{a:g}_ci_low"][t], o[f"tpr_at_fpr_{a:g}_ci_high"][t] = percentile_ci(reps, level)
