@@ -103,3 +103,17 @@ def test_checkpoint_metrics_columns_and_coverage():
     again = checkpoint_metrics(scores, z, [0.001, 0.01], n_boot=100, seed=0)
     for k in out:
         np.testing.assert_array_equal(out[k], again[k])
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_weighted_sums_from_the_replicate_major_weights_are_exact(big):
+    # int32 products where no sum can overflow, int64 where one could (big counts)
+    from privdyn.analysis.model_level import _weighted_sum, replicate_counts
+
+    rng = np.random.default_rng(4)
+    by_rep = replicate_counts(500, 30, np.random.default_rng(5))
+    np.testing.assert_array_equal(by_rep.T, bootstrap_weights(500, 30, np.random.default_rng(5)))
+    counts = rng.integers(0, 2**23 if big else 64, size=(3, 500))
+    expected = counts.astype(object) @ by_rep.T.astype(object)  # Python integers: no overflow at all
+    got = _weighted_sum(counts, by_rep)
+    assert got.dtype == np.int64 and (got == expected).all()
