@@ -132,12 +132,13 @@ def test_threshold_edge_cases():
 
 @settings(max_examples=60, deadline=None)
 @given(m=st.integers(2, 9), n=st.integers(1, 30), seed=st.integers(0, 10**6),
-       decimals=st.sampled_from([None, 1, 0]), dtype=st.sampled_from([np.float32, np.float64]))
+       decimals=st.sampled_from([None, 1, 0]), dtype=st.sampled_from(["float32", "float64", "float32 as float64"]))
 def test_global_metrics_equal_the_loops(m, n, seed, decimals, dtype):
-    # the binary-search counts against the pair loop, a threshold loop for balanced accuracy
-    # (every distinct score, flag s >= c) and the sorted-list quantile; float32 scores as stored
+    # the merge's counts against the pair loop, a threshold loop for balanced accuracy (every
+    # distinct score, flag s >= c) and the sorted-list quantile; float32 scores as stored, and
+    # as the store reads them (float64 holding float32 values, which are sorted as float32)
     s, z = random_case(m, n, seed, decimals)
-    s = s.astype(dtype)
+    s = s.astype(np.float32).astype(np.float64) if dtype == "float32 as float64" else s.astype(dtype)
     ins, outs = s[z].astype(float).tolist(), s[~z].astype(float).tolist()
     alphas = [0.001, 0.01, 0.1, 0.5]
     g = global_metrics(s, z, alphas)

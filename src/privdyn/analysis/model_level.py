@@ -4,9 +4,9 @@ Also the one implementation of each ROC quantity that the plane shares: the OUT-
 threshold (:func:`fpr_threshold`), TPR at fixed FPR (:func:`tpr_at_fpr`) and the ROC AUC with
 ties counted 1/2 as twice the Mann-Whitney U in integers. The U is counted two ways, each the
 fastest for its shape (both tested against one pair loop): along axis 0 for the plane's
-per-sample AUC over a few models (:func:`rank_counts`, vectorised over samples), and by binary
-search between the sorted IN and OUT scores over all pairs of a checkpoint
-(:func:`global_metrics`).
+per-sample AUC over a few models (:func:`rank_counts`, vectorised over samples), and by one
+merge of the sorted IN and OUT scores over all pairs of a checkpoint (:func:`global_metrics`).
+Both find tie groups with :func:`_tie_starts`; every threshold is :func:`out_quantiles`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,13 @@ from privdyn.analysis.checkpoints import Checkpoints
 
 def fpr_threshold(scores: np.ndarray, membership: np.ndarray, alpha: float) -> float:
     """Tau of FPR alpha: numpy's linear (1 - alpha) quantile of the OUT scores (flag ``s > tau``)."""
-    return float(np.quantile(scores[~membership], 1.0 - alpha))
+    return float(out_quantiles(scores[~membership], [alpha])[0])
+
+
+def out_quantiles(out_scores: np.ndarray, alphas: list[float]) -> np.ndarray:
+    """Tau of each FPR alpha, ``[len(alphas)]``, from the OUT scores alone: numpy's linear
+    (1 - alpha) quantiles in float64 (a vector of levels gives the single-level values)."""
+    return np.quantile(np.asarray(out_scores, dtype=np.float64), 1.0 - np.asarray(alphas, dtype=np.float64))
 
 
 def tpr_at_fpr(scores: np.ndarray, membership: np.ndarray, alpha: float) -> float:
@@ -67,13 +73,11 @@ def global_metrics(scores: np.ndarray, membership: np.ndarray, alphas: list[floa
     order = np.argsort(merged, kind="stable")  # two sorted runs: one linear merge
     is_in = order < n1
     below = np.flatnonzero(is_in) - np.arange(n1)  # #OUT strictly below each IN score
-    starts = np.concatenate([[True], ins[1:] != ins[:-1]])
-    first = np.maximum.accumulate(np.where(starts, np.arange(n1), 0))  # each IN score's tie group in ins
+    first = _tie_starts(ins)  # where each IN score's tie group starts in ins
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = float((2 * below.sum() + _tied_pairs(merged[order], is_in)) / (2 * n1 * n0))
         best = (0.5 * (1.0 + (n1 - first) / n1 - (n0 - below) / n0)).max(initial=0.5)
-        taus = (np.quantile(outs.astype(np.float64), 1.0 - np.asarray(alphas, dtype=np.float64)) if n0
-                else np.full(len(alphas), np.nan))
+        taus = out_quantiles(outs, alphas) if n0 else np.full(len(alphas), np.nan)
         tpr = (n1 - np.searchsorted(ins, taus, "right")) / n1
     return GlobalMetrics(auc, float(best), tpr)
 
@@ -115,13 +119,18 @@ def rank_counts(scores: np.ndarray, membership: np.ndarray) -> RankCounts:
     s = np.sort(scores, axis=0)  # the same values as gathering by order, and faster than the gather
     z = np.take_along_axis(membership, order, axis=0)
     index = np.int32 if len(s) < 2**31 else np.int64  # counts along the axis: half the memory traffic
-    pos = np.arange(len(s), dtype=index).reshape((-1,) + (1,) * (s.ndim - 1))
-    starts = np.concatenate([np.ones_like(s[:1], dtype=bool), s[1:] != s[:-1]])
-    first = np.maximum.accumulate(np.where(starts, pos, index(0)), axis=0)  # start of each entry's tie group
+    first = _tie_starts(s, index)
     below = np.cumsum(z, axis=0, dtype=index)
     np.subtract(below, z, out=below)
     in_below = np.take_along_axis(below, first, axis=0)
     return RankCounts(z, in_below, first - in_below)
+
+
+def _tie_starts(ascending: np.ndarray, index: type[np.signedinteger] = np.int64) -> np.ndarray:
+    """Along axis 0 of ascending values, the position where each entry's tie group starts."""
+    pos = np.arange(len(ascending), dtype=index).reshape((-1,) + (1,) * (ascending.ndim - 1))
+    starts = np.concatenate([np.ones_like(ascending[:1], dtype=bool), ascending[1:] != ascending[:-1]])
+    return np.maximum.accumulate(np.where(starts, pos, index(0)), axis=0)
 
 
 def global_auc(scores: np.ndarray, membership: np.ndarray) -> float:
@@ -398,7 +407,7 @@ def checkpoint_metrics_of(scores: Mapping[str, Checkpoints], membership: np.ndar
             raw = np.asarray(attack_scores[t])
             o = out[name]
             o["auc"][t], o["balanced_accuracy"][t], point = global_metrics(raw, membership, alphas)
-            boot = tpr_at_fpr_boot(np.asarray(raw, dtype=np.float64), membership, alphas, weights, by_replicate)
+            boot = tpr_at_fpr_boot(raw, membership, alphas, weights, by_replicate)
             for a, reps, p in zip(alphas, boot, point, strict=True):
                 o[f"tpr_at_fpr_{a:g}"][t] = p
                 o[f"tpr_at_fpr_{a:g}_ci_low"][t], o[f"tpr_at_fpr_{a:g}_ci_high"][t] = percentile_ci(reps, level)
