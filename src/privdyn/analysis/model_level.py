@@ -1,12 +1,13 @@
 """Model-level metrics per checkpoint: accuracies, global ROC AUC, TPR at fixed FPR.
 
 Also the one implementation of each ROC quantity that the plane shares: the OUT-quantile
-threshold (:func:`fpr_threshold`), TPR at fixed FPR (:func:`tpr_at_fpr`) and the ROC AUC with
+threshold (:func:`fpr_threshold`, numpy's quantile from two order statistics:
+:mod:`~privdyn.analysis.quantiles`), TPR at fixed FPR (:func:`tpr_at_fpr`) and the ROC AUC with
 ties counted 1/2 as twice the Mann-Whitney U in integers. The U is counted two ways, each the
 fastest for its shape (both tested against one pair loop): along axis 0 for the plane's
 per-sample AUC over a few models (:func:`rank_counts`, vectorised over samples), and by one
 merge of the sorted IN and OUT scores over all pairs of a checkpoint (:func:`global_metrics`).
-Both find tie groups with :func:`_tie_starts`; every threshold is :func:`out_quantiles`.
+Both find tie groups with :func:`_tie_starts`.
 """
 
 from __future__ import annotations
@@ -17,17 +18,18 @@ from typing import NamedTuple
 import numpy as np
 
 from privdyn.analysis.checkpoints import Checkpoints
+from privdyn.analysis.quantiles import lerp, linear_quantiles
 
 
 def fpr_threshold(scores: np.ndarray, membership: np.ndarray, alpha: float) -> float:
-    """Tau of FPR alpha: numpy's linear (1 - alpha) quantile of the OUT scores (flag ``s > tau``)."""
-    return float(out_quantiles(scores[~membership], [alpha])[0])
+    """Tau of FPR alpha: numpy's linear (1 - alpha) quantile of the OUT scores in float64 (flag
+    ``s > tau``), selected in place (:func:`~privdyn.analysis.quantiles.linear_quantiles`)."""
+    return float(linear_quantiles(scores, _levels([alpha]), where=~np.asarray(membership, dtype=bool))[0])
 
 
-def out_quantiles(out_scores: np.ndarray, alphas: list[float]) -> np.ndarray:
-    """Tau of each FPR alpha, ``[len(alphas)]``, from the OUT scores alone: numpy's linear
-    (1 - alpha) quantiles in float64 (a vector of levels gives the single-level values)."""
-    return np.quantile(np.asarray(out_scores, dtype=np.float64), 1.0 - np.asarray(alphas, dtype=np.float64))
+def _levels(alphas: list[float]) -> np.ndarray:
+    """The quantile level of each FPR alpha, 1 - alpha in float64."""
+    return 1.0 - np.asarray(alphas, dtype=np.float64)
 
 
 def tpr_at_fpr(scores: np.ndarray, membership: np.ndarray, alpha: float) -> float:
@@ -77,7 +79,7 @@ def global_metrics(scores: np.ndarray, membership: np.ndarray, alphas: list[floa
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = float((2 * below.sum() + _tied_pairs(merged[order], is_in)) / (2 * n1 * n0))
         best = (0.5 * (1.0 + (n1 - first) / n1 - (n0 - below) / n0)).max(initial=0.5)
-        taus = out_quantiles(outs, alphas) if n0 else np.full(len(alphas), np.nan)
+        taus = linear_quantiles(outs, _levels(alphas), presorted=True) if n0 else np.full(len(alphas), np.nan)
         tpr = (n1 - np.searchsorted(ins, taus, "right")) / n1
     return GlobalMetrics(auc, float(best), tpr)
 
@@ -345,8 +347,7 @@ def tpr_at_fpr_boot(scores: np.ndarray, membership: np.ndarray, alphas: list[flo
     n_out, n_in = _weighted_sum(np.stack([(~z).sum(axis=0), z.sum(axis=0)]), wb)
     if (n_out == 0).any() or (n_in == 0).any():
         raise ValueError("a bootstrap replicate has no IN or no OUT pair")
-    q = 1.0 - np.asarray(alphas, dtype=np.float64)[:, None]
-    h = (n_out - 1) * q  # numpy's virtual index for method="linear", [A, B]
+    h = (n_out - 1) * _levels(alphas)[:, None]  # numpy's virtual index for method="linear", [A, B]
     lo = np.floor(h)
     frac = h - lo
     r_lo = (n_out - 1 - lo).astype(np.int64)  # ranks from the top of positions lo and lo + 1
@@ -357,8 +358,7 @@ def tpr_at_fpr_boot(scores: np.ndarray, membership: np.ndarray, alphas: list[flo
         top = _descending(out_s, out_s.size)
         pos = _first_exceeding(w, out_j[top], ranks, int(n_out.max()))
     a, b = np.split(out_s[top[pos]], 2)
-    diff = b - a
-    tau = np.where(frac >= 0.5, b - diff * (1 - frac), a + diff * frac)  # numpy's _lerp, [A, B]
+    tau = lerp(a, b, frac)  # [A, B]
     hi, lo_tau = tau.max(axis=1), tau.min(axis=1)
     above = _weighted_sum(np.stack([np.bincount(in_j[in_s > c], minlength=N) for c in hi]), wb)
     step = max(1, _BLOCK // n_boot)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from privdyn.analysis.quantiles import lerp
 from privdyn.registry import Registry
 
 #: The signal fields of :class:`Traces` a proxy may need.
@@ -171,13 +172,6 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 # --- vectorised, NaN-aware reductions along the time axis -------------------------------------
-
-def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Numpy's quantile interpolation between neighbours, bit for bit: a + (b - a) t, computed
-    from b's side when t >= 1/2 (so that equal traces give equal quantiles on every path)."""
-    diff = b - a
-    return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
-
 
 def nan_quantile(x: np.ndarray, q: float) -> np.ndarray:
     """Numpy's linear quantile along axis 0 over the finite entries (NaN where none), without

@@ -51,7 +51,8 @@ from scipy import stats
 
 from privdyn.analysis.checkpoints import Checkpoints
 from privdyn.analysis.plane import threshold
-from privdyn.analysis.proxies import Traces, available_proxies, lerp, proxy_curve
+from privdyn.analysis.proxies import Traces, available_proxies, proxy_curve
+from privdyn.analysis.quantiles import lerp
 
 #: The two ground truths ranked against, and the per-sample target of the Spearman correlation.
 TRUTHS = ("attack", "final_high")
