@@ -9,6 +9,8 @@ from privdyn.analysis.model_level import (
     balanced_accuracy,
     bootstrap_weights,
     checkpoint_metrics,
+    global_metrics,
+    pairs_of,
     percentile_ci,
     tpr_at_fpr,
     tpr_at_fpr_boot,
@@ -117,3 +119,30 @@ def test_weighted_sums_from_the_replicate_major_weights_are_exact(big):
     expected = counts.astype(object) @ by_rep.T.astype(object)  # Python integers: no overflow at all
     got = _weighted_sum(counts, by_rep)
     assert got.dtype == np.int64 and (got == expected).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 6), n=st.integers(1, 40), seed=st.integers(0, 10**6))
+def test_pairs_select_what_the_masks_select(m, n, seed):
+    """pairs_of splits like scores[z] and scores[~z] (same order), counts IN and OUT models per
+    sample, and global_metrics and the bootstrap give the same with and without it."""
+    rng = np.random.default_rng(seed)
+    z = rng.random((m, n)) < rng.uniform(0.1, 0.9)
+    s = np.round(rng.normal(size=(m, n)), 1)
+    p = pairs_of(z)
+    ins, outs = p.split(s)
+    np.testing.assert_array_equal(ins, s[z])
+    np.testing.assert_array_equal(outs, s[~z])
+    np.testing.assert_array_equal(p.in_sample, np.nonzero(z)[1])
+    np.testing.assert_array_equal(p.out_sample, np.nonzero(~z)[1])
+    np.testing.assert_array_equal(p.n_in, z.sum(axis=0))
+    np.testing.assert_array_equal(p.n_out, (~z).sum(axis=0))
+    with pytest.raises(ValueError, match="do not match"):
+        p.split(s[:, :-1] if n > 1 else np.zeros((m + 1, n)))
+    if z.any() and (~z).any():
+        a, b = global_metrics(s, z, [0.1, 0.5], p), global_metrics(s, z, [0.1, 0.5])
+        assert (a.auc, a.balanced_accuracy) == (b.auc, b.balanced_accuracy)
+        np.testing.assert_array_equal(a.tpr_at_fpr, b.tpr_at_fpr)
+    if (z.any(axis=0) & (~z).any(axis=0)).all():
+        w = bootstrap_weights(n, 7, np.random.default_rng(seed))
+        np.testing.assert_array_equal(tpr_at_fpr_boot(s, z, [0.1], w, pairs=p), tpr_at_fpr_boot(s, z, [0.1], w))
