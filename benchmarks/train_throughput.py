@@ -75,14 +75,16 @@ def build(arch: str, ds: Dataset) -> torch.nn.Module:
 
 
 def measure_eval(arch: str, ds: Dataset, k: int, device: str, clock=time.perf_counter,
-                 memory_format: str = "auto") -> float:
+                 memory_format: str = "auto", precision: str = "fp32") -> float:
     """Model-samples per second of the per-checkpoint evaluation of a group of k models on the pool
-    (one identity query, every signal computed), best of two passes."""
+    (one identity query, every signal computed), best of two passes; ``precision`` bf16 runs the
+    forward under bf16 autocast (``training.eval_precision``), anything else in fp32."""
     from privdyn.training.engine import memory_format as resolve_format
     from privdyn.training.ensemble import EnsembleGroup
 
     dev = resolve_device(device)
     group = EnsembleGroup(lambda: build(arch, ds), list(range(k)), 0, dev,
+                          eval_precision="bf16" if precision == "bf16" else "fp32",
                           memory_format=resolve_format(memory_format, dev))
     x, y = torch.from_numpy(ds.x_pool).to(dev), torch.from_numpy(ds.y_pool).to(dev)
     best = float("inf")
@@ -109,12 +111,13 @@ def projection(train_flops: float, eval_flops: float, rate: float) -> tuple[floa
 
 
 def measure(arch: str, ds: Dataset, k: int, rounds: int, batch_size: int, device: str,
-            clock=time.perf_counter, memory_format: str = "auto") -> tuple[float, float]:
-    """Best-round model-samples per second of a group of k models and of a group of one."""
+            clock=time.perf_counter, memory_format: str = "auto", precision: str = "fp32") -> tuple[float, float]:
+    """Best-round model-samples per second of a group of k models and of a group of one
+    (``precision`` is ``training.precision``)."""
     cfg = config_from_dict({
         "dataset": {"name": "synthetic"}, "model": MODELS[arch],  # the data is passed to make_trainer itself
         "training": {"n_models": max(2, k + k % 2), "epochs": rounds + 1, "batch_size": batch_size,
-                     "group_size": k, "device": device, "memory_format": memory_format,
+                     "group_size": k, "device": device, "memory_format": memory_format, "precision": precision,
                      "optimizer": {"name": "sgd", "lr": 0.01}},
     })
     dev = resolve_device(device)
@@ -150,6 +153,8 @@ def main() -> None:
                     "rate and, for wrn, the paper run's projected time")
     ap.add_argument("--clock", choices=["wall", "process"], default="wall",
                     help="time wall seconds or this process's CPU seconds")
+    ap.add_argument("--precision", default="fp32", help="training.precision (fp32, tf32, bf16), or several "
+                    "comma-separated, each measured in turn; bf16 also evaluates under bf16")
     ap.add_argument("--memory-format", default="auto", help="training.memory_format, or several comma-separated "
                     "(auto,contiguous,channels_last), each measured in turn")
     args = ap.parse_args()
@@ -162,13 +167,16 @@ def main() -> None:
           f"batch {args.batch_size}, device {name}, {args.clock} clock, torch {torch.__version__}")
     clock = time.process_time if args.clock == "process" else time.perf_counter
     speedups = []
-    for arch, fmt in ((a, f) for a in args.arch.split(",") for f in args.memory_format.split(",")):
-        batched, single = measure(arch, ds, args.group_size, args.rounds, args.batch_size, args.device, clock, fmt)
+    runs = [(a, f, p) for a in args.arch.split(",") for f in args.memory_format.split(",")
+            for p in args.precision.split(",")]
+    for arch, fmt, prec in runs:
+        batched, single = measure(arch, ds, args.group_size, args.rounds, args.batch_size, args.device, clock, fmt,
+                                  prec)
         speedups.append(batched / single)
-        print(f"{arch:9s} memory_format {fmt}, group of {args.group_size}: {batched:10.0f} model-samples/s   "
-              f"one at a time: {single:10.0f} model-samples/s   ratio {batched / single:5.2f}")
+        print(f"{arch:9s} memory_format {fmt}, precision {prec}, group of {args.group_size}: {batched:10.0f} "
+              f"model-samples/s   one at a time: {single:10.0f} model-samples/s   ratio {batched / single:5.2f}")
         if args.eval or args.flops:
-            evaluation = measure_eval(arch, ds, args.group_size, args.device, clock, fmt)
+            evaluation = measure_eval(arch, ds, args.group_size, args.device, clock, fmt, prec)
             print(f"{'':9s} evaluation, group of {args.group_size}: {evaluation:10.0f} model-samples/s "
                   f"({evaluation / batched:.1f}x the training rate)")
         if args.flops:

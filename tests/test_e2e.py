@@ -111,3 +111,10 @@ def test_analyze_stage_reads_training_measures_once_for_all_attacks(tiny_run, mo
     assert len(calls) == 1 and len(cfg.attacks) == 3
     shared = {k: v for k, v in summary["attacks"]["lira_online"].items() if k != "sensitivity"}  # full stage only
     assert json.dumps(shared, sort_keys=True) == json.dumps(alone, sort_keys=True)
+
+
+def test_python_dash_m_privdyn_is_the_command_line():
+    """``python -m privdyn`` runs the same CLI as the ``privdyn`` script (for checkouts run from src/)."""
+    out = subprocess.run([sys.executable, "-m", "privdyn", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "run" in out.stdout and "report" in out.stdout
