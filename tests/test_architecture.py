@@ -9,7 +9,7 @@ SRC = Path(__file__).parents[1] / "src" / "privdyn"
 
 #: Top to bottom; a module may import its own package and any layer below its own.
 LAYERS = [
-    {"cli"},
+    {"cli", "__main__"},  # python -m privdyn is the command line
     {"sweep"},
     {"ingest"},
     {"pipeline"},
@@ -28,9 +28,11 @@ FACADE = {"privdyn": {"store", "pipeline", "training", "ingest"}}
 
 
 def part_of(module: str) -> str:
-    """'privdyn.attacks.lira' -> 'attacks'; 'privdyn' and 'privdyn.__version__' -> 'privdyn'."""
+    """'privdyn.attacks.lira' -> 'attacks'; 'privdyn' and 'privdyn.__version__' -> 'privdyn';
+    'privdyn.__main__' -> '__main__'."""
     parts = module.split(".")
-    return parts[1] if len(parts) > 1 and not parts[1].startswith("__") else parts[0]
+    own = len(parts) > 1 and (not parts[1].startswith("__") or parts[1] == "__main__")
+    return parts[1] if own else parts[0]
 
 
 def layer(part: str) -> int:
