@@ -9,7 +9,8 @@ SRC = Path(__file__).parents[1] / "src" / "privdyn"
 
 #: Top to bottom; a module may import its own package and any layer below its own.
 LAYERS = [
-    {"cli", "__main__"},  # python -m privdyn is the command line
+    {"__main__"},  # python -m privdyn: runs the command line
+    {"cli"},
     {"sweep"},
     {"ingest"},
     {"pipeline"},
