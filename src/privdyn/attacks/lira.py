@@ -11,7 +11,9 @@ the IN and OUT moments once (under the ``pair`` rule once per complementary pair
 models share their references), then each variant's score from the same residuals
 (x - mu) and floored variances. The registered attacks call it with their one variant, so a
 single attack and the fused pass (:func:`privdyn.attacks.base.run_fused`) give identical scores:
-no result depends on which other variants are computed or on how the samples are blocked.
+no result depends on which other variants are computed, nor on how the samples are blocked, except
+``lira_online_fixed``'s pooled variances, which are sums over blocks and so move with the block
+size by rounding (1e-12 relative; the block size is the constant :data:`LIRA_BLOCK`).
 
 Precision. phi stays in its stored type (float32 in a run) until one block is widened to float64
 in the cache: widening is exact, so this loses nothing and reads half the bytes of a float64
