@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from pydantic import Field
 
@@ -31,24 +33,33 @@ class SyntheticOptions(Options):
 
 def load_mnist1d(n_pool: int | None, n_test: int | None, seed: int, options: dict) -> Dataset:
     """MNIST-1D generated offline by ``mnist1d.data.make_dataset`` (never its download path)."""
-    from mnist1d.data import get_dataset_args, make_dataset
-
     n_pool = n_pool or 8000
     n_test = n_test or 2000
-    args = get_dataset_args()
     # make_dataset draws whole rounds of the 10 classes and splits by a rounded fraction, so ask
     # for a few more samples than needed and split here: the pool and test sizes are then exact.
-    args.num_samples = n_pool + n_test + 10
-    args.train_split = 1.0
-    args.seed = parse_options(Mnist1dOptions, options, "mnist1d").seed
-    d = make_dataset(args)
-    x, y = np.asarray(d["x"], np.float32), np.asarray(d["y"], np.int64)
+    x, y = _mnist1d(n_pool + n_test + 10, parse_options(Mnist1dOptions, options, "mnist1d").seed)
+    y = y.copy()
     x_pool, x_test = standardise(x[:n_pool], x[n_pool:n_pool + n_test], None)
     return Dataset(
         name="mnist1d", kind="sequence",
         x_pool=x_pool[:, None, :], y_pool=y[:n_pool],
         x_test=x_test[:, None, :], y_test=y[n_pool:n_pool + n_test], num_classes=10,
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _mnist1d(num_samples: int, generator_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """make_dataset's inputs (float32) and labels for these arguments, read-only. Generating
+    them is a Python loop over samples in mnist1d (about 9 s for the quickstart's 10,010), so the
+    runs of a sweep, which share their data, generate it once per process."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples, args.train_split, args.seed = num_samples, 1.0, generator_seed
+    d = make_dataset(args)
+    x, y = np.asarray(d["x"], np.float32), np.asarray(d["y"], np.int64)
+    x.flags.writeable = y.flags.writeable = False
+    return x, y
 
 
 def load_digits(n_pool: int | None, n_test: int | None, seed: int, options: dict) -> Dataset:
