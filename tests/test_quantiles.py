@@ -82,6 +82,7 @@ def test_nan_infinities_and_edges_match_numpy():
         np.testing.assert_array_equal(linear_quantiles(v, qs), expected(v, qs))
     v[2, 7] = np.nan
     np.testing.assert_array_equal(linear_quantiles(v, [0.5, 0.99]), [np.nan, np.nan])
+    np.testing.assert_array_equal(linear_quantiles(np.sort(v, axis=None), [0.5], presorted=True), [np.nan])
     where = np.ones(v.shape, dtype=bool)
     where[2, 7] = False  # the NaN is not selected: no NaN in the answer
     np.testing.assert_array_equal(linear_quantiles(v, [0.99], where=where), expected(v, [0.99], where))

@@ -40,8 +40,8 @@ def linear_quantiles(values: np.ndarray, qs: np.ndarray | list[float], where: np
     if not ((q >= 0) & (q <= 1)).all():
         raise ValueError("Quantiles must be in the range [0, 1]")
     v = np.asarray(values)
-    if presorted:
-        return _interpolate(v.size, q, lambda ks: v[ks])
+    if presorted:  # NaN sorts last
+        return np.full(q.shape, np.nan) if v.size and np.isnan(v[-1]) else _interpolate(v.size, q, lambda ks: v[ks])
     flat = v.reshape(-1)
     mask = None if where is None else np.broadcast_to(np.asarray(where, dtype=bool), v.shape).reshape(-1)
     n = flat.size if mask is None else int(np.count_nonzero(mask))
