@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from privdyn.analysis.quantiles import lerp
+from privdyn.analysis.quantiles import sorted_quantile
 from privdyn.registry import Registry
 
 #: The signal fields of :class:`Traces` a proxy may need.
@@ -177,14 +177,7 @@ def nan_quantile(x: np.ndarray, q: float) -> np.ndarray:
     """Numpy's linear quantile along axis 0 over the finite entries (NaN where none), without
     ``np.nanquantile``'s per-column Python loop: one sort (NaN sorts last) and one gather."""
     s = np.sort(np.asarray(x, dtype=np.float64), axis=0)
-    n = np.isfinite(s).sum(axis=0)
-    h = np.maximum(n - 1, 0) * q
-    lo = np.floor(h).astype(np.int64)
-    hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
-    a = np.take_along_axis(s, lo[None], axis=0)[0]
-    b = np.take_along_axis(s, hi[None], axis=0)[0]
-    out = lerp(a, b, h - lo)
-    return np.where(n > 0, out, np.nan)
+    return sorted_quantile(s, np.isfinite(s).sum(axis=0), q, axis=0)
 
 
 def nan_mean(x: np.ndarray) -> np.ndarray:
@@ -266,15 +259,7 @@ def _iqr_curve(loss: np.ndarray, q: tuple[float, float]) -> np.ndarray:
     for j in range(t):
         s = np.sort(rows[:, :j + 1], axis=1)
         n = np.isfinite(s).sum(axis=1)
-        top = np.maximum(n - 1, 0)
-        qs = []
-        for level in q:
-            h = top * level
-            lo = np.floor(h).astype(np.int64)
-            a = np.take_along_axis(s, lo[:, None], axis=1)[:, 0].astype(np.float64)
-            b = np.take_along_axis(s, np.minimum(lo + 1, top)[:, None], axis=1)[:, 0].astype(np.float64)
-            qs.append(lerp(a, b, h - lo))
-        out[j] = np.where(n > 0, qs[1] - qs[0], np.nan)
+        out[j] = sorted_quantile(s, n, q[1], axis=1) - sorted_quantile(s, n, q[0], axis=1)  # NaN where n = 0
     return out.reshape(loss.shape)
 
 

@@ -30,6 +30,17 @@ def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
 
 
+def sorted_quantile(s: np.ndarray, n: np.ndarray, q: float, axis: int) -> np.ndarray:
+    """Numpy's linear q-quantile of every line along ``axis`` of ``s``, sorted along it with its
+    ``n`` valid entries first (NaN sorts last), in float64; NaN where a line has none."""
+    top = np.maximum(n - 1, 0)
+    h = top * q
+    lo = np.floor(h).astype(np.int64)
+    a = np.take_along_axis(s, np.expand_dims(lo, axis), axis=axis).squeeze(axis).astype(np.float64)
+    b = np.take_along_axis(s, np.expand_dims(np.minimum(lo + 1, top), axis), axis=axis).squeeze(axis).astype(np.float64)
+    return np.where(n > 0, lerp(a, b, h - lo), np.nan)
+
+
 def linear_quantiles(values: np.ndarray, qs: np.ndarray | list[float], where: np.ndarray | None = None,
                      presorted: bool = False) -> np.ndarray:
     """``np.quantile(values[where].astype(float64), qs)`` (linear method), ``[len(qs)]``, without

@@ -52,7 +52,7 @@ from scipy import stats
 from privdyn.analysis.checkpoints import Checkpoints
 from privdyn.analysis.plane import threshold
 from privdyn.analysis.proxies import Traces, available_proxies, proxy_curve
-from privdyn.analysis.quantiles import lerp
+from privdyn.analysis.quantiles import sorted_quantile
 
 #: The two ground truths ranked against, and the per-sample target of the Spearman correlation.
 TRUTHS = ("attack", "final_high")
@@ -380,13 +380,7 @@ def _row_quantile(x: np.ndarray, mask: np.ndarray, q: float) -> np.ndarray:
     """Numpy's linear q-quantile of each row of ``x`` over the entries where ``mask`` (one sort
     along the rows, NaN last, as :func:`~privdyn.analysis.proxies.nan_quantile`)."""
     s = np.sort(np.where(mask, x, np.nan), axis=-1)
-    n = np.isfinite(s).sum(axis=-1)
-    h = np.maximum(n - 1, 0) * q
-    lo = np.floor(h).astype(np.int64)
-    hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
-    a = np.take_along_axis(s, lo[:, None], axis=-1)[:, 0]
-    b = np.take_along_axis(s, hi[:, None], axis=-1)[:, 0]
-    return np.where(n > 0, lerp(a, b, h - lo), np.nan)
+    return sorted_quantile(s, np.isfinite(s).sum(axis=-1), q, axis=-1)
 
 
 def tail_tpr_estimate(loss: np.ndarray, membership: np.ndarray, alpha: float) -> np.ndarray:
