@@ -7,6 +7,8 @@ statistics around rank ``(n - 1)(1 - alpha)``, which lie in the top ~alpha share
 :func:`linear_quantiles` finds a lower bound for that share on a strided subsample, keeps the
 OUT scores above it (one comparison pass) and selects among those few. The bound is checked by
 counting, never trusted, so the result is always numpy's; only the speed depends on the sample.
+:func:`sorted_quantile` is the same quantile along an axis of lines already sorted (the proxies'
+traces and the early warning's rows), and :func:`lerp` numpy's interpolation, shared by all.
 """
 
 from __future__ import annotations
