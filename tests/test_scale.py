@@ -114,14 +114,16 @@ def test_the_cli_runs_on_a_local_ray_cluster_it_starts_itself(tmp_path, tiny_con
     assert RunDir(tmp_path / "run").manifest()["stages"]["train"]["ray_address"] == "local"
 
 
-@pytest.mark.parametrize("where", ["devices", "ray"])
+@pytest.mark.parametrize("where", ["devices", "ray", "ray, a worker killed"])
 def test_progress_reaches_the_driver_epoch_by_epoch_or_group_by_group(tmp_path, tiny_config_dict, where, cluster):
+    """Every epoch reaches the driver's bar exactly once, also when a killed task is retried and
+    reports the epochs it resumes from again."""
     from privdyn.data import load_dataset
     from privdyn.training.engine import plan_groups
     from privdyn.training.executors import run_groups
     from privdyn.training.membership import balanced_membership
 
-    if where == "ray":
+    if where.startswith("ray"):
         tiny_config_dict["training"]["backend"] = "ray"
         tiny_config_dict["ray"] = {"address": cluster.address}
     else:
@@ -132,8 +134,30 @@ def test_progress_reaches_the_driver_epoch_by_epoch_or_group_by_group(tmp_path, 
     groups = plan_groups(cfg.training.n_models, cfg.training.group_size)
     ticks: list[int] = []
     run = RunDir(tmp_path / "run")
-    with run.locked():
-        run.init(cfg)
-        done = run_groups(cfg, run, ds, balanced_membership(cfg.training.n_models, ds.n_pool, cfg.seed), groups,
-                          ticks.append)
-    assert sum(ticks) == len(groups) * cfg.training.epochs and done["trained_epochs"] == sum(ticks)
+    if where == "ray, a worker killed":  # each group's worker dies once, after its second checkpoint
+        ray.init(address=cluster.address, runtime_env={"env_vars": {"PRIVDYN_FAULT": "wrote:t001.npz"}},
+                 log_to_driver=False)
+    try:
+        with run.locked():
+            run.init(cfg)
+            done = run_groups(cfg, run, ds, balanced_membership(cfg.training.n_models, ds.n_pool, cfg.seed), groups,
+                              ticks.append)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    assert sum(ticks) == len(groups) * cfg.training.epochs
+    assert done["trained_epochs"] + done["resumed_epochs"] == sum(ticks)
+
+
+def test_the_progress_actor_counts_a_retried_groups_epochs_once():
+    """A retry reports its group's running total from its resumed state: only new epochs count."""
+    from privdyn.training.executors import _Progress
+
+    p = _Progress()
+    for done in (1, 2, 3):  # group 0's first attempt, killed after epoch 3 (its state saved at 2)
+        p.advance(0, done)
+    p.advance(1, 1)
+    assert p.take() == 4
+    for done in (2, 3, 4, 5):  # the retry resumes at 2 and reports 2, 3 again, then 4 and 5
+        p.advance(0, done)
+    assert p.take() == 2 and p.take() == 0

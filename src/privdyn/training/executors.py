@@ -68,8 +68,21 @@ def _train_on(cfg_data: dict[str, Any], run_path: str, ds: Dataset, membership: 
               task: dict[str, Any], device: str, report: Any = None) -> dict[str, Any]:
     """One group in a worker (a process or a Ray task): the config arrives as JSON-ready data."""
     cfg = RunConfig.model_validate(cfg_data)
-    tick = (lambda n: report.advance.remote(n)) if report is not None else None
-    return train_group(cfg, ds, membership, GroupTask.from_dict(task), RunDir(run_path), torch.device(device), tick)
+    group = GroupTask.from_dict(task)
+    tick = _reporter(report, group.index) if report is not None else None
+    return train_group(cfg, ds, membership, group, RunDir(run_path), torch.device(device), tick)
+
+
+def _reporter(report: Any, group: int) -> Callable[[int], None]:
+    """This attempt's progress as the group's running total of epochs (see :class:`_Progress`)."""
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        report.advance.remote(group, done)
+
+    return tick
 
 
 def _processes(cfg: RunConfig, run: RunDir, ds: Dataset, membership: np.ndarray, groups: list[GroupTask],
@@ -151,14 +164,23 @@ def _check_reachable(address: str) -> None:
 
 
 class _Progress:
-    """A Ray actor that sums the epochs tasks report, for the driver to take and show."""
+    """A Ray actor that sums the epochs tasks report, for the driver to take and show.
+
+    Each attempt of a group reports its running total of epochs (resumed ones included), and
+    only a total beyond the group's best so far counts: a retried task, which resumes from its
+    group's last saved state and reports those epochs again, adds only the epochs that are new.
+    """
 
     def __init__(self) -> None:
         self.pending = 0
+        self.best: dict[int, int] = {}
 
-    def advance(self, n: int) -> None:
-        """Add ``n`` finished epochs."""
-        self.pending += n
+    def advance(self, group: int, done: int) -> None:
+        """Group ``group`` has ``done`` epochs behind it (in this attempt, resumed ones included)."""
+        gain = done - self.best.get(group, 0)
+        if gain > 0:
+            self.best[group] = done
+            self.pending += gain
 
     def take(self) -> int:
         """The epochs reported since the last call."""
