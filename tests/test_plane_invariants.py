@@ -49,3 +49,33 @@ def test_score_rule_uses_fixed_threshold_and_sample_that_never_separates_is_safe
     assert p.tau[0] == 0.0
     assert p.tpr[0, 1:].min() == 1.0 and p.fpr[0, 1:].max() == 0.0
     assert p.adv[0, 0] == 0.0 and p.auc[0, 0] == 0.5
+
+
+def test_several_rules_from_one_read_of_each_checkpoint():
+    """operating_points_of gives every rule what operating_points gives it alone (and the plane's
+    FPR and TPR), reading each checkpoint once whatever the number of rules."""
+    from privdyn.analysis.plane import operating_points, operating_points_of
+
+    rng = np.random.default_rng(5)
+    T, M, N = 4, 8, 60
+    z = balanced_membership(M, N, 2)
+    scores = np.round(rng.normal(size=(T, M, N)) + z * rng.uniform(0, 2, size=(T, 1, 1)), 1)
+
+    class Counted:
+        shape = scores.shape
+        reads = 0
+
+        def __getitem__(self, t):
+            Counted.reads += 1
+            return scores[t]
+
+    rules = ["fpr:0.01", "fpr:0.1", "score:0.5", "fpr:0.01"]
+    got = operating_points_of(Counted(), z, rules)
+    assert Counted.reads == T and sorted(got) == sorted(set(rules))
+    for rule in rules:
+        alone = operating_points(scores, z, rule)
+        for a, b in zip(got[rule], alone, strict=True):
+            np.testing.assert_array_equal(a, b)
+    plane = compute_plane(scores, z, "fpr:0.1")
+    np.testing.assert_array_equal(plane.fpr, got["fpr:0.1"][0])
+    np.testing.assert_array_equal(plane.tpr, got["fpr:0.1"][1])

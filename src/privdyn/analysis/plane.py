@@ -78,28 +78,37 @@ class Plane:
 
 def compute_plane(scores: Checkpoints, membership: np.ndarray, rule: str) -> Plane:
     """The plane over all checkpoints of ``scores`` ``[T, M, N]`` under ``rule``."""
-    fpr, tpr, tau, auc = _sweep(scores, membership, rule, with_auc=True)
+    points, auc = _sweep(scores, membership, [rule], with_auc=True)
+    fpr, tpr, tau = points[rule]
     assert auc is not None
     return Plane(fpr, tpr, auc, tau)
 
 
 def operating_points(scores: Checkpoints, membership: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray]:
     """(FPR, TPR) ``[T, N]`` alone: the plane without the per-sample AUC, its costly part."""
-    fpr, tpr, _, _ = _sweep(scores, membership, rule, with_auc=False)
-    return fpr, tpr
+    return operating_points_of(scores, membership, [rule])[rule]
 
 
-def _sweep(scores: Checkpoints, membership: np.ndarray, rule: str,
-           with_auc: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """One checkpoint read at a time (a lazily read array is fine): FPR, TPR, tau and AUC."""
+def operating_points_of(scores: Checkpoints, membership: np.ndarray,
+                        rules: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """:func:`operating_points` under several rules, from one read of each checkpoint."""
+    points, _ = _sweep(scores, membership, list(dict.fromkeys(rules)), with_auc=False)
+    return {rule: (fpr, tpr) for rule, (fpr, tpr, _) in points.items()}
+
+
+def _sweep(scores: Checkpoints, membership: np.ndarray, rules: list[str], with_auc: bool
+           ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], np.ndarray | None]:
+    """One checkpoint read at a time (a lazily read array is fine): per rule FPR, TPR and tau,
+    and the rule-free per-sample AUC when asked."""
     T, _, N = scores.shape
-    fpr, tpr, tau = np.empty((T, N)), np.empty((T, N)), np.empty(T)
+    points = {rule: (np.empty((T, N)), np.empty((T, N)), np.empty(T)) for rule in rules}
     auc = np.empty((T, N)) if with_auc else None
     for t in range(T):
         s = np.asarray(scores[t], dtype=np.float64)
         check_finite(s, f"checkpoint {t}")
-        tau[t] = threshold(s, membership, rule)
-        fpr[t], tpr[t] = plane_at(s, membership, tau[t])
+        for rule, (fpr, tpr, tau) in points.items():
+            tau[t] = threshold(s, membership, rule)
+            fpr[t], tpr[t] = plane_at(s, membership, tau[t])
         if auc is not None:
             auc[t] = sample_auc(s, membership)
-    return fpr, tpr, tau, auc
+    return points, auc

@@ -16,7 +16,7 @@ from scipy.stats import spearmanr
 
 from privdyn.analysis import dynamics, early, population
 from privdyn.analysis.checkpoints import Checkpoints
-from privdyn.analysis.plane import operating_points
+from privdyn.analysis.plane import operating_points_of
 from privdyn.analysis.population import Bands
 from privdyn.analysis.results import num
 
@@ -64,8 +64,9 @@ def sensitivity_table(scores: Checkpoints, membership: np.ndarray, epochs: np.nd
     whose Spearman correlation with the final advantage is reported.
     """
     rows = []
+    points = operating_points_of(scores, membership, list(variants.rules))  # each checkpoint read once
     for rule in variants.rules:
-        fpr, tpr = operating_points(scores, membership, rule)
+        fpr, tpr = points[rule]
         adv = tpr - fpr
         disp, path = population.com_displacement_and_path(population.centre_of_mass(fpr, tpr))
         speed, _ = dynamics.encoding_speed(fpr, tpr, epochs)
