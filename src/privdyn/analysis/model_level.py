@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from privdyn.analysis.checkpoints import Checkpoints
-from privdyn.analysis.quantiles import lerp, linear_quantiles
+from privdyn.analysis.quantiles import lerp, linear_quantiles, neighbours
 
 
 def fpr_threshold(scores: np.ndarray, membership: np.ndarray, alpha: float) -> float:
@@ -381,11 +381,8 @@ def tpr_at_fpr_boot(scores: np.ndarray, membership: np.ndarray, alphas: list[flo
     n_out, n_in = _weighted_sum(np.stack([p.n_out, p.n_in]), wb)
     if (n_out == 0).any() or (n_in == 0).any():
         raise ValueError("a bootstrap replicate has no IN or no OUT pair")
-    h = (n_out - 1) * _levels(alphas)[:, None]  # numpy's virtual index for method="linear", [A, B]
-    lo = np.floor(h)
-    frac = h - lo
-    r_lo = (n_out - 1 - lo).astype(np.int64)  # ranks from the top of positions lo and lo + 1
-    ranks = np.concatenate([r_lo, np.maximum(r_lo - 1, 0)])
+    lower, upper, frac = neighbours(n_out, _levels(alphas)[:, None])  # numpy's virtual index, [A, B]
+    ranks = np.concatenate([n_out - 1 - lower, n_out - 1 - upper]).astype(np.int64)  # from the top
     top = _descending(out_s, int(1.2 * max(alphas) * out_s.size) + 1024)
     pos = _first_exceeding(w, out_j[top], ranks, int(n_out.max()))
     if (pos < 0).any():  # an extreme replicate reaches below the sorted top: sort everything

@@ -8,7 +8,8 @@ statistics around rank ``(n - 1)(1 - alpha)``, which lie in the top ~alpha share
 OUT scores above it (one comparison pass) and selects among those few. The bound is checked by
 counting, never trusted, so the result is always numpy's; only the speed depends on the sample.
 :func:`sorted_quantile` is the same quantile along an axis of lines already sorted (the proxies'
-traces and the early warning's rows), and :func:`lerp` numpy's interpolation, shared by all.
+traces and the early warning's rows); :func:`neighbours` (numpy's virtual index) and :func:`lerp`
+(its interpolation) are shared by all, and by the model-level bootstrap.
 """
 
 from __future__ import annotations
@@ -32,15 +33,24 @@ def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
 
 
+def neighbours(n: np.ndarray | int, q: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Numpy's virtual index ``(n - 1) q`` of the linear method, broadcast over ``n`` and ``q``:
+    the positions of its two neighbours in ascending order (the upper one clipped to the last)
+    and the weight between them, for :func:`lerp`. At q = 1 numpy measures the weight from index
+    -1 instead; both neighbours are then the last value, so the result is the same."""
+    top = np.maximum(np.asarray(n) - 1, 0)
+    h = top * np.asarray(q, dtype=np.float64)
+    lo = np.floor(h).astype(np.intp)
+    return lo, np.minimum(lo + 1, top), h - lo
+
+
 def sorted_quantile(s: np.ndarray, n: np.ndarray, q: float, axis: int) -> np.ndarray:
     """Numpy's linear q-quantile of every line along ``axis`` of ``s``, sorted along it with its
     ``n`` valid entries first (NaN sorts last), in float64; NaN where a line has none."""
-    top = np.maximum(n - 1, 0)
-    h = top * q
-    lo = np.floor(h).astype(np.int64)
-    a = np.take_along_axis(s, np.expand_dims(lo, axis), axis=axis).squeeze(axis).astype(np.float64)
-    b = np.take_along_axis(s, np.expand_dims(np.minimum(lo + 1, top), axis), axis=axis).squeeze(axis).astype(np.float64)
-    return np.where(n > 0, lerp(a, b, h - lo), np.nan)
+    lo, hi, gamma = neighbours(n, q)
+    a, b = (np.take_along_axis(s, np.expand_dims(k, axis), axis=axis).squeeze(axis).astype(np.float64)
+            for k in (lo, hi))
+    return np.where(n > 0, lerp(a, b, gamma), np.nan)
 
 
 def linear_quantiles(values: np.ndarray, qs: np.ndarray | list[float], where: np.ndarray | None = None,
@@ -64,16 +74,11 @@ def linear_quantiles(values: np.ndarray, qs: np.ndarray | list[float], where: np
 
 
 def _interpolate(n: int, q: np.ndarray, pick: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """Numpy's virtual index ``(n - 1) q``, its two neighbours (both the last one past the end,
-    where numpy measures the weight from index -1) and their :func:`lerp`; ``pick(ks)`` gives
-    the ascending order statistics at the positions ``ks``."""
+    """:func:`lerp` between the :func:`neighbours` of each level among n values; ``pick(ks)``
+    gives the ascending order statistics at the positions ``ks``."""
     if n == 0 or q.size == 0:
         return np.quantile(np.empty(n), q)  # numpy's error for no values, or an empty result
-    h = (n - 1) * q
-    end = h >= n - 1
-    lo = np.where(end, n - 1, np.floor(h)).astype(np.intp)
-    hi = np.minimum(lo + 1, n - 1)
-    gamma = h - np.where(end, -1, lo)
+    lo, hi, gamma = neighbours(n, q)
     ks, where_ks = np.unique(np.concatenate([lo, hi]), return_inverse=True)
     got = np.asarray(pick(ks), dtype=np.float64)[where_ks]
     return lerp(got[: q.size], got[q.size:], gamma)
