@@ -63,7 +63,11 @@ class Pairs(NamedTuple):
     in_sample: np.ndarray
     out_sample: np.ndarray
     n_in: np.ndarray
-    n_out: np.ndarray
+
+    @property
+    def n_out(self) -> np.ndarray:
+        """Per sample, the number of OUT models (all entries of the sample's line but the IN ones)."""
+        return int(np.prod(self.shape[:-1])) - self.n_in
 
     def split(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The IN and the OUT pairs' scores, as ``scores[membership]`` and ``scores[~membership]``."""
@@ -78,8 +82,7 @@ def pairs_of(membership: np.ndarray) -> Pairs:
     z = np.asarray(membership, dtype=bool)
     n = z.shape[-1] if z.ndim else 1
     in_flat, out_flat = np.flatnonzero(z), np.flatnonzero(~z)
-    per_sample = z.reshape(-1, n).sum(axis=0)
-    return Pairs(z.shape, in_flat, out_flat, in_flat % n, out_flat % n, per_sample, len(z.reshape(-1, n)) - per_sample)
+    return Pairs(z.shape, in_flat, out_flat, in_flat % n, out_flat % n, z.reshape(-1, n).sum(axis=0))
 
 
 def global_metrics(scores: np.ndarray, membership: np.ndarray, alphas: list[float],
