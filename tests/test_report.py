@@ -315,6 +315,42 @@ def test_fmt_and_escaping():
     assert "</script>" not in js and json.loads(js)["layout"]["title"]["text"].startswith("</script>")
 
 
+def test_the_page_carries_the_template_once_and_no_figure_carries_it(tiny):
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    fig = go.Figure(go.Scatter(x=[1, 2], y=[3, 4]), layout=dict(template="plotly_dark", height=300))
+    spec = json.loads(page.figure_json(fig))
+    assert "template" not in spec["layout"] and spec["layout"]["height"] == 300
+    assert fig.layout.template == pio.templates["plotly_dark"]  # the figure itself is left as it was
+    html = (tiny / "report" / "index.html").read_text()
+    assert html.count('id="plotly-template"') == 1 and html.count('"template"') == 0
+    shared = re.search(r'<script type="application/json" id="plotly-template">(.*?)</script>', html).group(1)
+    assert json.loads(shared) == pio.templates[page.TEMPLATE].to_plotly_json()
+
+
+def test_thumbnails_show_the_input_itself():
+    import base64
+    import io
+
+    from PIL import Image
+
+    from privdyn.report.gallery import thumbnail
+
+    x = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
+    uri = thumbnail(x, "image")
+    assert uri.startswith("data:image/png;base64,")
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+    assert pixels.shape == (3, 4) and pixels[0, 0] == 0 and pixels[-1, -1] == 255 and np.all(np.diff(pixels.ravel()) > 0)
+    rgb = np.asarray(Image.open(io.BytesIO(base64.b64decode(thumbnail(np.zeros((3, 2, 2)), "image").split(",")[1]))))
+    assert rgb.shape == (2, 2, 3) and not rgb.any()  # a constant image is black, not NaN
+    svg = base64.b64decode(thumbnail(np.array([[0.0, 1.0, 0.5], [1.0, 0.0, 0.5]]), "sequence").split(",")[1]).decode()
+    lines = re.findall(r'points="([^"]+)"', svg)
+    assert len(lines) == 2  # one line per channel, on the same scale
+    ys = [[float(p.split(",")[1]) for p in pts.split()] for pts in lines]
+    assert ys[0][1] == ys[1][0] < ys[0][2] == ys[1][2] < ys[0][0] == ys[1][1]  # up is larger
+
+
 def test_sparkline_geometry():
     svg = sparkline(np.array([-1.0, 0.0, 1.0]), high=0.6, width=100, height=44)
     pts = [tuple(map(float, p.split(","))) for p in re.search(r'points="([^"]+)"', svg).group(1).split()]
@@ -340,7 +376,8 @@ PROBE = """(async () => {
   const table = document.querySelector('#top-table table.sortable');
   table.querySelectorAll('thead th')[1].click();
   const ids = Array.from(table.tBodies[0].rows).map(r => Number(r.cells[1].textContent));
-  return {title: title, ids: ids, ms: ms, frames: plane._transitionData._frames.length,
+  const backgrounds = Array.from(document.querySelectorAll('.plot')).map(p => p._fullLayout.plot_bgcolor);
+  return {title: title, ids: ids, ms: ms, frames: plane._transitionData._frames.length, backgrounds: backgrounds,
           x: Array.from(plane.data[0].x), y: Array.from(plane.data[0].y)};
 })()"""
 
@@ -367,6 +404,9 @@ def test_report_renders_offline_in_chromium(tiny, tmp_path):
     assert np.abs(np.array(r.probe["x"]) - d.plane.fpr[0]).max() <= 1 / (3 * half) + 1e-6
     assert np.abs(np.array(r.probe["y"]) - d.plane.tpr[0]).max() <= 1 / (3 * half) + 1e-6
     assert np.abs(np.array(r.probe["x"]) - d.plane.fpr[-1]).max() > 0 or np.array_equal(d.plane.fpr[0], d.plane.fpr[-1])
+    # every figure is drawn with the page's one template (plotly_white: a white plot area; plotly's
+    # default would be #E5ECF6), which no figure carries itself
+    assert len(r.probe["backgrounds"]) == len(drawn) and set(r.probe["backgrounds"]) == {"white"}
     # one click sorts the table by sample, ascending
     assert r.probe["ids"] == sorted(common.top_samples(d, TABLE_ROWS).tolist())
     png = shot.read_bytes()

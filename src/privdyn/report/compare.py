@@ -25,7 +25,7 @@ from privdyn.report import figures
 from privdyn.report.common import STATE_COLOURS, display_subset, plane_jitter, subplots
 from privdyn.report.data import RunData, load_run_data
 from privdyn.report.html import key_metrics
-from privdyn.report.interactive import F4, TEMPLATE, histogram
+from privdyn.report.interactive import F4, histogram
 from privdyn.report.page import (
     Cell,
     document,
@@ -130,7 +130,7 @@ def curve_panel(data: list[RunData], labels: list[str], groups: list[str], key: 
         shown.add(group)
     if not fig.data:
         raise Missing("no run has this analysis")
-    fig.update_layout(template=TEMPLATE, height=400, margin=dict(l=60, r=20, t=30, b=40), xaxis_title=xlabel,
+    fig.update_layout(height=400, margin=dict(l=60, r=20, t=30, b=40), xaxis_title=xlabel,
                       yaxis_title=ylabel, legend=dict(orientation="h", y=-0.2))
     caption = f"Not available for: {', '.join(lacking)}." if lacking else ""
     return Panel(f"cmp-{key}", title, caption, figure=fig)
@@ -159,7 +159,7 @@ def planes_panel(data: list[RunData], labels: list[str], max_points: int) -> Pan
                           row=r + 1, col=c + 1)
     fig.update_xaxes(range=[-0.06, 1.06], title_text="FPR_i")
     fig.update_yaxes(range=[-0.06, 1.06], title_text="TPR_i")
-    fig.update_layout(template=TEMPLATE, height=330 * rows + 60, margin=dict(l=50, r=20, t=40, b=40),
+    fig.update_layout(height=330 * rows + 60, margin=dict(l=50, r=20, t=40, b=40),
                       legend=dict(itemsizing="constant"))
     shown = " Each shows a random subset of at most " + f"{per_run:,} samples." if any(
         d.n_samples > per_run for d in data) else ""

@@ -31,7 +31,7 @@ from privdyn.report import figures
 from privdyn.report.common import subplots
 from privdyn.report.compare import planes_panel
 from privdyn.report.data import load_run_data
-from privdyn.report.interactive import F4, TEMPLATE
+from privdyn.report.interactive import F4
 from privdyn.report.page import Cell, document, figure_gallery, fmt, section, sortable_table
 from privdyn.report.panels import Missing, Panel, build
 from privdyn.store import atomic
@@ -81,7 +81,7 @@ def frontier_panel(frontier: pd.DataFrame) -> Panel:
                 hovertemplate=f"{_name(r)}<br>{r['description']}<br>accuracy %{{x:.4f}}<br>%{{y:.4f}}<extra></extra>"),
                 row=1, col=c)
         fig.update_xaxes(title_text="final test accuracy", row=1, col=c)
-    fig.update_layout(template=TEMPLATE, height=460, margin=dict(l=50, r=20, t=40, b=40),
+    fig.update_layout(height=460, margin=dict(l=50, r=20, t=40, b=40),
                       legend=dict(orientation="h", y=-0.25, font=dict(size=9)))
     return Panel("def-frontier", "Privacy-utility frontier", figure=fig, wide=True,
                  caption="Lower is more private, right is more useful. Stars: baseline; circles: realistic "
@@ -101,7 +101,7 @@ def flagged_panel(frontier: pd.DataFrame) -> Panel:
     fig = go.Figure([go.Bar(name="baseline", x=names, y=d["flagged_adv_baseline"].astype(F4), marker_color="#9e9e9e"),
                      go.Bar(name="intervention", x=names, y=d["flagged_adv_defended"].astype(F4),
                             marker_color=[_colour(r) for _, r in d.iterrows()])])
-    fig.update_layout(template=TEMPLATE, barmode="group", height=420, margin=dict(l=50, r=20, t=30, b=120),
+    fig.update_layout(barmode="group", height=420, margin=dict(l=50, r=20, t=30, b=120),
                       yaxis_title="mean final advantage A_i", legend=dict(orientation="h", y=1.1))
     return Panel("def-flagged", "The flagged samples' own risk", figure=fig, wide=True,
                  caption="Samples flagged by at least half of their IN models: their mean final advantage in the "
@@ -121,7 +121,7 @@ def onion_panel(frontier: pd.DataFrame) -> Panel:
     bars.append(go.Scatter(name="high in the baseline, lower here", x=names, y=d["n_high_to_lower"], mode="markers",
                            marker=dict(symbol="line-ew-open", size=18, color="#d62728")))
     fig = go.Figure(bars)
-    fig.update_layout(template=TEMPLATE, barmode="stack", height=420, margin=dict(l=50, r=20, t=30, b=120),
+    fig.update_layout(barmode="stack", height=420, margin=dict(l=50, r=20, t=30, b=120),
                       yaxis_title="samples", legend=dict(orientation="h", y=1.12))
     return Panel("def-onion", "Onion effect: newly exposed samples", figure=fig, wide=True,
                  caption="Bars: samples high at the end under this point but not in the baseline, coloured by their "
@@ -144,7 +144,7 @@ def onion_plane_panel(onion: pd.DataFrame, frontier: pd.DataFrame) -> Panel:
                                  marker=dict(size=5, opacity=0.7,
                                              symbol=["circle" if s else "circle-open" for s in g["safe_in_baseline"]])))
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#bbb", dash="dot"), showlegend=False))
-    fig.update_layout(template=TEMPLATE, height=460, margin=dict(l=50, r=20, t=30, b=40), xaxis_title="baseline FPR_i",
+    fig.update_layout(height=460, margin=dict(l=50, r=20, t=30, b=40), xaxis_title="baseline FPR_i",
                       yaxis_title="baseline TPR_i", xaxis_range=[-0.05, 1.05], yaxis_range=[-0.05, 1.05])
     return Panel("def-onion-plane", "Where the newly high samples came from", figure=fig,
                  caption="Their final place on the baseline plane (slightly jittered); filled: safe in the baseline "

@@ -11,7 +11,6 @@ from plotly.subplots import make_subplots
 
 from privdyn.analysis.dp_audit import ESTIMATORS, STRONGEST
 from privdyn.report.data import RunData
-from privdyn.report.interactive import TEMPLATE
 from privdyn.report.page import fmt
 from privdyn.report.panels import Missing, Panel, require
 
@@ -70,7 +69,7 @@ def dp_audit_panel(d: RunData) -> Panel:
                                      legendgroup="acc"), row=1, col=col)
     fig.update_yaxes(title_text="epsilon", rangemode="tozero", row=1, col=1)
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(template=TEMPLATE, height=440, margin=dict(l=60, r=20, t=40, b=40))
+    fig.update_layout(height=440, margin=dict(l=60, r=20, t=40, b=40))
     conf, delta = float(mine["confidence"].iloc[0]), float(mine["delta"].iloc[0])
     final = strongest["epsilon_lb"].iloc[-1] if len(strongest) else np.nan
     gap = ""

@@ -13,7 +13,6 @@ import io
 import numpy as np
 from matplotlib.axes import Axes
 
-from privdyn.report.common import subplots
 from privdyn.report.data import RunData
 from privdyn.report.panels import Missing, Panel
 
@@ -51,27 +50,50 @@ def draw_input(ax: Axes, x: np.ndarray, kind: str) -> None:
     ax.set_yticks([])
 
 
+def _points(values: np.ndarray, lo: float, hi: float, width: int, height: int, pad: float = 2.0) -> str:
+    """SVG polyline points of ``values`` over the width, ``lo`` at the bottom and ``hi`` at the top
+    (values outside are clipped), ``pad`` pixels inside the edges."""
+    n = len(values)
+    xs = np.linspace(pad, width - pad, n) if n > 1 else np.array([width / 2])
+    ys = height - pad - (np.clip(values, lo, hi) - lo) / (hi - lo) * (height - 2 * pad)
+    return " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
+
+
+def _data_uri(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
 def thumbnail(x: np.ndarray, kind: str) -> str:
-    """A small PNG of one input, as a data URI."""
-    fig, ax = subplots(figsize=(1.3, 1.3) if kind == "image" else (1.6, 0.9), dpi=80)
-    draw_input(ax, x, kind)
-    fig.subplots_adjust(0.02, 0.02, 0.98, 0.98)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    """A small picture of one input, as a data URI: an image's own pixels as a PNG (the page
+    scales it up, pixelated), or each channel of a 1-D signal as a line in an SVG, scaled to the
+    signal's range. Neither needs a matplotlib figure (24 of them cost most of the gallery)."""
+    if kind == "image":
+        from PIL import Image  # pillow comes with matplotlib
+
+        pixels = np.round(to_display(x) * 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB").save(buf, format="PNG")
+        return _data_uri("image/png", buf.getvalue())
+    width, height = 150, 84
+    lines = np.asarray(x, dtype=np.float64).reshape(-1, np.asarray(x).shape[-1])
+    lo, hi = float(lines.min()), float(lines.max())
+    margin = 0.05 * (hi - lo) if hi > lo else 1.0
+    polylines = "".join(f'<polyline fill="none" stroke="#333" stroke-width="1.2" '
+                        f'points="{_points(ch, lo - margin, hi + margin, width, height)}"/>' for ch in lines)
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}">{polylines}</svg>')
+    return _data_uri("image/svg+xml", svg.encode())
 
 
 def sparkline(adv: np.ndarray, high: float, width: int = 150, height: int = 44) -> str:
     """An inline SVG of a trajectory A_i(t) on [-0.2, 1], with the high band as a dashed line."""
     lo, hi = -0.2, 1.0
-    xs = np.linspace(2, width - 2, len(adv)) if len(adv) > 1 else np.array([width / 2])
-    ys = height - 2 - (np.clip(adv, lo, hi) - lo) / (hi - lo) * (height - 4)
     yh = height - 2 - (high - lo) / (hi - lo) * (height - 4)
-    pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
     return (f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
             f'<line x1="0" x2="{width}" y1="{yh:.1f}" y2="{yh:.1f}" stroke="#d62728" stroke-dasharray="3,2"'
             ' stroke-width="1"/>'
-            f'<polyline fill="none" stroke="#333" stroke-width="1.5" points="{pts}"/></svg>')
+            f'<polyline fill="none" stroke="#333" stroke-width="1.5" points="{_points(adv, lo, hi, width, height)}"/>'
+            '</svg>')
 
 
 def gallery(d: RunData) -> Panel:

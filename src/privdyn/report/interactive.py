@@ -30,7 +30,6 @@ from privdyn.report.data import RunData
 from privdyn.report.page import typed_array
 from privdyn.report.panels import Missing, Panel, present, require
 
-TEMPLATE = "plotly_white"
 F4 = np.float32
 
 
@@ -41,7 +40,7 @@ def _plane_layout(fig: go.Figure, d: RunData) -> None:
         fig.add_shape(type="line", x0=0, y0=a, x1=1 - a, y1=1, line=dict(color="#bbb", dash="dash", width=1))
         fig.add_annotation(x=1 - a, y=1, text=f"A={a:g}", showarrow=False, xanchor="center", yanchor="bottom",
                            font=dict(size=9, color="#888"))
-    fig.update_layout(template=TEMPLATE, height=620, margin=dict(l=60, r=20, t=60, b=40),
+    fig.update_layout(height=620, margin=dict(l=60, r=20, t=60, b=40),
                       xaxis=dict(title="per-sample FPR_i", range=[-0.06, 1.06], constrain="domain"),
                       yaxis=dict(title="per-sample TPR_i", range=[-0.06, 1.06], scaleanchor="x"),
                       legend=dict(x=1.0, xanchor="right", y=0.02, bgcolor="rgba(255,255,255,0.8)"))
@@ -199,7 +198,7 @@ def trajectories(d: RunData, k: int = 12) -> Panel:
     fig.update_yaxes(title_text="TPR_i", range=[-0.03, 1.03], row=1, col=1)
     fig.update_xaxes(title_text="epoch", row=1, col=2)
     fig.update_yaxes(title_text="A_i", range=[-0.5, 1.03], row=1, col=2)
-    fig.update_layout(template=TEMPLATE, height=480, margin=dict(l=60, r=20, t=50, b=40))
+    fig.update_layout(height=480, margin=dict(l=60, r=20, t=50, b=40))
     return Panel("trajectories", f"Trajectories of the {len(top)} most vulnerable samples", figure=fig, wide=True,
                  caption="The samples with the largest advantage at the last checkpoint (ties: larger AUC_i). "
                          "Markers grow with the epoch; the dashed line on the right is the high-state band.")
@@ -214,7 +213,7 @@ def com_path(d: RunData) -> Panel:
         marker=dict(color=e["epoch"], colorscale="Viridis", size=8, colorbar=dict(title="epoch")),
         customdata=e["epoch"],
         hovertemplate="epoch %{customdata}<br>mean FPR_i %{x:.2f}%<br>mean TPR_i %{y:.2f}%<extra></extra>"))
-    fig.update_layout(template=TEMPLATE, height=420, margin=dict(l=60, r=20, t=30, b=40),
+    fig.update_layout(height=420, margin=dict(l=60, r=20, t=30, b=40),
                       xaxis_title="mean FPR_i (%)", yaxis_title="mean TPR_i (%)")
     caption = "The centre of mass c(t) = mean_i (FPR_i, TPR_i) over the checkpoints."
     if {"com_displacement_pp", "com_path_pp"} <= d.summary.keys():
@@ -233,7 +232,7 @@ def state_shares(d: RunData) -> Panel:
                                 line=dict(width=0.5, color=STATE_COLOURS[k]),
                                 hovertemplate=f"epoch %{{x}}: %{{y:.1%}} {s}<extra></extra>")
                      for k, s in enumerate(STATE_NAMES)])
-    fig.update_layout(template=TEMPLATE, height=420, margin=dict(l=60, r=20, t=30, b=40),
+    fig.update_layout(height=420, margin=dict(l=60, r=20, t=30, b=40),
                       xaxis_title="epoch", yaxis=dict(title="share of samples", range=[0, 1], tickformat=".0%"))
     return Panel("states", "Samples per state", "Share of samples in each state (bands on A_i) per checkpoint.",
                  figure=fig)
@@ -245,7 +244,7 @@ def entropy(d: RunData) -> Panel:
     fig = go.Figure(go.Scatter(x=e["epoch"], y=e["entropy_bits"], mode="lines+markers", line=dict(color="#6a3d9a"),
                                hovertemplate="epoch %{x}: H = %{y:.3f} bits<extra></extra>"))
     g = d.config.grid_size()
-    fig.update_layout(template=TEMPLATE, height=420, margin=dict(l=60, r=20, t=30, b=40), xaxis_title="epoch",
+    fig.update_layout(height=420, margin=dict(l=60, r=20, t=30, b=40), xaxis_title="epoch",
                       yaxis=dict(title="H (bits)", range=[0, max(float(e["entropy_bits"].max()) * 1.1, 0.1)]))
     caption = f"Spatial entropy of the cloud over a {g}x{g} grid of the plane (maximum {2 * np.log2(g):.2f} bits)."
     if "delta_entropy_bits" in d.summary:
@@ -270,7 +269,7 @@ def transitions(d: RunData) -> Panel:
     names_of_steps = [f"{e:g}" for e in steps]
     fig.frames = [go.Frame(data=[go.Heatmap(z=m)], name=e) for e, m in zip(names_of_steps, mats, strict=True)]
     still = dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))
-    fig.update_layout(template=TEMPLATE, height=460, margin=dict(l=70, r=20, t=30, b=40),
+    fig.update_layout(height=460, margin=dict(l=70, r=20, t=30, b=40),
                       xaxis=dict(title="state at the next checkpoint"),
                       yaxis=dict(title="state at epoch", autorange="reversed"),
                       sliders=[dict(active=len(steps) - 1, currentvalue=dict(prefix="from epoch "), pad=dict(t=40),
@@ -286,7 +285,7 @@ def p_to_high(d: RunData) -> Panel:
     e = require(d.epoch, ["epoch", "p_to_high"], "epoch.parquet")
     fig = go.Figure(go.Scatter(x=e["epoch"], y=e["p_to_high"], mode="lines+markers", line=dict(color=STATE_COLOURS[3]),
                                hovertemplate="from epoch %{x}: %{y:.3%}<extra></extra>"))
-    fig.update_layout(template=TEMPLATE, height=420, margin=dict(l=60, r=20, t=30, b=40), xaxis_title="epoch",
+    fig.update_layout(height=420, margin=dict(l=60, r=20, t=30, b=40), xaxis_title="epoch",
                       yaxis=dict(title="P(non-high -> high)", tickformat=".1%", rangemode="tozero"))
     caption = "The share of samples not in the high state at a checkpoint that are high at the next one."
     if d.summary.get("peak_p_to_high") is not None:
@@ -317,7 +316,7 @@ def tpr_and_accuracy(d: RunData) -> Panel:
     fig.update_yaxes(title_text="TPR", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="accuracy / AUC", range=[0, 1.02], row=2, col=1)
     fig.update_xaxes(title_text="epoch", row=2, col=1)
-    fig.update_layout(template=TEMPLATE, height=560, margin=dict(l=60, r=20, t=40, b=40))
+    fig.update_layout(height=560, margin=dict(l=60, r=20, t=40, b=40))
     return Panel("tpr-accuracy", "Attack success at low FPR and accuracy", figure=fig, wide=True,
                  caption="Global TPR at fixed FPR over all (model, sample) pairs, the attack's ROC AUC and the "
                          "models' mean train and test accuracy per checkpoint.")
@@ -359,7 +358,7 @@ def _histogram_panel(d: RunData, key: str, title: str, columns: dict[str, str], 
                               annotation=dict(text=f"{stat} {x:.3g}", font_size=10, bgcolor="rgba(255,255,255,0.8)"),
                               annotation_position=where)
         fig.update_yaxes(title_text="samples", row=1, col=j)
-    fig.update_layout(template=TEMPLATE, height=380, margin=dict(l=60, r=20, t=50, b=40), bargap=0)
+    fig.update_layout(height=380, margin=dict(l=60, r=20, t=50, b=40), bargap=0)
     return Panel(key, title, caption, figure=fig, wide=True)
 
 
@@ -400,7 +399,7 @@ def difficulty_scatter(d: RunData, max_points: int, seed: int) -> Panel:
                                  marker=dict(size=4, opacity=0.45, color="#4c72b0", line=dict(width=0)),
                                  customdata=idx.astype(np.int32),
                                  hovertemplate="sample %{customdata}<br>%{x:.3g}, A_i %{y:.2f}<extra></extra>"))
-    fig.update_layout(template=TEMPLATE, height=440, margin=dict(l=60, r=20, t=60, b=40),
+    fig.update_layout(height=440, margin=dict(l=60, r=20, t=60, b=40),
                       xaxis_title=measures[0].replace("_", " "), yaxis_title="final advantage A_i",
                       updatemenus=[dict(x=0, xanchor="left", y=1.12, yanchor="bottom", buttons=[
                           dict(label=m.replace("_", " "), method="update",
@@ -420,7 +419,7 @@ def difficulty_deciles(d: RunData) -> Panel:
         fig.add_trace(go.Scatter(x=g["decile"], y=g["mean_final_advantage"], mode="lines+markers",
                                  name=str(m).replace("_", " "),
                                  hovertemplate=f"{m}<br>decile %{{x}}: mean A_i %{{y:.3f}}<extra></extra>"))
-    fig.update_layout(template=TEMPLATE, height=440, margin=dict(l=60, r=20, t=30, b=40),
+    fig.update_layout(height=440, margin=dict(l=60, r=20, t=30, b=40),
                       xaxis=dict(title="difficulty decile (1 = lowest value of the measure)", dtick=1),
                       yaxis_title="mean final advantage A_i")
     return Panel("difficulty-deciles", "Vulnerability by difficulty decile", figure=fig,
@@ -443,7 +442,7 @@ def early_determination(d: RunData) -> Panel:
         if key in d.summary and d.summary[key] is not None and np.isfinite(d.summary[key]):
             fig.add_vline(x=d.summary[key], line=dict(color="#999", width=1))
             marks.append(f"{lv:.0%} by epoch {d.summary[key]:g}")
-    fig.update_layout(template=TEMPLATE, height=420, margin=dict(l=60, r=20, t=30, b=40), xaxis_title="epoch",
+    fig.update_layout(height=420, margin=dict(l=60, r=20, t=30, b=40), xaxis_title="epoch",
                       yaxis=dict(title="recall / rho", range=[-0.05, 1.05]), legend=dict(x=1, xanchor="right", y=0.05))
     return Panel("early", "Early determination", figure=fig, caption=(
         "recall(t): the share of the finally-vulnerable samples already among the top samples by advantage at "
@@ -469,7 +468,7 @@ def clusters(d: RunData) -> Panel:
                                  legendgroup=name))
         fig.add_trace(go.Scatter(x=d.epochs, y=mean.astype(F4), mode="lines", name=name, legendgroup=name,
                                  line=dict(color=colour, width=2)))
-    fig.update_layout(template=TEMPLATE, height=420, margin=dict(l=60, r=20, t=30, b=40), xaxis_title="epoch",
+    fig.update_layout(height=420, margin=dict(l=60, r=20, t=30, b=40), xaxis_title="epoch",
                       yaxis_title="advantage A_i")
     caption = "k-means clusters of the per-sample trajectories A_i(t): mean and interquartile band of each."
     if d.summary.get("silhouette") is not None:  # None: one cluster, no silhouette defined

@@ -3,7 +3,9 @@
 A page is one self-contained file: plotly.js (from the plotly package) is inlined once, gzipped
 and unpacked by the browser's DecompressionStream (a third of the size), each
 figure is embedded as JSON and drawn by ``assets/report.js``, images are data URIs, and there
-is no reference to any other host.
+is no reference to any other host. The plotly template (:data:`TEMPLATE`) is embedded once per
+page and applied by the script, not carried by every figure: validating it into each figure was a
+quarter of the panels' build time.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from privdyn.report.panels import Panel
 
 #: A table cell: shown text and the value it sorts by (None: sort by the text).
 Cell = tuple[str, float | str | None]
+
+#: The plotly template every figure of a page is drawn with.
+TEMPLATE = "plotly_white"
 
 
 def asset(name: str) -> str:
@@ -63,11 +68,19 @@ def typed_array(a: np.ndarray) -> dict[str, str]:
 
 def figure_json(fig: Any, client: dict[str, Any] | None = None) -> str:
     """A figure (with the ``privdyn`` entries that ``assets/report.js`` reads) as JSON that is safe
-    inside a ``<script>`` element."""
-    text = pio.to_json(fig, validate=False, remove_uids=True)
+    inside a ``<script>`` element, without a template: the page applies :data:`TEMPLATE`."""
+    spec = fig.to_plotly_json()
+    spec["layout"] = {k: v for k, v in spec.get("layout", {}).items() if k != "template"}
+    text = pio.to_json(spec, validate=False, remove_uids=True)
     if client:
         text = text[:-1] + ', "privdyn": ' + json.dumps(client) + "}"
     return text.replace("</", "<\\/")
+
+
+@functools.lru_cache(maxsize=1)
+def template_json() -> str:
+    """:data:`TEMPLATE` as JSON that is safe inside a ``<script>`` element, for ``assets/report.js``."""
+    return json.dumps(pio.templates[TEMPLATE].to_plotly_json()).replace("</", "<\\/")
 
 
 @functools.lru_cache(maxsize=1)
@@ -140,6 +153,7 @@ def document(title: str, subtitle: str, nav: Sequence[tuple[str, str]], body: st
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{esc(title)}</title><style>{asset("report.css")}</style>
 <script type="application/octet-stream" id="plotly-gzip">{plotlyjs_gzip_base64()}</script>
+<script type="application/json" id="plotly-template">{template_json()}</script>
 <script>{asset("report.js")}</script></head>
 <body><main><h1>{esc(title)}</h1><p class="sub">{esc(subtitle)}</p><nav>{links}</nav>
 {body}

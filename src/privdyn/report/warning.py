@@ -11,7 +11,6 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from privdyn.report.data import RunData
-from privdyn.report.interactive import TEMPLATE
 from privdyn.report.page import Cell, fmt, sortable_table
 from privdyn.report.panels import Missing, Panel, build, require
 
@@ -53,7 +52,7 @@ def proxies_panel(d: RunData) -> Panel:
         fig.add_trace(go.Scatter(x=d.epoch["epoch"], y=d.epoch["recall"], mode="lines",
                                  name=f"shadow models: recall(t) of V ({d.attack})", line=SHADOW_STYLE),
                       row=1, col=2)
-    fig.update_layout(template=TEMPLATE, height=440, margin=dict(l=60, r=20, t=40, b=40),
+    fig.update_layout(height=440, margin=dict(l=60, r=20, t=40, b=40),
                       legend=dict(orientation="h", y=-0.18))
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text="precision (mean over monitored models)", range=[-0.03, 1.03], row=1, col=1)
@@ -99,7 +98,7 @@ def model_level_panel(d: RunData) -> Panel:
                                      marker=dict(size=5)))
     if not fig.data:
         raise Missing("early_warning_model.parquet has no finite rows")
-    fig.update_layout(template=TEMPLATE, height=400, margin=dict(l=60, r=20, t=30, b=40), xaxis_title="epoch",
+    fig.update_layout(height=400, margin=dict(l=60, r=20, t=30, b=40), xaxis_title="epoch",
                       yaxis_title="TPR (mean over target models)", legend=dict(x=0, y=1))
     return Panel("early-warning-model", "Early warning: model-level TPR from the loss tail", figure=fig, caption=(
         "Dashed: the TNR of the LOSS attack at FNR alpha from each model's own losses alone (the share of its "

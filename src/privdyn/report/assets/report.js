@@ -43,12 +43,17 @@
   }
   function drawPlots() {
     var specs = document.querySelectorAll("script.plot-spec");
+    // The page's plotly template is embedded once and applied to every figure (privdyn.report.page.TEMPLATE).
+    var shared = document.getElementById("plotly-template");
+    var template = shared ? JSON.parse(shared.textContent) : undefined;
     specs.forEach(function (spec) {
       var target = document.getElementById(spec.dataset.target);
       var fig = JSON.parse(spec.textContent);
       planePositions(fig);
+      var layout = fig.layout || {};
+      if (template && !layout.template) { layout.template = template; }
       var config = {responsive: true, displaylogo: false, modeBarButtonsToRemove: ["sendDataToCloud"]};
-      Plotly.newPlot(target, fig.data, fig.layout || {}, config).then(function () {
+      Plotly.newPlot(target, fig.data, layout, config).then(function () {
         if (fig.frames && fig.frames.length) {
           keepTitleCurrent(target);
           return Plotly.addFrames(target, fig.frames);
