@@ -1,23 +1,38 @@
-"""Model registry: architectures written from scratch in PyTorch."""
+"""Model registry: architectures written from scratch in PyTorch.
+
+The built-in factories import their modules (and so torch) when first called: validating a
+config looks its ``model.arch`` up here, and commands that only analyse or report a run should
+not pay for importing torch.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from privdyn.errors import PrivdynError
-from privdyn.models.cnn import cnn
-from privdyn.models.mlp import mlp
-from privdyn.models.resnet import resnet18
-from privdyn.models.wrn import wrn
 from privdyn.registry import MODELS as _MODELS
 from privdyn.registry import Registry
 
+if TYPE_CHECKING:
+    from torch import nn
+
 #: Model factories ``(input_shape, num_classes, **options) -> nn.Module`` by ``model.arch``.
 MODELS: Registry[Callable[..., nn.Module]] = _MODELS
-for _name, _factory in (("mlp", mlp), ("cnn", cnn), ("resnet18", resnet18), ("wrn", wrn)):
-    MODELS.register(_name, _factory)
+
+
+def _builtin(module: str, name: str) -> Callable[..., nn.Module]:
+    """The factory ``privdyn.models.MODULE.NAME``, imported on its first call."""
+    def factory(*args: Any, **kwargs: Any) -> nn.Module:
+        return getattr(importlib.import_module(f"privdyn.models.{module}"), name)(*args, **kwargs)
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = f"Build a {name} (privdyn.models.{module}.{name}); its module is imported on the first call."
+    return factory
+
+
+for _module, _name in (("mlp", "mlp"), ("cnn", "cnn"), ("resnet", "resnet18"), ("wrn", "wrn")):
+    MODELS.register(_name, _builtin(_module, _name))
 
 
 def register(name: str, factory: Callable[..., nn.Module], *, replace: bool = False) -> Callable[..., nn.Module]:

@@ -29,11 +29,11 @@ from privdyn.data import Dataset, load_dataset
 from privdyn.errors import PrivdynError
 from privdyn.store import atomic, provenance
 from privdyn.store.rundir import RunDir
-from privdyn.training.engine import MakeTrainer
 from privdyn.training.membership import balanced_membership
 
 if TYPE_CHECKING:
     from privdyn.pipeline.run_level import RunAnalysis
+    from privdyn.training.engine import MakeTrainer  # imports torch, which analysing and reporting do not need
 
 console = Console(stderr=True)
 
@@ -67,8 +67,6 @@ def train(cfg: RunConfig, run: RunDir, progress: bool = True, data: Dataset | No
     registered dataset and model are used. A run whose signals come from outside privdyn
     (``source.kind`` record or import) is only checked here.
     """
-    from privdyn.training.engine import run_train_stage
-
     digest = cfg.section_hash(*TRAIN_SECTIONS)
     mpath, m_digest = run.path / "membership.npy", provenance.membership_digest(cfg)
     outside = cfg.source.kind in ("record", "import") or (cfg.source.kind == "python" and make_trainer is None)
@@ -91,6 +89,8 @@ def train(cfg: RunConfig, run: RunDir, progress: bool = True, data: Dataset | No
         raise PrivdynError(f"{run.path} has no complete signals yet, and privdyn cannot train them from the "
                            f"command line: they come from {origin}. To make them, "
                            + OUTSIDE_FIX[cfg.source.kind].format(run=run.path) + ".")
+    from privdyn.training.engine import run_train_stage  # torch: only when there is training to do
+
     run.mark_stage("train", "running", digest)
     ds = data if data is not None else load_dataset(cfg.dataset.name, cfg.dataset.n_pool, cfg.dataset.n_test,
                                                     cfg.seed, cfg.dataset.options, root=cfg.dataset.root)
@@ -167,12 +167,13 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | 
     """Analyse every configured attack at the config's rule (or one ``attack`` and ``rule``),
     then the run-level analyses (:mod:`privdyn.pipeline.run_level`), then write ``summary.json``.
     An analysis that is current is not redone."""
-    from privdyn.pipeline.analysis import analyze as analyze_one
     from privdyn.pipeline.run_level import run_analyses
 
     for a in [attack] if attack else cfg.attacks:
         require_current_scores(cfg, run, a)
     if attack is not None or rule is not None:
+        from privdyn.pipeline.analysis import analyze as analyze_one
+
         a, r = attack or cfg.default_attack(), rule or cfg.analysis.rule
         with run.scores_in_memory():
             entry = analyze_one(cfg, run, a, r)
@@ -246,14 +247,14 @@ def _record_analysis(cfg: RunConfig, run: RunDir, attack: str, rule: str, entry:
 
 def report(cfg: RunConfig, run: RunDir, force: bool = False) -> Path:
     """Write the report, unless it is current with the analysis (``force``: always)."""
-    from privdyn.report.html import build_report
-
     index = run.report_dir / "index.html"
     inputs = [run.summary_path, *(run.analysis_dir(a, cfg.analysis.rule) for a in cfg.attacks)]
     digest = cfg.section_hash(*ANALYZE_SECTIONS)
     if not force and provenance.is_current(run, run.report_dir, provenance.report_digest(cfg, run, inputs)):
         _mark_done(run, "report", digest)
         return index  # nothing it reads has changed
+    from privdyn.report.html import build_report  # matplotlib and plotly: only when there is a report to write
+
     run.mark_stage("report", "running", digest)
     index = build_report(cfg, run)
     provenance.record(run, provenance.report_digest(cfg, run, inputs), run.report_dir)

@@ -53,15 +53,14 @@ def rule_slug(rule: str) -> str:
 
 
 def versions() -> dict[str, str]:
-    """The versions of privdyn, Python, torch, numpy and pandas, for the manifest."""
-    import numpy
-    import pandas
-    import torch
+    """The versions of privdyn, Python, torch, numpy and pandas, for the manifest: from the
+    installed packages' metadata, so recording them does not import torch."""
+    from importlib.metadata import version
 
     from privdyn import __version__
 
-    return {"privdyn": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": numpy.__version__, "pandas": pandas.__version__}
+    return {"privdyn": __version__, "python": platform.python_version(),
+            **{name: version(name) for name in ("torch", "numpy", "pandas")}}
 
 
 def _is_bookkeeping(name: str) -> bool:

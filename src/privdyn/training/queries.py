@@ -1,7 +1,8 @@
 """Deterministic query augmentations used when scoring: identity, horizontal flip, shifts.
 
 A query is named ``KIND`` or ``KIND:ARGS`` (``shift:2,-1``); each kind is a :class:`Query` in the
-``QUERIES`` registry, so plugins can add their own.
+``QUERIES`` registry, so plugins can add their own. Checking a query name needs no torch (a
+config is validated by every command, also those that only analyse and report).
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from privdyn.config import USER_QUERY
 from privdyn.registry import QUERIES
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ def _check_shift(args: str) -> None:
 
 def _shift(x: torch.Tensor, d: int, dim: int) -> torch.Tensor:
     """Shift along ``dim`` by d positions, filling with zeros (no wrap-around)."""
+    import torch
+
     if d == 0:
         return x
     out = torch.zeros_like(x)
@@ -78,5 +83,5 @@ def _apply_shift(x: torch.Tensor, args: str) -> torch.Tensor:
 
 
 QUERIES.register("identity", Query(_no_args("identity"), lambda x, a: x, "identity"))
-QUERIES.register("hflip", Query(_no_args("hflip"), lambda x, a: torch.flip(x, dims=(-1,)), "hflip"))
+QUERIES.register("hflip", Query(_no_args("hflip"), lambda x, a: x.flip(dims=(-1,)), "hflip"))
 QUERIES.register("shift", Query(_check_shift, _apply_shift, "shift:DX or shift:DX,DY"))
