@@ -213,3 +213,21 @@ def test_non_finite_scores_are_a_user_error(tmp_path):
     cfg, run = _write_run(tmp_path / "nan", arrays)
     with pytest.raises(PrivdynError, match="NaN or infinite"):
         pipeline.analyze(cfg, run)
+
+
+def test_every_run_level_analysis_names_a_function_that_exists():
+    """The run-level analyses name their compute functions by module (imported only when one
+    runs): each name must resolve, to a function of that module, and names and files are unique."""
+    import importlib
+    import inspect
+
+    from privdyn.pipeline.run_level import run_analyses
+
+    analyses = run_analyses()
+    for x in analyses:
+        module, _, function = x.compute.partition(":")
+        fn = getattr(importlib.import_module(module), function)
+        assert inspect.isfunction(fn) and fn.__module__ == module
+        assert list(inspect.signature(fn).parameters) == ["cfg", "run", "membership", "epochs", "measures"]
+    files = [f for x in analyses for f in x.files]
+    assert len({x.name for x in analyses}) == len(analyses) and len(set(files)) == len(files)

@@ -11,7 +11,8 @@ import pytest
 
 from privdyn.config import config_from_dict
 from privdyn.pipeline import run_all
-from privdyn.pipeline.dp_audit import accountant_epsilon, audit_enabled
+from privdyn.pipeline.dp_audit import accountant_epsilon
+from privdyn.pipeline.run_level import audit_enabled
 from privdyn.report.data import load_run_data
 from privdyn.report.dp_audit import dp_audit_panel
 from privdyn.report.html import panels

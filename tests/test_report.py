@@ -148,6 +148,29 @@ def test_summary_numbers_on_the_page(tiny):
     assert "<td>dataset</td><td>digits: 240 pool samples</td>" in html
 
 
+#: Imports a command needs only when it has work to do (seconds each on a cold start).
+HEAVY = ("torch", "scipy.stats", "sklearn", "matplotlib", "plotly")
+
+
+@pytest.mark.parametrize("command", ["run", "verify"])
+def test_a_finished_run_is_checked_without_the_heavy_imports(tiny, tmp_path, command):
+    """`privdyn run` on a finished run and `privdyn verify` check every artifact, but import
+    neither torch nor the analysis and plotting libraries: each would only be needed for work."""
+    import subprocess
+
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny, copy)
+    args = ["run", str(copy / "config.yaml"), "--out", str(copy)] if command == "run" else ["verify", str(copy)]
+    code = ("import sys\nfrom privdyn.cli import main\n"
+            f"sys.argv = ['privdyn', *{args!r}]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    before = {p.name: p.stat().st_mtime_ns for p in (copy / "report").iterdir()}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (copy / "report").iterdir()} == before  # nothing was redone
+
+
 def test_gallery_shows_the_stored_images_and_refuses_a_mismatch(tiny, tmp_path, monkeypatch):
     from privdyn.data import load_dataset
     from privdyn.pipeline.analysis import GALLERY_SIZE, pool_inputs
@@ -341,7 +364,8 @@ def test_thumbnails_show_the_input_itself():
     uri = thumbnail(x, "image")
     assert uri.startswith("data:image/png;base64,")
     pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
-    assert pixels.shape == (3, 4) and pixels[0, 0] == 0 and pixels[-1, -1] == 255 and np.all(np.diff(pixels.ravel()) > 0)
+    assert pixels.shape == (3, 4) and pixels[0, 0] == 0 and pixels[-1, -1] == 255
+    assert np.all(np.diff(pixels.ravel()) > 0)
     rgb = np.asarray(Image.open(io.BytesIO(base64.b64decode(thumbnail(np.zeros((3, 2, 2)), "image").split(",")[1]))))
     assert rgb.shape == (2, 2, 3) and not rgb.any()  # a constant image is black, not NaN
     svg = base64.b64decode(thumbnail(np.array([[0.0, 1.0, 0.5], [1.0, 0.0, 0.5]]), "sequence").split(",")[1]).decode()

@@ -18,8 +18,8 @@ from privdyn.analysis import difficulty, dynamics, model_level, population, sens
 from privdyn.analysis.plane import Plane, compute_plane
 from privdyn.analysis.results import AttackSummary, DynamicsOptions, Summary, measure_dynamics
 from privdyn.config import RunConfig
-from privdyn.pipeline.run_level import Entries, RunAnalysis
-from privdyn.store import atomic, provenance
+from privdyn.pipeline.run_level import Entries
+from privdyn.store import atomic
 from privdyn.store.arrays import CheckpointArray
 from privdyn.store.rundir import RunDir
 
@@ -272,8 +272,6 @@ def sensitivity_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epoch
 
 
 #: The sensitivity of the headline dynamics to the rule, grid and bands (DESIGN.md, "Sensitivity").
-SENSITIVITY = RunAnalysis("sensitivity", ("sensitivity.parquet",), lambda cfg: cfg.analysis.sensitivity,
-                          provenance.sensitivity_digest, sensitivity_stage)
 
 
 def write_summary(cfg: RunConfig, run: RunDir, per_attack: dict[str, dict[str, Any]],

@@ -22,18 +22,12 @@ from privdyn.analysis import dp_audit
 from privdyn.analysis.dp_audit import ESTIMATORS, STRONGEST, AuditOptions, DPAudit, with_confidence
 from privdyn.analysis.results import num, nums
 from privdyn.config import RunConfig
-from privdyn.pipeline.run_level import Entries, RunAnalysis
-from privdyn.store import atomic, provenance
+from privdyn.pipeline.run_level import Entries
+from privdyn.store import atomic
 from privdyn.store.rundir import RunDir
 
 if TYPE_CHECKING:
     from privdyn.pipeline.analysis import TrainingMeasures
-
-def audit_enabled(cfg: RunConfig) -> bool:
-    """``analysis.dp_audit.enabled``, or when it is None (the default) whether the run trains with DP-SGD."""
-    on = cfg.analysis.dp_audit.enabled
-    return cfg.training.dp.enabled if on is None else on
-
 
 def dp_record(run: RunDir) -> dict[str, Any] | None:
     """The train stage's ``dp.json`` (accountant, delta, epsilon per checkpoint), None without DP-SGD."""
@@ -191,4 +185,3 @@ def dp_audit_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: 
 
 
 #: Empirical epsilon lower bounds per checkpoint and attack (DESIGN.md, "DP auditing").
-DP_AUDIT = RunAnalysis("dp_audit", ("dp_audit.parquet",), audit_enabled, provenance.dp_audit_digest, dp_audit_stage)

@@ -6,10 +6,14 @@ digest of what it reads, and a function that writes its files under ``analysis/`
 summary entries. The stage records the entries in ``analysis/NAME.json`` with the files, so a
 current analysis is read back instead of redone and its entries reach ``summary.json``: under each
 attack's entry (``attacks``) and, for what belongs to the run, at the top level (``run``).
+
+The analyses are declared here, with the function that computes each named by its module: a run
+whose analyses are all current is checked without importing them (and scipy, scikit-learn).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,14 +39,15 @@ class Entries(TypedDict, total=False):
 @dataclass(frozen=True)
 class RunAnalysis:
     """One run-level analysis: its ``name`` (the summary key and the stem of ``analysis/NAME.json``),
-    the ``files`` it writes under ``analysis/``, and its ``enabled``, ``digest`` and ``compute``
-    functions. ``compute`` writes the files and returns the entries."""
+    the ``files`` it writes under ``analysis/``, its ``enabled`` and ``digest`` functions, and
+    ``compute``, the ``"module:function"`` that writes the files and returns the entries (called as
+    ``function(cfg, run, membership, epochs, measures)``; imported when the analysis runs)."""
 
     name: str
     files: tuple[str, ...]
     enabled: Callable[[RunConfig], bool]
     digest: Callable[[RunConfig, RunDir], str]
-    compute: Callable[[RunConfig, RunDir, np.ndarray, np.ndarray, TrainingMeasures], Entries]
+    compute: str
 
     def paths(self, run: RunDir) -> list[Path]:
         """The analysis's files, its entries file last."""
@@ -58,7 +63,10 @@ class RunAnalysis:
                        measures: TrainingMeasures) -> Entries:
         """Compute, write the entries file and record every file with its digest."""
         digest = self.digest(cfg, run)  # of the inputs as read now, before anything is written
-        entries = self.compute(cfg, run, membership, epochs, measures)
+        module, _, function = self.compute.partition(":")
+        compute: Callable[[RunConfig, RunDir, np.ndarray, np.ndarray, TrainingMeasures], Entries] = getattr(
+            importlib.import_module(module), function)
+        entries = compute(cfg, run, membership, epochs, measures)
         *_, entry_file = self.paths(run)
         atomic.write_json(entry_file, dict(entries))
         provenance.record(run, digest, *self.paths(run))
@@ -70,10 +78,21 @@ class RunAnalysis:
         return Entries(**atomic.read_json(entry_file))
 
 
+def audit_enabled(cfg: RunConfig) -> bool:
+    """``analysis.dp_audit.enabled``, or when it is None (the default) whether the run trains with DP-SGD."""
+    on = cfg.analysis.dp_audit.enabled
+    return cfg.training.dp.enabled if on is None else on
+
+
+SENSITIVITY = RunAnalysis("sensitivity", ("sensitivity.parquet",), lambda cfg: cfg.analysis.sensitivity,
+                          provenance.sensitivity_digest, "privdyn.pipeline.analysis:sensitivity_stage")
+EARLY_WARNING = RunAnalysis("early_warning", ("early_warning.parquet", "early_warning_model.parquet"),
+                            lambda cfg: cfg.analysis.early_warning.enabled, provenance.early_warning_digest,
+                            "privdyn.pipeline.warning:early_warning_stage")
+DP_AUDIT = RunAnalysis("dp_audit", ("dp_audit.parquet",), audit_enabled, provenance.dp_audit_digest,
+                       "privdyn.pipeline.dp_audit:dp_audit_stage")
+
+
 def run_analyses() -> list[RunAnalysis]:
     """Every run-level analysis, in the order the summary lists them."""
-    from privdyn.pipeline.analysis import SENSITIVITY
-    from privdyn.pipeline.dp_audit import DP_AUDIT
-    from privdyn.pipeline.warning import EARLY_WARNING
-
     return [SENSITIVITY, EARLY_WARNING, DP_AUDIT]

@@ -40,8 +40,8 @@ from privdyn.attacks.base import ATTACKS, CheckpointData
 from privdyn.attacks.references import reference_plan
 from privdyn.config import RunConfig
 from privdyn.errors import PrivdynError
-from privdyn.pipeline.run_level import Entries, RunAnalysis
-from privdyn.store import atomic, provenance
+from privdyn.pipeline.run_level import EARLY_WARNING, Entries
+from privdyn.store import atomic
 from privdyn.store.arrays import CheckpointArray
 from privdyn.store.rundir import RunDir
 
@@ -57,7 +57,6 @@ MEMORY_BUDGET = 1 << 30
 _BYTES_PER_ENTRY = 64
 #: The fractions of training whose best precision the summary reports.
 FRACTIONS = (0.25, 0.5)
-FILES = ("early_warning.parquet", "early_warning_model.parquet")
 
 
 def pool_signals(cfg: RunConfig, run: RunDir) -> dict[str, CheckpointArray]:
@@ -209,13 +208,11 @@ def early_warning_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epo
     folder = run.path / "analysis"
     table = pd.DataFrame(validation.columns())
     table.insert(3, "fraction", table["epoch"] / float(epochs[-1]) if epochs[-1] > 0 else np.nan)
-    atomic.write_parquet(folder / FILES[0], table)
+    atomic.write_parquet(folder / EARLY_WARNING.files[0], table)
     model = pd.DataFrame(tail.columns())
     model.insert(0, "attack", about["tail_measured_by"])
-    atomic.write_parquet(folder / FILES[1], model)
+    atomic.write_parquet(folder / EARLY_WARNING.files[1], model)
     return Entries(run=summarise(validation, tail, about))
 
 
 #: The early-warning validation (DESIGN.md, "Early warning").
-EARLY_WARNING = RunAnalysis("early_warning", FILES, lambda cfg: cfg.analysis.early_warning.enabled,
-                            provenance.early_warning_digest, early_warning_stage)
