@@ -3,18 +3,25 @@
     python benchmarks/pipeline_cost.py                 # runs the quickstart in a temporary folder
     python benchmarks/pipeline_cost.py --run RUN_DIR   # reads a finished run's manifest instead
     python benchmarks/pipeline_cost.py CONFIG.yaml --set training.epochs=5
+    python benchmarks/pipeline_cost.py --run RUN_DIR --noop   # and time a no-op `privdyn run` on it
 
 Stage times come from the manifest (every stage records its seconds); inside the train stage,
 ``train_seconds`` and ``eval_seconds`` split model updates from the per-checkpoint evaluation of
 every model on the pool and test split. The last line, ``bookkeeping: X``, is the share of
-analyze and report (issue #16's target for the quickstart: at most 0.15).
+analyze and report (issue #16's target for the quickstart: at most 0.15). ``no-op run`` is the
+wall time of ``python -m privdyn run`` in a fresh process on the finished run, which has nothing
+left to do: it checks every artifact and rebuilds nothing (always measured on the temporary run;
+with ``--run``, only when ``--noop`` is given, since a stale artifact would be remade).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 STAGES = ("train", "score", "analyze", "report")
@@ -31,12 +38,22 @@ def split(manifest: dict) -> dict[str, float]:
     return out
 
 
+def noop_seconds(run_dir: Path) -> float:
+    """Wall seconds of ``privdyn run`` on a finished run, in a fresh process (imports included)."""
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "privdyn", "run", str(run_dir / "config.yaml"), "--out", str(run_dir)],
+                   check=True, capture_output=True)
+    return time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config", nargs="?", default=None, help="a YAML config (default: the quickstart)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="key=value, as in privdyn run")
     ap.add_argument("--run", type=Path, default=None, help="a finished run directory to read instead")
+    ap.add_argument("--noop", action="store_true", help="with --run: also time a no-op privdyn run on it")
     args = ap.parse_args()
+    noop = None
     if args.run is None:
         from privdyn.config import load_config
         from privdyn.pipeline import run_all
@@ -45,8 +62,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             run, _ = run_all(cfg, Path(tmp) / "run", progress=False)
             manifest = json.loads(run.manifest_path.read_text())
+            noop = noop_seconds(run.path)
     else:
         manifest = json.loads((args.run / "manifest.json").read_text())
+        noop = noop_seconds(args.run) if args.noop else None
     times = split(manifest)
     total = sum(times.get(s, 0.0) for s in STAGES)
     for s in STAGES:
@@ -58,6 +77,8 @@ def main() -> None:
               f"the rest (data, assembly, start-up) {rest:.1f} s")
     print(f"total    {total:8.1f} s")
     print(f"bookkeeping: {(times.get('analyze', 0.0) + times.get('report', 0.0)) / total:.2f}")
+    if noop is not None:
+        print(f"no-op run: {noop:.1f} s (a fresh process on the finished run)")
 
 
 if __name__ == "__main__":
