@@ -171,6 +171,38 @@ def test_oracle_proxy_gives_precision_one():
     np.testing.assert_allclose(res.values[("loss_mean", "attack", "precision", "1%")][:, has_k], 1.0)
 
 
+def test_proxies_validated_in_threads_give_the_same_values():
+    """With workers > 1 several proxies are computed at once: every value, key and key order is the one
+    of the serial validation, whatever the thread count (more threads than proxies included)."""
+    rng = np.random.default_rng(5)
+    T, M, N = 6, 4, 400
+    z = balanced_membership(rng, M, N)
+    loss = rng.exponential(size=(T, M, N)).round(2)  # ties
+    tr = Traces(np.arange(1, T + 1), loss, phi=rng.normal(size=(T, M, N)), correct=(rng.random((T, M, N)) < .7) * 1.0)
+    truths = {"attack": (rng.random((M, N)) < 0.1) & z, "final_high": rng.random(N) < 0.1}
+    adv = rng.random(N)
+    serial = validate_proxies(tr, z, truths, adv, WarningOptions())
+    assert len(serial.proxies) >= 5
+    for workers in (2, 3, 64):
+        threaded = validate_proxies(tr, z, truths, adv, WarningOptions(workers=workers))
+        assert list(threaded.values) == list(serial.values)
+        for key, v in serial.values.items():
+            np.testing.assert_array_equal(threaded.values[key], v)
+    with pytest.raises(ValueError, match="unknown proxies \\['no_such_proxy'\\]"):
+        validate_proxies(tr, z, truths, adv, WarningOptions(proxies=("loss_mean", "no_such_proxy"), workers=2))
+
+
+def test_the_stage_sizes_its_model_blocks_for_every_proxy_at_once(monkeypatch):
+    """Blocks shrink with the proxies validated at once, so the budget holds with threads."""
+    from privdyn.pipeline import warning as stage
+
+    monkeypatch.setattr(stage, "MEMORY_BUDGET", 100 * 50 * 1000 * 64)
+    assert stage._block_size(50, 1000, 1000, workers=1) == 100  # 24 + 40 bytes per entry
+    assert stage._block_size(50, 1000, 1000, workers=4) == 100 * 64 // (24 + 4 * 40)
+    assert stage._block_size(50, 64, 10**9, workers=8) == 1  # never below one model
+    assert stage.usable_cpus() >= 1
+
+
 def test_validation_equals_a_loop_over_models_and_epochs():
     """Every value of validate_proxies equals the loop reference on model m's members with the
     proxy computed from m's traces up to t; blocks of models join to the whole."""

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +52,7 @@ from scipy import stats
 
 from privdyn.analysis.checkpoints import Checkpoints
 from privdyn.analysis.plane import threshold
-from privdyn.analysis.proxies import Traces, available_proxies, proxy_curve
+from privdyn.analysis.proxies import PROXIES, Traces, available_proxies, proxy_curve
 from privdyn.analysis.quantiles import sorted_quantile
 
 #: The two ground truths ranked against, and the per-sample target of the Spearman correlation.
@@ -242,14 +243,17 @@ class MemberView:
 @dataclass(frozen=True)
 class WarningOptions:
     """Options of :func:`validate_proxies`: the proxies (None: every registered one the traces
-    support), per-proxy options, the k share, the interval level, and whether e_0 (epoch 0, the
-    initialisation: no training loss yet) is left out of the traces."""
+    support), per-proxy options, the k share, the interval level, whether e_0 (epoch 0, the
+    initialisation: no training loss yet) is left out of the traces, and how many proxies are
+    validated at once in threads (``workers``; numpy's sorts and reductions release the GIL, and
+    the results do not depend on it)."""
 
     proxies: tuple[str, ...] | None = None
     proxy_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     k_share: float = 0.01
     level: float = 0.95
     skip_init: bool = True
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -330,7 +334,9 @@ def validate_proxies(traces: Traces, membership: np.ndarray, truths: Mapping[str
     ``membership`` is ``[M, N]``; ``truths`` maps each ground truth's name to a bool array
     ``[M, N]`` (per model, e.g. :func:`attack_truth`) or ``[N]`` (one set, e.g. V); ``final_adv``
     ``[N]`` is A_i(e_T). Each model ranks only its own members. Models may be given in blocks and
-    joined with :meth:`ProxyValidation.concat` (nothing here mixes models).
+    joined with :meth:`ProxyValidation.concat` (nothing here mixes models). With
+    ``options.workers`` > 1 several proxies are computed at once, in threads: a proxy must be a
+    pure function of its traces (as every built-in one is).
     """
     opt = options or WarningOptions()
     z = np.asarray(membership, dtype=bool)
@@ -352,8 +358,11 @@ def validate_proxies(traces: Traces, membership: np.ndarray, truths: Mapping[str
         k_used[(name, "1%")] = k_top
         k_used[(name, "truth")] = sizes[name]
     adv_rank = Ranking(view.take(np.broadcast_to(np.asarray(final_adv, dtype=np.float64), z.shape)), view.valid)
-    values: dict[Key, np.ndarray] = {}
-    for proxy in names:
+    unknown = [p for p in names if p not in PROXIES]  # also loads the registry before any thread reads it
+    if unknown:
+        raise ValueError(f"unknown proxies {unknown}; registered: {', '.join(PROXIES.names())}")
+
+    def validate(proxy: str) -> dict[Key, np.ndarray]:
         curve = proxy_curve(proxy, mt, **dict(opt.proxy_options.get(proxy, {})))  # [T, M, n]
         rows: dict[Key, list[np.ndarray]] = {}
         for t in range(tr.n_epochs):
@@ -370,7 +379,15 @@ def validate_proxies(traces: Traces, membership: np.ndarray, truths: Mapping[str
                 for (metric, k), v in got.items():
                     rows.setdefault((proxy, name, metric, k), []).append(v)
             rows.setdefault((proxy, SPEARMAN_TARGET, "spearman", "all"), []).append(r.spearman(adv_rank))
-        values.update({key: np.stack(v) for key, v in rows.items()})
+        return {key: np.stack(v) for key, v in rows.items()}
+
+    workers = max(1, min(opt.workers, len(names)))
+    if workers > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix="privdyn-proxy") as pool:
+            per_proxy = list(pool.map(validate, names))  # in the proxies' order, whichever finishes first
+    else:
+        per_proxy = [validate(proxy) for proxy in names]
+    values = {key: v for part in per_proxy for key, v in part.items()}
     return ProxyValidation(tr.epochs.copy(), values, k_used, sizes, opt.level)
 
 

@@ -13,12 +13,14 @@ stored), and writes
   measured TPR (:class:`~privdyn.analysis.warning.TailValidation`), with the measuring attack.
 
 Memory is bounded: the models are validated in blocks sized to :data:`MEMORY_BUDGET` (each block
-reads the signals of its models at every checkpoint).
+reads the signals of its models at every checkpoint), counting the working memory of every proxy
+validated at once: one per CPU this process may use, at most one per proxy.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,9 +54,10 @@ if TYPE_CHECKING:
 TRUTH_ATTACK = "lira_online"
 #: Bytes of working memory the proxy validation may hold at once (signals and curves of a block).
 MEMORY_BUDGET = 1 << 30
-#: Working bytes per (checkpoint, model, sample) entry: four float32 signals, their member view
-#: and the float64 prefix sums and curve of one proxy.
-_BYTES_PER_ENTRY = 64
+#: Working bytes per (checkpoint, model, sample) entry: four float32 signals and their member
+#: view, shared by the proxies; and the float64 prefix sums and curve of each proxy being validated.
+_SHARED_BYTES_PER_ENTRY = 24
+_PROXY_BYTES_PER_ENTRY = 40
 #: The fractions of training whose best precision the summary reports.
 FRACTIONS = (0.25, 0.5)
 
@@ -112,8 +115,14 @@ def _proxies(cfg: RunConfig, have: set[str]) -> tuple[str, ...]:
     return tuple(asked)
 
 
-def _block_size(T: int, M: int, N: int) -> int:
-    return max(1, min(M, MEMORY_BUDGET // max(1, _BYTES_PER_ENTRY * T * N)))
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, e.g. under SLURM or taskset)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _block_size(T: int, M: int, N: int, workers: int = 1) -> int:
+    per_entry = _SHARED_BYTES_PER_ENTRY + _PROXY_BYTES_PER_ENTRY * workers
+    return max(1, min(M, MEMORY_BUDGET // max(1, per_entry * T * N)))
 
 
 def validate_run(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: np.ndarray,
@@ -132,9 +141,11 @@ def validate_run(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: np
     if truth_scores is not None:
         truths["attack"] = attack_truth(truth_scores, z, ew.truth_rule)
     names = _proxies(cfg, set(sig))
-    options = WarningOptions(proxies=names, proxy_options=proxy_options_for(epochs, k_early), k_share=ew.k_share)
+    workers = min(usable_cpus(), len(names))
+    options = WarningOptions(proxies=names, proxy_options=proxy_options_for(epochs, k_early), k_share=ew.k_share,
+                             workers=workers)
     T, (M, N) = len(epochs), z.shape
-    step = _block_size(T, M, N)
+    step = _block_size(T, M, N, workers)
     parts = []
     loss: Any = sig["loss"]  # streamed by the tail validation, unless one block holds every model
     for m0 in range(0, M, step):
