@@ -18,7 +18,7 @@ from privdyn.analysis import difficulty, dynamics, model_level, population, sens
 from privdyn.analysis.plane import Plane, compute_plane
 from privdyn.analysis.results import AttackSummary, DynamicsOptions, Summary, measure_dynamics
 from privdyn.config import RunConfig
-from privdyn.pipeline.run_level import Entries
+from privdyn.pipeline.run_level import SENSITIVITY, Entries
 from privdyn.store import atomic
 from privdyn.store.arrays import CheckpointArray
 from privdyn.store.rundir import RunDir
@@ -267,11 +267,8 @@ def sensitivity_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epoch
         tables.append(table.assign(attack=attack))
     table = pd.concat(tables, ignore_index=True)
     table.insert(0, "attack", table.pop("attack"))
-    atomic.write_parquet(run.path / "analysis" / "sensitivity.parquet", table)
+    atomic.write_parquet(SENSITIVITY.paths(run)[0], table)
     return Entries(attacks=sensitivity.summarise_by_attack(table))
-
-
-#: The sensitivity of the headline dynamics to the rule, grid and bands (DESIGN.md, "Sensitivity").
 
 
 def write_summary(cfg: RunConfig, run: RunDir, per_attack: dict[str, dict[str, Any]],

@@ -22,12 +22,13 @@ from privdyn.analysis import dp_audit
 from privdyn.analysis.dp_audit import ESTIMATORS, STRONGEST, AuditOptions, DPAudit, with_confidence
 from privdyn.analysis.results import num, nums
 from privdyn.config import RunConfig
-from privdyn.pipeline.run_level import Entries
+from privdyn.pipeline.run_level import DP_AUDIT, Entries
 from privdyn.store import atomic
 from privdyn.store.rundir import RunDir
 
 if TYPE_CHECKING:
     from privdyn.pipeline.analysis import TrainingMeasures
+
 
 def dp_record(run: RunDir) -> dict[str, Any] | None:
     """The train stage's ``dp.json`` (accountant, delta, epsilon per checkpoint), None without DP-SGD."""
@@ -169,7 +170,7 @@ def dp_audit_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: 
     table["winner"] = table["winner"].fillna("")
     for col in ("k", "correct", "guesses", "model"):
         table[col] = table[col].astype("Int64")
-    atomic.write_parquet(run.path / "analysis" / "dp_audit.parquet", table)
+    atomic.write_parquet(DP_AUDIT.paths(run)[0], table)
     exceeds = None if accountant is None else [
         int(e) for e, lb, up in zip(epochs, eps, accountant) if np.isfinite(lb) and lb > up + 1e-9]
     run_entry = {
@@ -182,6 +183,3 @@ def dp_audit_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: 
         "exceeds_accountant": exceeds,
     }
     return Entries(attacks=entries, run=run_entry)
-
-
-#: Empirical epsilon lower bounds per checkpoint and attack (DESIGN.md, "DP auditing").

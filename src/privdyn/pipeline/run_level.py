@@ -84,11 +84,14 @@ def audit_enabled(cfg: RunConfig) -> bool:
     return cfg.training.dp.enabled if on is None else on
 
 
+#: The sensitivity of the headline dynamics to the rule, grid and bands (DESIGN.md, "Sensitivity").
 SENSITIVITY = RunAnalysis("sensitivity", ("sensitivity.parquet",), lambda cfg: cfg.analysis.sensitivity,
                           provenance.sensitivity_digest, "privdyn.pipeline.analysis:sensitivity_stage")
+#: The early-warning validation (DESIGN.md, "Early warning").
 EARLY_WARNING = RunAnalysis("early_warning", ("early_warning.parquet", "early_warning_model.parquet"),
                             lambda cfg: cfg.analysis.early_warning.enabled, provenance.early_warning_digest,
                             "privdyn.pipeline.warning:early_warning_stage")
+#: Empirical epsilon lower bounds per checkpoint and attack (DESIGN.md, "DP auditing").
 DP_AUDIT = RunAnalysis("dp_audit", ("dp_audit.parquet",), audit_enabled, provenance.dp_audit_digest,
                        "privdyn.pipeline.dp_audit:dp_audit_stage")
 

@@ -216,14 +216,11 @@ def early_warning_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epo
                         measures: TrainingMeasures) -> Entries:
     """Write both tables and return the run-level summary entry (:func:`summarise`)."""
     validation, tail, about = validate_run(cfg, run, membership, epochs, measures.k_early)
-    folder = run.path / "analysis"
     table = pd.DataFrame(validation.columns())
     table.insert(3, "fraction", table["epoch"] / float(epochs[-1]) if epochs[-1] > 0 else np.nan)
-    atomic.write_parquet(folder / EARLY_WARNING.files[0], table)
+    validation_path, tail_path, _ = EARLY_WARNING.paths(run)
+    atomic.write_parquet(validation_path, table)
     model = pd.DataFrame(tail.columns())
     model.insert(0, "attack", about["tail_measured_by"])
-    atomic.write_parquet(folder / EARLY_WARNING.files[1], model)
+    atomic.write_parquet(tail_path, model)
     return Entries(run=summarise(validation, tail, about))
-
-
-#: The early-warning validation (DESIGN.md, "Early warning").
