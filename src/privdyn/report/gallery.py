@@ -39,12 +39,18 @@ def to_display(x: np.ndarray) -> np.ndarray:
     return x[0] if x.shape[0] == 1 else np.moveaxis(x[:3], 0, -1)
 
 
+def channel_lines(x: np.ndarray) -> np.ndarray:
+    """A 1-D signal ``[..., L]`` as one line per channel ``[C, L]``."""
+    x = np.asarray(x)
+    return x.reshape(-1, x.shape[-1])
+
+
 def draw_input(ax: Axes, x: np.ndarray, kind: str) -> None:
     """Draw one input: an image, or each channel of a 1-D signal as a line."""
     if kind == "image":
         ax.imshow(to_display(x), cmap="gray", interpolation="nearest")
     else:
-        for ch in np.asarray(x).reshape(-1, np.asarray(x).shape[-1]):
+        for ch in channel_lines(x):
             ax.plot(ch, lw=1.2, color="#333")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -75,7 +81,7 @@ def thumbnail(x: np.ndarray, kind: str) -> str:
         Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB").save(buf, format="PNG")
         return _data_uri("image/png", buf.getvalue())
     width, height = 150, 84
-    lines = np.asarray(x, dtype=np.float64).reshape(-1, np.asarray(x).shape[-1])
+    lines = channel_lines(x).astype(np.float64)
     lo, hi = float(lines.min()), float(lines.max())
     margin = 0.05 * (hi - lo) if hi > lo else 1.0
     polylines = "".join(f'<polyline fill="none" stroke="#333" stroke-width="1.2" '
