@@ -533,3 +533,19 @@ def test_two_runs_started_at_once_never_both_write(done_run, tmp_path, tiny_conf
         assert code == 0 or ("is in use by privdyn" in err and "Traceback" not in err)
     assert json.loads((run / "summary.json").read_text()) == json.loads((done_run / "summary.json").read_text())
     assert cli("verify", run).returncode == 0
+
+
+def test_the_manifest_records_the_versions_that_run():
+    """versions() reads package metadata (so it need not import torch): it must agree with what
+    the imported packages say they are."""
+    import platform
+
+    import numpy
+    import pandas
+    import torch
+
+    import privdyn
+    from privdyn.store.rundir import versions
+
+    assert versions() == {"privdyn": privdyn.__version__, "python": platform.python_version(),
+                          "torch": torch.__version__, "numpy": numpy.__version__, "pandas": pandas.__version__}
