@@ -1,4 +1,12 @@
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
 import pytest
+import yaml
+from pydantic import BaseModel
 
 from privdyn.config import RunConfig, config_from_dict, load_config, parse_rule
 from privdyn.errors import PrivdynError
@@ -21,8 +29,10 @@ def test_overrides_parse_yaml_values():
     ({"training": {"n_models": 7}}, "training.n_models: must be even"),
     ({"analysis": {"grid": 20}}, "exceeds M/2=8"),
     ({"attacks": ["nope"]}, "unknown ['nope']"),
-    ({"trainig": {}}, "trainig: Extra inputs are not permitted"),
+    ({"trainig": {}}, "trainig: not a known key; did you mean 'training'?"),
     ({"analysis": {"rule": "fpr:2"}}, "alpha must lie in (0, 1)"),
+    ({"training": {"n_models": 16, "optimzer": {}}}, "training.optimzer: not a known key; did you mean 'optimizer'?"),
+    ({"analysis": {"zzz": 1}}, "analysis.zzz: not a known key; the keys here are default_attack, rule,"),
     ({"queries": ["rotate"]}, "query 'rotate' is not one of"),
     ({"checkpoints": {"schedule": "list", "epochs": [0, 99]}, "training": {"epochs": 5}}, "outside 1..training.epochs"),
 ])
@@ -47,3 +57,56 @@ def test_checkpoint_every_k_always_ends_at_last_epoch():
     cfg = config_from_dict({"training": {"epochs": 10}, "checkpoints": {"every": 3}})
     assert cfg.checkpoint_epochs() == [3, 6, 9, 10]
 
+
+
+# --- docs/config.md lists every field of the config, with its default and what it does -----------
+
+REFERENCE = Path(__file__).parent.parent / "docs" / "config.md"
+BEGIN, END = "<!-- reference: kept equal to RunConfig by tests/test_config.py -->", "<!-- end of reference -->"
+
+
+def _kind(annotation: Any) -> str:
+    """A field's type as a reader of YAML sees it: choices, or the YAML type names."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return " \\| ".join(f"`{a}`" for a in typing.get_args(annotation))
+    if typing.get_origin(annotation) in (types.UnionType, typing.Union):
+        return " or ".join(_kind(a) for a in typing.get_args(annotation))
+    if typing.get_origin(annotation) is list:
+        return f"list of {_kind(typing.get_args(annotation)[0])}"
+    if typing.get_origin(annotation) is dict:
+        return "mapping"
+    return {type(None): "null", bool: "bool", int: "int", float: "float", str: "string"}[annotation]
+
+
+def _reference(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """The reference's lines for ``model``: one table per section, then its subsections."""
+    rows, subsections = [], []
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            subsections.append((prefix + name, field.annotation))
+            continue
+        default = yaml.safe_dump(field.get_default(call_default_factory=True), default_flow_style=True)
+        default = default.removesuffix("\n").removesuffix("\n...")
+        rows.append(f"| `{prefix}{name}` | {_kind(field.annotation)} | `{default}` | {field.description} |")
+    section = prefix.rstrip(".")
+    doc = " ".join((model.__doc__ or "").split()).removeprefix(f"``{section}``: ") if section else "Outside sections."
+    doc = re.sub(r":\w+:`", "`", doc).replace("``", "`")  # the docstring's reST as Markdown
+    lines = [f"### `{section}`" if section else "### Top level", "", doc[:1].upper() + doc[1:], "",
+             "| key | type | default | what |",
+             "|---|---|---|---|", *rows, ""] if rows else []
+    for path, sub in subsections:
+        lines += _reference(sub, path + ".")
+    return lines
+
+
+def test_config_reference_lists_every_field_with_its_default():
+    expected = "\n".join([BEGIN, "", *_reference(RunConfig), END])
+    text = REFERENCE.read_text()
+    assert BEGIN in text and END in text, f"{REFERENCE} lost its reference markers"
+    found = text[text.index(BEGIN):text.index(END) + len(END)]
+    assert found == expected, f"docs/config.md is out of date; its reference should read:\n{expected}"
+
+
+def test_every_config_field_says_what_it_does():
+    missing = [line for line in _reference(RunConfig) if line.endswith("| None |")]
+    assert not missing, missing

@@ -7,6 +7,7 @@ written into each run directory.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import inspect
 import json
@@ -39,7 +40,7 @@ class _Strict(BaseModel):
 class DatasetConfig(_Strict):
     """``dataset``: the registered dataset, the pool and test sizes, its data root and its options."""
 
-    name: str = "mnist1d"
+    name: str = Field("mnist1d", description="a registered dataset (`privdyn datasets` lists them)")
     n_pool: int | None = Field(None, ge=4, description="pool size (at least 4: every model trains on half of "
                                "it, in batches of at least 2); None = the whole training split")
     n_test: int | None = Field(None, ge=1, description="test size; None = the whole test split")
@@ -56,28 +57,30 @@ class ModelConfig(_Strict):
                               "or widen factor k (wrn); None = the arch's default (128, 32, 64, 2)")
     depth: int | None = Field(None, ge=1, description="hidden layers (mlp), conv blocks (cnn), 18 (resnet18) "
                               "or 6n+4 (wrn); None = the arch's default (2, 3, 18, 28)")
-    norm: Literal["batch", "group", "none"] = "batch"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    norm: Literal["batch", "group", "none"] = Field("batch", description="normalisation layers: batch, group "
+                                                    "or none")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability")
 
 
 
 class OptimizerConfig(_Strict):
     """``training.optimizer``: SGD, Adam or AdamW (or SAM wrapping one of them) and its hyperparameters."""
 
-    name: Literal["sgd", "adam", "adamw", "sam"] = "sgd"
+    name: Literal["sgd", "adam", "adamw", "sam"] = Field("sgd", description="sgd, adam, adamw, or sam "
+                                                         "(sharpness-aware, wrapping base)")
     base: Literal["sgd", "adam", "adamw"] = Field("sgd", description="with name=sam: the optimizer SAM wraps")
     rho: float = Field(0.05, gt=0, description="with name=sam: the radius of the ascent step")
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = False
-    weight_decay: float = Field(5e-4, ge=0)
+    lr: float = Field(0.05, gt=0, description="peak learning rate (the schedule scales it)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (adam and adamw keep their default betas)")
+    nesterov: bool = Field(False, description="Nesterov momentum (sgd)")
+    weight_decay: float = Field(5e-4, ge=0, description="L2 penalty (decoupled for adamw)")
 
 
 class DPConfig(_Strict):
     """``training.dp``: DP-SGD's noise multiplier, per-sample clipping norm and delta."""
 
     enabled: bool = Field(False, description="train with DP-SGD (Opacus): one model at a time")
-    noise_multiplier: float = Field(1.0, ge=0)
+    noise_multiplier: float = Field(1.0, ge=0, description="noise std as a multiple of max_grad_norm")
     max_grad_norm: float = Field(1.0, gt=0, description="per-sample gradient clipping norm")
     delta: float | None = Field(None, gt=0, lt=1, description="None = 1/N_train (N_train = N_pool/2)")
 
@@ -87,10 +90,11 @@ class TrainingConfig(_Strict):
 
     n_models: int = Field(16, ge=2, description="M, the number of models; must be even when privdyn draws "
                           "the membership (any M >= 2 for imported signals)")
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(20, ge=1, description="training epochs of every model")
+    batch_size: int = Field(128, ge=1, description="training batch size (per model)")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    schedule: Literal["cosine", "step", "constant"] = Field("cosine", description="learning-rate schedule: "
+                                                            "cosine (to 0), step (milestones, gamma) or constant")
     milestones: list[int] = Field(default_factory=list, description="with schedule=step: epochs where lr *= gamma")
     gamma: float = Field(0.1, gt=0, description="with schedule=step: the lr factor at each milestone")
     augment: Literal["none", "flip_crop"] = Field(
@@ -104,7 +108,8 @@ class TrainingConfig(_Strict):
         "train does not change the result, so it is not part of the training setup's hash")
     backend: Literal["local", "ray"] = Field("local", description="local, or ray: every model group a Ray task "
                                              "(the ray section; privdyn[ray] extra); not part of the hash either")
-    eval_batch_size: int = Field(4096, ge=1)
+    eval_batch_size: int = Field(4096, ge=1, description="samples per forward when every model is evaluated "
+                                 "on the pool and test split at a checkpoint")
     precision: Literal["fp32", "tf32", "bf16"] = Field(
         "fp32", description="training arithmetic: fp32; tf32 (CUDA matmuls and convolutions in TF32); bf16 "
         "(the training forward under bfloat16 autocast). Evaluation follows eval_precision")
@@ -196,7 +201,8 @@ class SourceConfig(_Strict):
     ``record``: the user's own training loops record the models (:class:`privdyn.Recorder`);
     ``import``: signals computed from logits trained elsewhere (``privdyn import``)."""
 
-    kind: Literal["train", "python", "record", "import"] = "train"
+    kind: Literal["train", "python", "record", "import"] = Field("train", description="written by privdyn: train "
+                                                                 "(its zoo), python, record or import")
     description: str = Field("", description="what the model, recipe or imported files were (for people)")
     fingerprint: str | None = Field(None, description="digest of the model and recipe code (python) or "
                                     "of the imported files (import): a change makes the signals stale")
@@ -212,7 +218,8 @@ class SourceConfig(_Strict):
 class CheckpointConfig(_Strict):
     """``checkpoints``: the epochs at which every model is evaluated, and those whose weights are saved."""
 
-    schedule: Literal["every", "list", "dense_early"] = "every"
+    schedule: Literal["every", "list", "dense_early"] = Field("every", description="which epochs are "
+                                                              "checkpoints: every k, a list, or dense_early")
     every: int = Field(1, ge=1, description="with schedule=every: a checkpoint every k epochs")
     epochs: list[int] = Field(default_factory=list, description="with schedule=list")
     dense_until: int = Field(10, ge=1, description="with schedule=dense_early: every epoch up to this one")
@@ -228,9 +235,9 @@ class CheckpointConfig(_Strict):
 class StatesConfig(_Strict):
     """``analysis.states``: the advantage bands of the low, medium and high states (0 < low < medium < high <= 1)."""
 
-    low: float = 0.1
-    medium: float = 0.3
-    high: float = 0.6
+    low: float = Field(0.1, description="A_i from which a sample is low (below: safe)")
+    medium: float = Field(0.3, description="A_i from which a sample is medium")
+    high: float = Field(0.6, description="A_i from which a sample is high")
 
     @model_validator(mode="after")
     def _ordered(self) -> StatesConfig:
@@ -325,7 +332,8 @@ class AnalysisConfig(_Strict):
 
     default_attack: str | None = Field(None, description="None = the first attack in `attacks`")
     rule: str = Field("fpr:0.01", description="operating-point rule: fpr:alpha or score:c")
-    report_alphas: list[float] = Field(default_factory=lambda: [0.001, 0.01, 0.1])
+    report_alphas: list[float] = Field(default_factory=lambda: [0.001, 0.01, 0.1], description="FPRs of the "
+                                       "model-level TPR columns (0.001 and 0.01 are always added)")
     grid: int | None = Field(None, ge=1, description="G for the G x G grid; None = min(10, M/2)")
     states: StatesConfig = Field(default_factory=StatesConfig)
     n_clusters: int | None = Field(None, ge=2, le=20,
@@ -386,7 +394,7 @@ class RunConfig(_Strict):
 
     name: str = Field("run", description="the run's name: the default run directory is runs/NAME; letters, "
                       "digits, '.', '_' and '-', starting with a letter or digit")
-    seed: int = 0
+    seed: int = Field(0, description="seeds the membership, initialisation, batches and every bootstrap")
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -395,8 +403,8 @@ class RunConfig(_Strict):
     queries: list[str] = Field(default_factory=lambda: ["identity"], description="query augmentations "
                                "evaluated at every checkpoint (imported runs: labels of the stored augmentations)")
     attacks: list[str] = Field(
-        default_factory=lambda: ["lira_online", "lira_online_fixed", "lira_offline_cdf"]
-    )
+        default_factory=lambda: ["lira_online", "lira_online_fixed", "lira_offline_cdf"],
+        description="registered attacks scored at every checkpoint (options under attack_options)")
     references: Literal["pair", "balanced", "one"] = Field(
         "pair", description="reference models of each target: pair = all but the target and its "
         "complementary partner (balanced, unbiased; falls back to balanced without pairs), balanced = "
@@ -663,15 +671,34 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """A pydantic error as a message for the user: one ``field.path: problem`` line per error."""
-    lines = [f"Invalid config ({source}):"]
+def format_validation_error(err: ValidationError, source: str, schema: type[BaseModel] | None = None,
+                            what: str = "config",
+                            fix: str = "Fix the field(s) above in the YAML file or with --set key=value; "
+                                       "docs/config.md lists every key.") -> str:
+    """A pydantic error as a message for the user: one ``field.path: problem`` line per error, an
+    unknown key with the close match among its section's keys (``schema``, default RunConfig)."""
+    lines = [f"Invalid {what} ({source}):"]
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        loc = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"  - {loc}: {msg}")
-    lines.append("Fix the field(s) above in the YAML file or with --set key=value.")
+        if e["type"] == "extra_forbidden":
+            msg = _unknown_key(schema or RunConfig, e["loc"])
+        lines.append(f"  - {loc}: {msg}" if loc else f"  - {msg}")  # a model-level check names its fields
+    lines.append(fix)
     return "\n".join(lines)
+
+
+def _unknown_key(schema: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """What to say about an unknown key: the close match among the keys its section has."""
+    for part in loc[:-1]:
+        field = schema.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return "not a known key"
+        schema = field.annotation
+    keys = list(schema.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"not a known key; {hint}the keys here are {', '.join(keys)}"
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:

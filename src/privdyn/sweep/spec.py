@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from privdyn.config import RunConfig, config_from_dict, parse_rule, set_dotted
+from privdyn.config import RunConfig, config_from_dict, format_validation_error, parse_rule, set_dotted
 from privdyn.errors import PrivdynError
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
@@ -158,15 +158,6 @@ class Sweep:
         return yaml.safe_dump(data, sort_keys=False)
 
 
-def _format_spec_error(err: ValidationError, source: str) -> str:
-    lines = [f"Invalid sweep file ({source}):"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        lines.append(f"  - {loc}: {e['msg'].removeprefix('Value error, ')}")
-    lines.append("Fix the field(s) above; docs/sweeps.md describes the format.")
-    return "\n".join(lines)
-
-
 def _read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise PrivdynError(f"{what} {path} does not exist; give the path to a YAML file.")
@@ -184,7 +175,8 @@ def parse_spec(data: dict[str, Any], source: str = "sweep") -> SweepSpec:
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as err:
-        raise PrivdynError(_format_spec_error(err, source)) from None
+        fix = "Fix the field(s) above; docs/sweeps.md describes the format."
+        raise PrivdynError(format_validation_error(err, source, SweepSpec, "sweep file", fix)) from None
 
 
 def load_sweep(path: str | Path, data_root: str | Path | None = None) -> Sweep:
