@@ -117,6 +117,53 @@ def test_never_writes_into_a_folder_that_is_not_a_run(tmp_path, tiny_config_sour
     assert (folder / "summary.json").read_text() == "precious"
 
 
+@pytest.mark.parametrize("marker", ["config.yaml", "manifest.json"])
+def test_another_programs_config_or_manifest_does_not_make_a_folder_a_run(marker, tmp_path, tiny_config_source):
+    # before: any config.yaml or manifest.json made a folder "a run", and privdyn overwrote it
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / marker).write_text('{"lr": 0.1}  # my own')
+    (folder / "notes.txt").write_text("precious")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(small(tiny_config_source)))
+    proc = cli("run", cfg, "--out", folder, "--no-progress")
+    assert proc.returncode == 2 and "not a privdyn run directory" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in folder.iterdir()) == sorted([marker, "notes.txt"])  # not even a lock
+    assert (folder / marker).read_text() == '{"lr": 0.1}  # my own'
+
+
+def test_an_edited_config_is_refused_not_trusted(done_run, tmp_path):
+    # before: open_run read the edited epochs beside 2-epoch data, and `privdyn train` then stamped
+    # the old signals current for the new setup
+    run = copy_run(done_run, tmp_path / "r")
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("epochs: 3", "epochs: 4"))
+    with pytest.raises(PrivdynError, match="changed after privdyn wrote it"):
+        _ = privdyn.open_run(run).config
+    manifest = (run / "manifest.json").read_bytes()
+    for command in ("train", "score", "report", "run"):
+        args = (command, config, "--out", run) if command == "run" else (command, run)
+        proc = cli(*args)
+        if command == "run":  # a config given by path is the user's file: it is the setup check that refuses
+            assert proc.returncode == 2 and "different training setup" in proc.stderr
+        else:
+            assert proc.returncode == 2 and "changed after privdyn wrote it" in proc.stderr, command
+        assert "Traceback" not in proc.stderr
+    assert (run / "manifest.json").read_bytes() == manifest
+
+
+def test_the_report_of_a_stale_analysis_is_refused(done_run, tmp_path):
+    # before: `privdyn report` drew the old analysis after a rescore, with exit 0
+    run = copy_run(done_run, tmp_path / "r")
+    assert cli("score", run, "--set", "attack_options.lira_online.center=median").returncode == 0
+    page = (run / "report" / "index.html").read_bytes()
+    proc = cli("report", run)
+    assert proc.returncode == 2 and "stale (lira_online" in proc.stderr and f"privdyn analyze {run}" in proc.stderr
+    assert (run / "report" / "index.html").read_bytes() == page
+    assert cli("analyze", run).returncode == 0 and cli("report", run).returncode == 0
+    assert (run / "report" / "index.html").read_bytes() != page
+
+
 def test_a_run_that_is_starting_counts_as_a_run(tmp_path):
     # the moment between a first process's first write and its config.yaml: the folder holds only
     # the lock and that write's temp file and checksum sidecar. A second process must reach the lock
@@ -252,6 +299,29 @@ def test_bad_input_is_an_exit_2_paragraph(override, message, tmp_path, tiny_conf
     proc = cli("run", cfg, "--out", tmp_path / "r", "--no-progress", "--set", override)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("config", "out", "message"), [
+    ("binary", "r", "is not UTF-8 text (byte 0xff at offset 0)"),
+    ("folder", "r", "is a directory, not a file"),
+    ("good", "afile/sub", "cannot use"),  # --out below a regular file: the folder cannot be made
+])
+def test_unreadable_configs_and_impossible_out_dirs_are_exit_2_paragraphs(config, out, message, tmp_path,
+                                                                           tiny_config_source):
+    # before: a UnicodeDecodeError or NotADirectoryError traceback (exit 1)
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "binary").write_bytes(b"\xff\xfe\x00bad")
+    (tmp_path / "good").write_text(yaml.safe_dump(small(tiny_config_source)))
+    proc = cli("run", tmp_path / config, "--out", tmp_path / out, "--no-progress")
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert (tmp_path / "afile").read_text() == "mine" and not (tmp_path / "r").exists()
+
+
+def test_datasets_shows_whole_paths_at_any_width():
+    # before: rich cut the "where" and "status" columns to "…" at 80 columns or in a pipe
+    proc = run_cli("datasets")
+    assert proc.returncode == 0 and "cifar10" in proc.stdout and "…" not in proc.stdout
 
 
 def test_non_finite_features_and_bad_labels_are_refused_at_load_time():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 import time
 from collections.abc import Iterator
@@ -300,7 +301,9 @@ def datasets(data_root: DataRootOpt = None) -> None:
     from privdyn.data.roots import data_root as resolve_root
 
     root = resolve_root(data_root)
-    t = Table("name", "description", "where (ROOT = the data root)", "status")
+    t = Table()
+    for header in ("name", "description", "where (ROOT = the data root)", "status"):
+        t.add_column(header, overflow="fold")  # paths wrap whole, never cut to "…": they are what the user needs
     for e in DATASETS.values():
         t.add_row(e.name, e.description, e.where, e.status(root))
     out.print(t)
@@ -361,6 +364,12 @@ def export(
                   "(--layout generic keeps them)")
     out.print(f"exported: {target}")
 
+#: Errors of a path the user gave (not a directory, no such folder, no permission, read-only):
+#: bad input, exit 2 with the path named.
+_PATH_ERRNOS = {errno.ENOTDIR, errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR,
+                errno.ENAMETOOLONG, errno.ELOOP}
+
+
 def main() -> None:
     """The ``privdyn`` entry point: a user error (exit 2), a full disk (2) or Ctrl-C (130) prints one line
     instead of a traceback."""
@@ -384,6 +393,12 @@ def main() -> None:
                       "appears only once complete. Free some space (or move the run directory to a larger "
                       "disk) and run the same command again; it resumes where it stopped.",
                       markup=False, highlight=False, soft_wrap=True)
+            sys.exit(2)
+        if isinstance(e, OSError) and e.errno in _PATH_ERRNOS and e.filename is not None:
+            err.print("[bold red]error:[/]", end=" ")
+            err.print(f"cannot use {e.filename}: {e.strerror}. Nothing half-written was kept. Give a path "
+                      "that can be created and written (for --out, a new or empty directory in a folder you "
+                      "may write to) and run the command again.", markup=False, highlight=False, soft_wrap=True)
             sys.exit(2)
         # Usage errors (unknown option, missing argument) come from the click that typer
         # bundles or depends on, depending on its version: recognise them by their interface.

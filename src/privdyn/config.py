@@ -709,6 +709,21 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
         raise PrivdynError(format_validation_error(err, source)) from None
 
 
+def read_text_file(path: Path, what: str, alternative: str = "") -> str:
+    """The UTF-8 text of a file the user named; a :class:`PrivdynError` that says what is wrong
+    (missing, a directory, not text) otherwise."""
+    fix = "Pass the path to a YAML file" + (f", {alternative}." if alternative else ".")
+    if path.is_dir():
+        raise PrivdynError(f"{what} {path} is a directory, not a file. {fix}")
+    if not path.is_file():
+        raise PrivdynError(f"{what} {path} does not exist. {fix}")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PrivdynError(f"{what} {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}), "
+                           f"so it cannot be a YAML file. {fix}") from None
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """Load a YAML config (None = the built-in quickstart) and apply overrides."""
     if path is None:
@@ -716,10 +731,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         source = "built-in quickstart"
     else:
         p = Path(path)
-        if not p.is_file():
-            raise PrivdynError(f"Config file {p} does not exist. Pass the path to a YAML config, "
-                               "or no CONFIG at all for the built-in quickstart.")
-        text, source = p.read_text(), str(p)
+        text, source = read_text_file(p, "Config file", "or no CONFIG at all for the built-in quickstart"), str(p)
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:

@@ -167,8 +167,6 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | 
     """Analyse every configured attack at the config's rule (or one ``attack`` and ``rule``),
     then the run-level analyses (:mod:`privdyn.pipeline.run_level`), then write ``summary.json``.
     An analysis that is current is not redone."""
-    from privdyn.pipeline.run_level import run_analyses
-
     for a in [attack] if attack else cfg.attacks:
         require_current_scores(cfg, run, a)
     if attack is not None or rule is not None:
@@ -180,12 +178,7 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | 
         _record_analysis(cfg, run, a, r, entry)
         return entry
     rule = cfg.analysis.rule
-    todo = [a for a in cfg.attacks
-            if not provenance.is_current(run, run.analysis_dir(a, rule), provenance.analysis_digest(cfg, run, a, rule))]
-    extras = [x for x in run_analyses() if x.enabled(cfg)]
-    extras_todo = [x for x in extras if not x.current(cfg, run)]
-    entries = [run.analysis_dir(a, rule) / ENTRY for a in cfg.attacks]
-    entries += [p for x in extras for p in x.paths(run)[-1:]]
+    todo, extras, extras_todo, entries = _analysis_state(cfg, run)
     digest = cfg.section_hash(*ANALYZE_SECTIONS)
     if not todo and not extras_todo and provenance.is_current(
             run, run.summary_path, provenance.summary_digest(cfg, run, entries)):
@@ -194,6 +187,21 @@ def analyze(cfg: RunConfig, run: RunDir, attack: str | None = None, rule: str | 
     run.mark_stage("analyze", "running", digest)
     with run.scores_in_memory():  # every part below reads the scores again: decode them once
         return _analyze_all(cfg, run, rule, todo, extras, extras_todo, entries, digest)
+
+
+def _analysis_state(cfg: RunConfig, run: RunDir) -> tuple[list[str], list[RunAnalysis], list[RunAnalysis], list[Path]]:
+    """What the analysis stage would redo: the attacks and run-level analyses that are not current,
+    with every enabled run-level analysis and the entries ``summary.json`` is made from."""
+    from privdyn.pipeline.run_level import run_analyses
+
+    rule = cfg.analysis.rule
+    todo = [a for a in cfg.attacks
+            if not provenance.is_current(run, run.analysis_dir(a, rule), provenance.analysis_digest(cfg, run, a, rule))]
+    extras = [x for x in run_analyses() if x.enabled(cfg)]
+    extras_todo = [x for x in extras if not x.current(cfg, run)]
+    entries = [run.analysis_dir(a, rule) / ENTRY for a in cfg.attacks]
+    entries += [p for x in extras for p in x.paths(run)[-1:]]
+    return todo, extras, extras_todo, entries
 
 
 def _analyze_all(cfg: RunConfig, run: RunDir, rule: str, todo: list[str], extras: list[RunAnalysis],
@@ -253,6 +261,7 @@ def report(cfg: RunConfig, run: RunDir, force: bool = False) -> Path:
     if not force and provenance.is_current(run, run.report_dir, provenance.report_digest(cfg, run, inputs)):
         _mark_done(run, "report", digest)
         return index  # nothing it reads has changed
+    require_current_analysis(cfg, run)
     from privdyn.report.html import build_report  # matplotlib and plotly: only when there is a report to write
 
     run.mark_stage("report", "running", digest)
@@ -260,6 +269,19 @@ def report(cfg: RunConfig, run: RunDir, force: bool = False) -> Path:
     provenance.record(run, provenance.report_digest(cfg, run, inputs), run.report_dir)
     run.mark_stage("report", "done", digest)
     return index
+
+
+def require_current_analysis(cfg: RunConfig, run: RunDir) -> None:
+    """Refuse to report an analysis that is missing or stale: the page would show old numbers."""
+    todo, _, extras_todo, entries = _analysis_state(cfg, run)
+    stale = [*todo, *(x.name for x in extras_todo)]
+    if not stale and not provenance.is_current(run, run.summary_path, provenance.summary_digest(cfg, run, entries)):
+        stale = ["summary.json"]
+    if stale:
+        raise PrivdynError(
+            f"The analysis in {run.path} is missing or stale ({', '.join(stale)}: made from other scores or "
+            "options, or not made yet), so a report would show numbers that no longer hold. Run "
+            f"`privdyn analyze {run.path}` first (it redoes only what is stale), then `privdyn report {run.path}`.")
 
 
 def run_all(cfg: RunConfig, out: str | Path, progress: bool = True,

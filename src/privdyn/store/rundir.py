@@ -37,7 +37,8 @@ from privdyn.errors import PrivdynError
 from privdyn.store import arrays, atomic, faults, integrity
 
 STAGES = ("train", "score", "analyze", "report")
-#: Files that mark a directory as a privdyn run directory.
+#: Files that mark a directory as a privdyn run directory, when privdyn's checksum sidecar is
+#: beside them (another program's ``config.yaml`` or ``manifest.json`` has none).
 MARKERS = ("manifest.json", "config.yaml")
 LOCK_NAME = ".lock"
 #: Bytes of scores :meth:`RunDir.scores_in_memory` may keep (float64): the quickstart's three
@@ -118,8 +119,9 @@ class RunDir:
 
     # ownership -------------------------------------------------------------------------
     def is_run(self) -> bool:
-        """True when the directory holds a ``manifest.json`` or a ``config.yaml``."""
-        return any((self.path / m).exists() for m in MARKERS)
+        """True when the directory holds a ``manifest.json`` or a ``config.yaml`` that privdyn wrote
+        (with its checksum sidecar)."""
+        return any((self.path / m).is_file() and integrity.sum_path(self.path / m).is_file() for m in MARKERS)
 
     def check_writable(self) -> None:
         """Refuse a directory that exists, holds files and is not a privdyn run: writing there
@@ -131,8 +133,8 @@ class RunDir:
         if not self.is_run() and not all(_is_bookkeeping(p.name) for p in self.path.iterdir()):
             raise PrivdynError(
                 f"{self.path} already holds files and is not a privdyn run directory (no manifest.json "
-                "or config.yaml), so privdyn will not write into it: its files could be overwritten. "
-                "Choose a new or empty --out directory.")
+                "or config.yaml written by privdyn), so privdyn will not write into it: its files could "
+                "be overwritten. Choose a new or empty --out directory.")
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -326,12 +328,22 @@ class RunDir:
         return any((self.path / p).exists() for p in ("membership.npy", "train", "signals", "epochs.npy"))
 
     def load_config(self) -> RunConfig:
-        """The run's config from ``config.yaml``; a :class:`PrivdynError` when the directory has none."""
+        """The run's config from ``config.yaml``, verified; a :class:`PrivdynError` when the directory
+        has none or it was changed after privdyn wrote it (the artifacts were made from the original)."""
         from privdyn.config import load_config
 
         if not self.config_path.exists():
             raise PrivdynError(f"{self.path} is not a privdyn run directory (no config.yaml). "
                                "Create one with `privdyn run CONFIG --out DIR`.")
+        try:
+            integrity.verify(self.config_path)
+        except integrity.CorruptArtifact:
+            raise PrivdynError(
+                f"{self.config_path} was changed after privdyn wrote it (it does not match its checksum), "
+                "so it may no longer describe the artifacts beside it. A run's config is not edited in place: "
+                "restore the file, or run the edited config into a new directory (`privdyn run EDITED.yaml "
+                "--out NEW_DIR`). Attack and analysis keys of this run can be changed with --set, e.g. "
+                f"`privdyn analyze {self.path} --set analysis.rule=fpr:0.1`.") from None
         return load_config(self.config_path)
 
     # arrays ------------------------------------------------------------------------------
