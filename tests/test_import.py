@@ -241,6 +241,114 @@ def test_validation_error_is_one_exit_2_paragraph(case, tmp_path):
     assert not (tmp_path / "run").exists()  # nothing was written
 
 
+def assert_refused(proc, message: str, run: Path) -> None:
+    """Exit 2 with one ``error:`` paragraph holding ``message``, no traceback, no run directory left."""
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert not run.exists()
+
+
+def as_lira(src: Path, arrays: dict[str, np.ndarray]) -> None:
+    shutil.rmtree(src)
+    src.mkdir()
+    write_lira(src, arrays)
+
+
+@pytest.mark.parametrize("layout", ["generic", "lira"])
+@pytest.mark.parametrize("n", [0, 2])
+def test_an_empty_or_tiny_pool_is_named(layout, n, tmp_path):
+    """Zero samples crashed in the membership statistics; 1-3 samples gave a config error about a YAML
+    file the user never wrote."""
+    src = tmp_path / "src"
+    arrays = generic_source(src)
+    arrays["labels"], arrays["logits"] = arrays["labels"][:n], arrays["logits"][:, :, :n]
+    arrays["membership"] = np.tile([[True, False], [False, True]], (M // 2, 1))[:, :n]
+    (as_lira if layout == "lira" else write_generic)(src, arrays)
+    proc = cli("import", src, "--layout", layout, "--out", tmp_path / "run", "--no-analysis")
+    labels = "y_train.npy" if layout == "lira" else "labels.npy"
+    assert_refused(proc, f"{labels} holds no samples" if n == 0 else f"{labels} holds only 2 samples",
+                   tmp_path / "run")
+    assert "Invalid config" not in proc.stderr
+
+
+def test_an_empty_test_split_names_its_files(tmp_path):
+    src = tmp_path / "src"
+    generic_source(src)
+    write_generic(src, {"test_labels": np.zeros(0, int), "test_logits": np.zeros((T, M, 0, 1, C), np.float32)})
+    proc = cli("import", src, "--layout", "generic", "--out", tmp_path / "run", "--no-analysis")
+    assert_refused(proc, "test_labels.npy holds no samples", tmp_path / "run")
+    assert "Delete test_labels.npy and test_logits.npy" in proc.stderr and "Invalid config" not in proc.stderr
+
+
+@pytest.mark.parametrize("setting, key", [
+    ("training.epochs=5", "training.epochs"),        # after the last imported epoch (was accepted)
+    ("training.epochs=1", "training.epochs"),        # before it (was a config error)
+    ("training.n_models=6", "training.n_models"),
+    ("checkpoints.every=2", "checkpoints.every"),
+    ("checkpoints.save_weights=[1]", "checkpoints.save_weights"),
+    ("queries=[a]", "queries"),
+    ("dataset.n_pool=100", "dataset.n_pool"),
+    ("dataset.n_test=10", "dataset.n_test"),
+    ("model.arch=mlp", "model.arch"),
+    ("source.fingerprint=sha256:0", "source.fingerprint"),
+])
+def test_set_cannot_change_what_the_import_determines(setting, key, tmp_path):
+    src = tmp_path / "src"
+    generic_source(src)
+    proc = cli("import", src, "--layout", "generic", "--out", tmp_path / "run", "--no-analysis", "--set", setting)
+    assert_refused(proc, f"--set changed {key},", tmp_path / "run")
+    assert "training.epochs, training.n_models, queries" in proc.stderr
+
+
+def test_set_may_repeat_what_the_import_determines_and_change_the_rest(tmp_path):
+    from privdyn.ingest.api import read_source
+    from privdyn.ingest.configure import import_config
+
+    generic_source(tmp_path / "src")
+    src = read_source(tmp_path / "src", "generic")
+    cfg = import_config(src, "sha256:0", overrides=[f"training.epochs={T}", "checkpoints.every=1",
+                                                    "queries=[identity]", "seed=5", "training.optimizer.lr=0.2"])
+    assert cfg.checkpoint_epochs() == list(range(1, T + 1)) and cfg.training.epochs == T and cfg.seed == 5
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"garbage\n", "is not a .npy file (it does not start with the NumPy header)"),
+    (b"", "is not a .npy file (it does not start with the NumPy header, it is empty)"),
+])
+def test_a_file_that_is_not_npy_is_not_called_a_pickle(content, message, tmp_path):
+    src = tmp_path / "src"
+    generic_source(src)
+    (src / "logits.npy").write_bytes(content)
+    proc = cli("import", src, "--layout", "generic", "--out", tmp_path / "run", "--no-analysis")
+    assert_refused(proc, f"logits.npy {message}", tmp_path / "run")
+    assert "pickle)" not in proc.stderr
+
+
+@pytest.mark.parametrize("layout, rel", [("generic", "labels.npy"), ("generic", "logits.npy"),
+                                         ("lira", "y_train.npy"), ("lira", "experiment-1_4/keep.npy"),
+                                         ("lira", "experiment-0_4/logits/0000000002.npy")])
+def test_a_directory_in_place_of_a_file_is_named_a_directory(layout, rel, tmp_path):
+    src = tmp_path / "src"
+    arrays = generic_source(src)
+    if layout == "lira":
+        as_lira(src, arrays)
+    (src / rel).unlink()
+    (src / rel).mkdir()
+    proc = cli("import", src, "--layout", layout, "--out", tmp_path / "run", "--no-analysis")
+    assert_refused(proc, f"{rel} is a directory, not a file", tmp_path / "run")
+
+
+def test_a_lira_logits_file_in_place_of_its_folder_is_named(tmp_path):
+    src = tmp_path / "src"
+    as_lira(src, generic_source(src))
+    shutil.rmtree(src / "experiment-2_4" / "logits")
+    (src / "experiment-2_4" / "logits").write_bytes(b"")
+    proc = cli("import", src, "--layout", "lira", "--out", tmp_path / "run", "--no-analysis")
+    assert_refused(proc, "experiment-2_4/logits is a file, not a folder", tmp_path / "run")
+
+
 # ----- unbalanced memberships ---------------------------------------------------------------------
 
 def test_unbalanced_membership_imports_with_a_warning_and_is_analysed(tmp_path):

@@ -3,12 +3,21 @@ models of the imported logits."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from privdyn.config import NAME_RE, RunConfig, apply_overrides, config_from_dict
 from privdyn.errors import PrivdynError
 from privdyn.ingest.source import LogitSource
+
+#: The config keys an import takes from the imported files (or writes itself, ``source``): ``--set``
+#: may not change them, or config.yaml would describe other models than the ones imported.
+DETERMINED = ("checkpoints", "training.epochs", "training.n_models", "queries", "dataset.name", "dataset.n_pool",
+              "dataset.n_test", "model.arch", "source")
+_ABSENT = object()
 
 
 def query_names(q: int, given: list[str] | None) -> list[str]:
@@ -48,9 +57,44 @@ def import_config(src: LogitSource, fingerprint: str, name: str | None = None, q
     }
     if attacks:
         data["attacks"] = attacks
-    cfg = config_from_dict(apply_overrides(data, overrides or []), "the import's config")
-    if cfg.checkpoint_epochs() != epochs or cfg.training.n_models != M or len(cfg.queries) != Q:
-        raise PrivdynError("--set changed the checkpoints, models or queries of the import; those come from the "
-                           "imported files. Leave checkpoints.*, training.epochs, training.n_models and queries "
-                           "as they are.")
+    base = config_from_dict(copy.deepcopy(data), "the import's config")
+    changed = apply_overrides(copy.deepcopy(data), overrides or [])
+    try:
+        cfg = config_from_dict(changed, "the import's config")
+    except PrivdynError:
+        keys = [d for k in DETERMINED for d in _changes(_lookup(data, k), _lookup(changed, k), k)]
+        if keys:  # the refusal, not a config error caused by the changed key (e.g. epochs < checkpoints)
+            raise _refusal(keys) from None
+        raise
+    keys = [d for k in DETERMINED for d in _changes(_lookup(base, k), _lookup(cfg, k), k)]
+    if keys:
+        raise _refusal(keys)
     return cfg
+
+
+def _lookup(obj: Any, key: str) -> Any:
+    """The value at the dotted ``key`` of a config (attributes) or of its dict (items); absent: a marker."""
+    for part in key.split("."):
+        obj = obj.get(part, _ABSENT) if isinstance(obj, dict) else getattr(obj, part, _ABSENT)
+        if obj is _ABSENT:
+            break
+    return obj
+
+
+def _changes(old: Any, new: Any, key: str) -> list[str]:
+    """The dotted keys at or below ``key`` whose values differ between ``old`` and ``new``."""
+    if isinstance(old, BaseModel) and isinstance(new, BaseModel):
+        old, new = old.model_dump(mode="json"), new.model_dump(mode="json")
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new), key=str)
+                for d in _changes(old.get(k, _ABSENT), new.get(k, _ABSENT), f"{key}.{k}")]
+    return [] if old == new else [key]
+
+
+def _refusal(keys: list[str]) -> PrivdynError:
+    return PrivdynError(f"--set changed {', '.join(keys)}, but an import takes these from the imported files (the "
+                        "checkpoint epochs, the models, the queries and the data) and records where they came "
+                        "from, so config.yaml would describe other models than the imported ones. Leave "
+                        "checkpoints.*, training.epochs, training.n_models, queries, dataset.name, dataset.n_pool, "
+                        "dataset.n_test, model.arch and source.* as they are (name the queries with --queries; the "
+                        "epochs and models come from the files).")

@@ -22,7 +22,14 @@ import numpy as np
 from privdyn.errors import PrivdynError
 from privdyn.ingest.npy import open_npy
 from privdyn.ingest.source import Logits, LogitSource, Split, as_float32, check_classes, open_logit_files
-from privdyn.ingest.validate import check_epochs, check_labels, check_membership, check_shape
+from privdyn.ingest.validate import (
+    check_epochs,
+    check_labels,
+    check_membership,
+    check_pool_size,
+    check_shape,
+    check_test_size,
+)
 
 #: The forms a split's logits may take, by the name of their files.
 FORMS = ("array", "checkpoint", "model")
@@ -90,6 +97,7 @@ def read_generic(root: Path) -> LogitSource:
     labels = open_npy(lpath, "the pool's class labels [N] (integers)")
     check_shape(labels, (None,), "[N]", lpath, "the labels")
     n = len(labels)
+    check_pool_size(n, lpath)
     membership = open_npy(mpath, "the membership, bool [M, N]")
     check_shape(membership, (None, n), "[M, N]", mpath, "the membership (one column per sample of labels.npy)")
     z = check_membership(membership, n, mpath)
@@ -107,6 +115,8 @@ def read_generic(root: Path) -> LogitSource:
     if has_logits:
         t_labels = open_npy(tl_path, "the test split's class labels [N_test] (integers)")
         check_shape(t_labels, (None,), "[N_test]", tl_path, "the test labels")
+        stem = "test_logits.npy" if form_of(root, "test_logits") == "array" else "test_logits"
+        check_test_size(len(t_labels), tl_path, root / stem)
         t_logits = open_logits(root, "test_logits", T, M, len(t_labels))
         if t_logits.shape[3:] != pool.shape[3:]:
             raise PrivdynError(f"{root}: the test logits have Q={t_logits.shape[3]} queries and C={t_logits.shape[4]} "

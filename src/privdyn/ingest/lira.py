@@ -18,7 +18,7 @@ import numpy as np
 from privdyn.errors import PrivdynError
 from privdyn.ingest.npy import open_npy
 from privdyn.ingest.source import Logits, LogitSource, Split, as_float32, check_classes, open_logit_files
-from privdyn.ingest.validate import check_epochs, check_labels, check_membership, check_shape
+from privdyn.ingest.validate import check_epochs, check_labels, check_membership, check_pool_size, check_shape
 
 EPOCH_FILE = re.compile(r"^(\d+)\.npy$")
 
@@ -41,6 +41,9 @@ def experiments(root: Path) -> list[Path]:
 def epoch_files(exp: Path) -> dict[int, Path]:
     """Epoch -> logits file of one experiment (``logits/%010d.npy``)."""
     folder = exp / "logits"
+    if folder.exists() and not folder.is_dir():
+        raise PrivdynError(f"{folder} is a file, not a folder: every LiRA experiment folder needs a logits/ "
+                           "folder of %010d.npy files, one per saved epoch. Move that file away.")
     if not folder.is_dir():
         raise PrivdynError(f"{folder} is missing: every LiRA experiment folder needs logits/%010d.npy files, one "
                            "per saved epoch. Check that this experiment finished its inference step.")
@@ -81,6 +84,7 @@ def read_lira(root: Path) -> LogitSource:
     y = open_npy(y_path, "the pool's class labels [N] (integers)")
     check_shape(y, (None,), "[N]", y_path, "the labels")
     n = len(y)
+    check_pool_size(n, y_path)
     keeps = [open_npy(e / "keep.npy", "the experiment's membership, bool [N]") for e in exps]
     for e, k in zip(exps, keeps):
         check_shape(k, (n,), "[N]", e / "keep.npy", "keep.npy (one entry per sample of y_train.npy)")

@@ -30,6 +30,29 @@ def check_shape(arr: np.ndarray, expected: tuple[int | None, ...], names: str, p
                            "that shape (docs/import.md).")
 
 
+#: The smallest pool privdyn audits (``dataset.n_pool``: every model trains on part of it, in batches of 2).
+MIN_POOL = 4
+
+
+def check_pool_size(n: int, path: Path) -> None:
+    """Refuse a pool (the labels ``path`` give ``n`` samples) that is empty or smaller than :data:`MIN_POOL`."""
+    if n == 0:
+        raise PrivdynError(f"{path} holds no samples (0 labels), so the source has an empty pool and nothing to "
+                           "audit. Write the labels, membership and logits of the pool's samples (N >= "
+                           f"{MIN_POOL}; docs/import.md).")
+    if n < MIN_POOL:
+        raise PrivdynError(f"{path} holds only {n} samples, but privdyn audits a pool of at least {MIN_POOL} "
+                           "(the limit of dataset.n_pool). Import the logits of more samples.")
+
+
+def check_test_size(n: int, labels: Path, logits: Path) -> None:
+    """Refuse a test split of zero samples (its ``labels`` file and its ``logits`` file or folder)."""
+    if n == 0:
+        raise PrivdynError(f"{labels} holds no samples (0 labels), so the test split it forms with {logits} is "
+                           f"empty. Delete {labels.name} and {logits.name} to import without a test split, or "
+                           "fill both with the test samples' labels and logits.")
+
+
 def check_integer(arr: np.ndarray, path: Path, what: str) -> np.ndarray:
     """``arr`` as int64, refusing non-integer dtypes (floats would hide a mix-up of files)."""
     if arr.dtype.kind not in "iu":
@@ -130,4 +153,6 @@ def membership_stats(membership: np.ndarray) -> MembershipStats:
     from privdyn.attacks.references import has_pairs
 
     k_in = membership.sum(axis=0)
+    if k_in.size == 0:  # no samples: the readers refuse this, but the stats stay defined
+        return MembershipStats(int(membership.shape[0]), 0, 0, False)
     return MembershipStats(int(membership.shape[0]), int(k_in.min()), int(k_in.max()), has_pairs(membership))
