@@ -251,6 +251,33 @@ def test_cli_compare(tiny, tmp_path, monkeypatch, capsys):
     assert "not a privdyn run directory" in capsys.readouterr().err
 
 
+def test_compare_refuses_a_folder_it_does_not_own_and_rewrites_its_own(tiny, tmp_path, monkeypatch, capsys):
+    """A folder with files and no privdyn-comparison.json is refused (exit 2, the files untouched);
+    a folder an earlier comparison wrote is rewritten."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<h1>my page</h1>")
+    with pytest.raises(PrivdynError, match=f"The comparison folder {re.escape(str(site))} already holds files"):
+        build_comparison([tiny], site)
+    assert cli(monkeypatch, "compare", str(tiny), "--out", str(site)) == 2
+    err = capsys.readouterr().err
+    assert str(site) in err and "new or empty folder" in err and "Traceback" not in err
+    assert [p.name for p in site.iterdir()] == ["index.html"]
+    assert (site / "index.html").read_text() == "<h1>my page</h1>"
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    for out, needle in [(afile, "is a file, not a folder"), (afile / "x", "Cannot create the comparison folder")]:
+        assert cli(monkeypatch, "compare", str(tiny), "--out", str(out)) == 2
+        err = capsys.readouterr().err
+        assert needle in err and str(out) in err and "Traceback" not in err
+    assert afile.read_text() == "mine"
+    own = tmp_path / "cmp"
+    first = build_comparison([tiny], own)
+    assert json.loads((own / "privdyn-comparison.json").read_text())["format"] == "privdyn-comparison"
+    assert cli(monkeypatch, "compare", str(tiny), str(tiny), "--out", str(own)) == 0
+    assert first.read_text().count("tiny-digits (tiny) #2") > 0
+
+
 def test_comparison_curves_are_each_runs_own(tiny, tmp_path):
     other = tmp_path / "b"
     shutil.copytree(tiny, other)

@@ -175,6 +175,22 @@ def test_base_path_is_relative_to_the_sweep_file_and_data_root_fills_unset_roots
         load_sweep(tmp_path / "s.yaml")
 
 
+def test_sweep_files_that_are_not_utf8_text_or_are_folders_name_the_problem(tmp_path):
+    (tmp_path / "bad.yaml").write_bytes(b"\xff\xfe")
+    with pytest.raises(PrivdynError, match=r"Sweep file .*bad.yaml is not UTF-8 text.*save it as UTF-8"):
+        load_sweep(tmp_path / "bad.yaml")
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"name": "b", "base": "bad.yaml"}))
+    with pytest.raises(PrivdynError, match=r"Sweep base config .*bad.yaml is not UTF-8 text"):
+        load_sweep(tmp_path / "s.yaml")
+    (tmp_path / "d").mkdir()
+    with pytest.raises(PrivdynError, match=r"d is a directory, not a file"):
+        load_sweep(tmp_path / "d")
+    for given_file, named in [("bad.yaml", "bad.yaml"), ("s.yaml", "bad.yaml"), ("d", "d")]:
+        proc = run_cli("sweep", str(tmp_path / given_file), "--out", str(tmp_path / "o"))
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr and f"{tmp_path / named} is" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_configuration_names_are_shared_by_seeds_and_tell_configurations_apart():
     sw = expand(_spec(grid={"model.width": [8, 16]}, seeds=[0, 1]))
     assert [p.configuration for p in sw.points] == ["width-8", "width-8", "width-16", "width-16"]
@@ -404,6 +420,80 @@ def test_second_invocation_trains_nothing(tiny_sweep, monkeypatch):
     assert [o.status for o in result.outcomes] == ["skipped"] * 8
     assert {f: f.stat().st_mtime_ns for f in files} == before
     assert all(p["status"] == "done" for p in json.loads((out / "manifest.json").read_text())["points"].values())
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def test_sweep_refuses_a_folder_it_does_not_own_and_leaves_it_byte_identical(tmp_path):
+    """A folder that holds files and no sweep manifest (a web site, a run directory, a folder with
+    any other manifest.json) is refused with exit 2 before anything is written."""
+    site = tmp_path / "site"
+    atomic.write_text(site / "report" / "index.html", "<h1>my page</h1>")
+    (site / "comparison.md").write_text("my notes")
+    run = tmp_path / "run"  # a run directory: its manifest.json is privdyn's, but not a sweep's
+    atomic.write_json(run / "manifest.json", {"stages": {}, "config_hash": "x"})
+    other = tmp_path / "app"  # somebody else's manifest.json
+    (other / "manifest.json").parent.mkdir()
+    (other / "manifest.json").write_text(json.dumps({"name": "app", "points": [1, 2]}))
+    for folder in (site, run, other):
+        before = _snapshot(folder)
+        proc = run_cli("sweep", str(TINY), "--out", str(folder), "--no-progress")
+        assert proc.returncode == 2, proc.stderr
+        assert f"The sweep folder {folder} already holds files" in proc.stderr
+        assert "new or empty folder" in proc.stderr and "Traceback" not in proc.stderr
+        assert _snapshot(folder) == before
+        with pytest.raises(PrivdynError, match="not a folder that privdyn sweep wrote"):
+            run_sweep(load_sweep(TINY), folder, progress=False, log=lambda s: None)
+        assert _snapshot(folder) == before
+
+
+def test_sweep_refuses_a_file_and_a_folder_it_cannot_create(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    proc = run_cli("sweep", str(TINY), "--out", str(afile), "--no-progress")
+    assert proc.returncode == 2 and f"The sweep folder {afile} is a file" in proc.stderr
+    proc = run_cli("sweep", str(TINY), "--out", str(afile / "x"), "--no-progress")
+    assert proc.returncode == 2 and f"Cannot create the sweep folder {afile / 'x'}" in proc.stderr
+    assert "Traceback" not in proc.stderr and afile.read_text() == "mine"
+
+
+def test_sweep_folder_recognition_is_strict_and_accepts_older_sweep_manifests(tmp_path):
+    from privdyn.sweep.runner import SWEEP_FORMAT, prepare_folder, read_sweep_manifest
+
+    assert prepare_folder(tmp_path / "new") == {} and (tmp_path / "new").is_dir()
+    leftovers = tmp_path / "leftovers"  # what a kill during the first write leaves counts as empty
+    leftovers.mkdir()
+    (leftovers / ".manifest.json.abc123.tmp").write_text("{")
+    (leftovers / ".manifest.json.crc").write_text("{}")
+    assert prepare_folder(leftovers) == {}
+    legacy = {"name": "tiny", "created": 1.0, "versions": {"privdyn": "0.1"}, "varying": ["model.width"],
+              "points": {"width-8": {"status": "done", "values": {}, "run_dir": "runs/width-8"}}}
+    for data, owned in [(legacy, True), ({**legacy, "format": SWEEP_FORMAT}, True),
+                        ({"format": SWEEP_FORMAT, "points": {"a": {"status": "done", "run_dir": "runs/a"}}}, True),
+                        ({**legacy, "format": "other"}, False), ({**legacy, "versions": {}}, False),
+                        ({**legacy, "points": {"a": {"status": "done"}}}, False),
+                        ({"stages": {}}, False), ([1, 2], False)]:
+        atomic.write_json(tmp_path / "m" / "manifest.json", data)
+        assert (read_sweep_manifest(tmp_path / "m") == data) is owned, data
+    (tmp_path / "m" / "manifest.json").write_bytes(b"\xff{not json")
+    assert read_sweep_manifest(tmp_path / "m") is None
+    with pytest.raises(PrivdynError, match="not a folder that privdyn sweep wrote"):
+        prepare_folder(tmp_path / "m")
+
+
+def test_a_sweep_marks_its_folder_and_rewrites_its_own_report(tiny_sweep):
+    """The manifest names its format; the sweep's report/ is rewritten even without its marker
+    (written by an older privdyn): the folder is the sweep's own."""
+    out, proc = tiny_sweep
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "manifest.json").read_text())["format"] == "privdyn-sweep"
+    marker = out / "report" / "privdyn-comparison.json"
+    assert json.loads(marker.read_text())["format"] == "privdyn-comparison"
+    marker.unlink()
+    paths = compare(load_sweep(TINY), out, log=lambda s: None)
+    assert paths["report"] == out / "report" / "index.html" and marker.exists()
 
 
 def test_cli_reports_failed_points_with_a_nonzero_exit(tmp_path):

@@ -721,7 +721,7 @@ def read_text_file(path: Path, what: str, alternative: str = "") -> str:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
         raise PrivdynError(f"{what} {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}), "
-                           f"so it cannot be a YAML file. {fix}") from None
+                           f"so it cannot be read as YAML: save it as UTF-8 encoded YAML. {fix}") from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:

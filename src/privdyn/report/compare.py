@@ -5,11 +5,17 @@ final planes side by side, and the key curves of all runs overlaid (epoch on the
 the same as PNG and PDF figures. Each run is read at its own default attack and rule; a curve a
 run lacks is left out for that run and named in the caption. Runs may come in groups (the seeds
 of one sweep configuration): a group shares one colour and one legend entry.
+
+``out`` must be a new or empty folder, or one an earlier comparison wrote: each comparison first
+writes ``out/privdyn-comparison.json`` (:data:`MARKER`), the mark that it owns the folder, and
+any other folder is refused before a file is written, so no file of the user's is overwritten.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +42,12 @@ from privdyn.report.page import (
 )
 from privdyn.report.panels import Missing, Panel, build
 from privdyn.store import atomic
+from privdyn.store.rundir import versions
+
+#: The file a comparison writes first in its folder: its mark that the folder is a comparison's own.
+MARKER = "privdyn-comparison.json"
+#: The marker's ``format``.
+FORMAT = "privdyn-comparison"
 
 #: A curve per run: (x, y) arrays, or None when the run lacks it.
 Curve = Callable[[RunData], tuple[np.ndarray, np.ndarray] | None]
@@ -221,12 +233,43 @@ def static_curves(data: list[RunData], groups: list[str], out: Path) -> list[fig
         return [figures.save(fig, out, "compare_curves", "The key curves of every run overlaid.")]
 
 
+def is_comparison_folder(out: Path) -> bool:
+    """True when ``out`` holds the marker (:data:`MARKER`) that an earlier comparison wrote."""
+    try:
+        data = json.loads((out / MARKER).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT
+
+
+def check_folder(out: Path) -> None:
+    """Refuse ``out`` unless it is new, empty or an earlier comparison's folder (:func:`is_comparison_folder`)."""
+    fix = ("Choose a new or empty folder for --out (or the folder of an earlier `privdyn compare`, which "
+           "it rewrites). Nothing was written.")
+    if out.exists() and not out.is_dir():
+        raise PrivdynError(f"The comparison folder {out} is a file, not a folder: the comparison writes "
+                           f"index.html and its figures into a folder. {fix}")
+    if not out.is_dir() or is_comparison_folder(out):
+        return
+    try:
+        names = atomic.names_besides_leftovers(out)
+    except OSError as err:
+        raise PrivdynError(f"Cannot read the comparison folder {out} ({err.strerror}). {fix}") from None
+    if names:
+        raise PrivdynError(
+            f"The comparison folder {out} already holds files (e.g. {names[0]}) and is not a folder that "
+            f"privdyn compare wrote (it has no {MARKER}), so the comparison will not write into it: its "
+            f"index.html and figures could overwrite your files. {fix}")
+
+
 def build_comparison(runs: list[Path], out: Path, max_points: int = 8000,
-                     groups: list[str] | None = None) -> Path:
+                     groups: list[str] | None = None, check_out: bool = True) -> Path:
     """Write the comparison report of ``runs`` to ``out/index.html`` (with PNG/PDF figures).
 
     ``groups`` names each run's group (e.g. its sweep configuration, seeds apart); by default
-    every run is its own group.
+    every run is its own group. ``out`` must be new, empty or an earlier comparison's folder
+    (:func:`check_folder`); ``check_out=False`` skips that check for a caller that owns ``out``
+    (a sweep writing the ``report/`` of its own folder).
     """
     if not runs:
         raise PrivdynError("Nothing to compare: pass at least one analysed run directory")
@@ -236,7 +279,16 @@ def build_comparison(runs: list[Path], out: Path, max_points: int = 8000,
     labels = run_labels(data)
     groups = labels if groups is None else list(groups)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if check_out:
+        check_folder(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PrivdynError(f"Cannot create the comparison folder {out}: {err.strerror or err}. Choose a folder "
+                           "that can be created and written for --out (a new or empty folder, not a path "
+                           "under a file). Nothing was written.") from None
+    atomic.write_json(out / MARKER, {"format": FORMAT, "runs": [str(r) for r in runs], "created": time.time(),
+                                     "versions": versions()})  # first: the folder is now this comparison's own
     curves = [build(f"cmp-{k}", t, functools.partial(curve_panel, data, labels, groups, k, t, xl, yl, g))
               for k, t, xl, yl, g in curves_for(data)]
     body = section("Metrics", "metrics", [metric_table(data, labels)])

@@ -68,7 +68,7 @@ def _is_bookkeeping(name: str) -> bool:
     """True for the files privdyn writes before a run's markers: the lock, and the temp files and
     checksum sidecars of the first atomic write (a second process starting at the same moment sees
     these and must reach the lock, which tells it the run is in use)."""
-    return name == LOCK_NAME or (name.startswith(".") and name.endswith((".tmp", integrity.SUFFIX)))
+    return name == LOCK_NAME or atomic.is_leftover(name)
 
 
 class RunDir:

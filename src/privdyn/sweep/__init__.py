@@ -36,8 +36,8 @@ def compare(sweep: Sweep, out: str | Path, log: Callable[[str], None] = print,
         from privdyn.report.compare import build_comparison
 
         configuration = {p.slug: p.configuration for p in sweep.points}
-        paths["report"] = build_comparison([out / r for r in done["run_dir"]], out / "report",
-                                           groups=[configuration[s] for s in done["slug"]])
+        paths["report"] = build_comparison([out / r for r in done["run_dir"]], out / "report",  # the sweep's own
+                                           groups=[configuration[s] for s in done["slug"]], check_out=False)
     elif len(done):
         log(f"{REPORT_MODULE} is not available: comparison report skipped (tables written)")
     return paths

@@ -3,10 +3,15 @@
 Layout of a sweep folder::
 
     OUT/sweep.yaml                 the sweep file with its base inlined
-    OUT/manifest.json              per point: values, run directory, status, seconds, error
+    OUT/manifest.json              per point: values, run directory, status, seconds, error; its
+                                   ``"format": "privdyn-sweep"`` marks the folder as a sweep's own
     OUT/runs/SLUG/                 one ordinary run directory per point
     OUT/errors/SLUG.txt            the traceback of a point that failed on an unexpected error
     OUT/comparison.{parquet,csv,md}, OUT/comparison_agg.{parquet,csv}, OUT/report/ (tables.py)
+
+A sweep writes only into a new or empty folder, or into a folder that an earlier sweep wrote
+(recognised by its manifest.json, :func:`read_sweep_manifest`): anything else is refused before
+a file is written, so no file of the user's is overwritten.
 """
 
 from __future__ import annotations
@@ -25,6 +30,69 @@ from privdyn.errors import PrivdynError
 from privdyn.store import atomic
 from privdyn.store.rundir import RunDir, versions
 from privdyn.sweep.spec import Sweep, SweepPoint
+
+#: ``OUT/manifest.json``'s ``format``: what tells a sweep folder privdyn wrote from any other folder.
+SWEEP_FORMAT = "privdyn-sweep"
+#: The keys of a manifest written before ``format`` was recorded (accepted so old sweeps resume).
+_LEGACY_KEYS = frozenset({"name", "created", "versions", "varying", "points"})
+
+
+def _is_sweep_manifest(data: Any) -> bool:
+    if not isinstance(data, dict) or not isinstance(data.get("points"), dict):
+        return False
+    entries = data["points"].values()
+    if not all(isinstance(e, dict) and isinstance(e.get("run_dir"), str) and "status" in e for e in entries):
+        return False
+    if data.get("format") == SWEEP_FORMAT:
+        return True
+    return ("format" not in data and set(data) >= _LEGACY_KEYS and isinstance(data["versions"], dict)
+            and "privdyn" in data["versions"] and isinstance(data["varying"], list)
+            and all(e["run_dir"].startswith("runs/") for e in entries))
+
+
+def read_sweep_manifest(out: Path) -> dict[str, Any] | None:
+    """``out/manifest.json`` when it is a sweep manifest privdyn wrote, else None (missing, not
+    JSON, or another manifest, such as a run directory's)."""
+    path = out / "manifest.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data if _is_sweep_manifest(data) else None
+
+
+def prepare_folder(out: Path) -> dict[str, Any]:
+    """Make sure ``out`` may be written by a sweep and create it; the earlier manifest when it has one.
+
+    A new folder, an empty one, or one an earlier sweep wrote (its manifest.json is a sweep
+    manifest) is used; anything else raises :class:`PrivdynError` before a file is written.
+    """
+    fix = ("Give --out a new or empty folder, or the folder of an earlier run of a sweep to resume it. "
+           "Nothing was written.")
+    if out.exists() and not out.is_dir():
+        raise PrivdynError(f"The sweep folder {out} is a file, not a folder: a sweep writes its runs and "
+                           f"tables into a folder of their own. {fix}")
+    if out.is_dir():
+        old = read_sweep_manifest(out)
+        if old is not None:
+            return old
+        try:
+            names = atomic.names_besides_leftovers(out)
+        except OSError as err:
+            raise PrivdynError(f"Cannot read the sweep folder {out} ({err.strerror}). {fix}") from None
+        if names:
+            raise PrivdynError(
+                f"The sweep folder {out} already holds files (e.g. {names[0]}) and is not a folder that "
+                "privdyn sweep wrote (it has no manifest.json written by a sweep), so the sweep will not write "
+                "into it: its comparison tables, report/ and runs/ could overwrite your files. " + fix)
+        return {}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PrivdynError(f"Cannot create the sweep folder {out}: {err.strerror or err}. Give --out a folder "
+                           "that can be created and written (a new or empty folder, not a path under a "
+                           "file), or the folder of an earlier run of a sweep to resume it.") from None
+    return {}
 
 
 def run_dir_of(out: Path, point: SweepPoint) -> Path:
@@ -85,11 +153,10 @@ def select_points(sweep: Sweep, patterns: list[str] | None) -> list[SweepPoint]:
 class _Manifest:
     """OUT/manifest.json, rewritten atomically after every point so progress survives a crash."""
 
-    def __init__(self, out: Path, sweep: Sweep):
+    def __init__(self, out: Path, sweep: Sweep, old: dict[str, Any]):
         self.path = out / "manifest.json"
-        old = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.data: dict[str, Any] = {
-            "name": sweep.spec.name, "created": old.get("created", time.time()),
+            "format": SWEEP_FORMAT, "name": sweep.spec.name, "created": old.get("created", time.time()),
             "versions": versions(), "varying": sweep.varying, "points": {},
         }
         previous = old.get("points", {})
@@ -98,10 +165,13 @@ class _Manifest:
             entry.update(values=p.values, run_dir=str(Path("runs") / p.slug))
             self.data["points"][p.slug] = entry
 
+    def write(self) -> None:
+        atomic.write_json(self.path, self.data)
+
     def update(self, slug: str, **entry: Any) -> None:
         self.data["points"][slug].update(entry)
         self.data["updated"] = time.time()
-        atomic.write_json(self.path, self.data)
+        self.write()
 
 
 def _error_text(exc: BaseException, out: Path, slug: str) -> str:
@@ -114,14 +184,17 @@ def _error_text(exc: BaseException, out: Path, slug: str) -> str:
 
 def run_sweep(sweep: Sweep, out: str | Path, select: list[str] | None = None, progress: bool = True,
               log: Callable[[str], None] = print) -> SweepOutcome:
-    """Run the selected points in order; a failing point is recorded and the next one starts."""
+    """Run the selected points in order; a failing point is recorded and the next one starts.
+
+    ``out`` must be new, empty or an earlier sweep's folder (:func:`prepare_folder`).
+    """
     from privdyn.pipeline import run_all
 
     out = Path(out)
     points = select_points(sweep, select)
-    out.mkdir(parents=True, exist_ok=True)
+    manifest = _Manifest(out, sweep, prepare_folder(out))
+    manifest.write()  # first: from now on the folder is recognised as this sweep's own
     atomic.write_text(out / "sweep.yaml", sweep.resolved_yaml())
-    manifest = _Manifest(out, sweep)
     result = SweepOutcome(out)
     for k, point in enumerate(points, 1):
         path = run_dir_of(out, point)

@@ -19,7 +19,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from privdyn.config import RunConfig, config_from_dict, format_validation_error, parse_rule, set_dotted
+from privdyn.config import (
+    RunConfig,
+    config_from_dict,
+    format_validation_error,
+    parse_rule,
+    read_text_file,
+    set_dotted,
+)
 from privdyn.errors import PrivdynError
 
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
@@ -159,10 +166,9 @@ class Sweep:
 
 
 def _read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise PrivdynError(f"{what} {path} does not exist; give the path to a YAML file.")
+    text = read_text_file(path, what)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise PrivdynError(f"{what} {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
