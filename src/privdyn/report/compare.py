@@ -41,7 +41,7 @@ from privdyn.report.page import (
     sortable_table,
 )
 from privdyn.report.panels import Missing, Panel, build
-from privdyn.store import atomic
+from privdyn.store import atomic, folders
 from privdyn.store.rundir import versions
 
 #: The file a comparison writes first in its folder: its mark that the folder is a comparison's own.
@@ -242,33 +242,13 @@ def is_comparison_folder(out: Path) -> bool:
     return isinstance(data, dict) and data.get("format") == FORMAT
 
 
-def check_folder(out: Path) -> None:
-    """Refuse ``out`` unless it is new, empty or an earlier comparison's folder (:func:`is_comparison_folder`)."""
-    fix = ("Choose a new or empty folder for --out (or the folder of an earlier `privdyn compare`, which "
-           "it rewrites). Nothing was written.")
-    if out.exists() and not out.is_dir():
-        raise PrivdynError(f"The comparison folder {out} is a file, not a folder: the comparison writes "
-                           f"index.html and its figures into a folder. {fix}")
-    if not out.is_dir() or is_comparison_folder(out):
-        return
-    try:
-        names = atomic.names_besides_leftovers(out)
-    except OSError as err:
-        raise PrivdynError(f"Cannot read the comparison folder {out} ({err.strerror}). {fix}") from None
-    if names:
-        raise PrivdynError(
-            f"The comparison folder {out} already holds files (e.g. {names[0]}) and is not a folder that "
-            f"privdyn compare wrote (it has no {MARKER}), so the comparison will not write into it: its "
-            f"index.html and figures could overwrite your files. {fix}")
-
-
 def build_comparison(runs: list[Path], out: Path, max_points: int = 8000,
                      groups: list[str] | None = None, check_out: bool = True) -> Path:
     """Write the comparison report of ``runs`` to ``out/index.html`` (with PNG/PDF figures).
 
     ``groups`` names each run's group (e.g. its sweep configuration, seeds apart); by default
     every run is its own group. ``out`` must be new, empty or an earlier comparison's folder
-    (:func:`check_folder`); ``check_out=False`` skips that check for a caller that owns ``out``
+    (:func:`privdyn.store.folders.claim`); ``check_out=False`` skips that check for a caller that owns ``out``
     (a sweep writing the ``report/`` of its own folder).
     """
     if not runs:
@@ -279,14 +259,10 @@ def build_comparison(runs: list[Path], out: Path, max_points: int = 8000,
     labels = run_labels(data)
     groups = labels if groups is None else list(groups)
     out = Path(out)
-    if check_out:
-        check_folder(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise PrivdynError(f"Cannot create the comparison folder {out}: {err.strerror or err}. Choose a folder "
-                           "that can be created and written for --out (a new or empty folder, not a path "
-                           "under a file). Nothing was written.") from None
+    folders.claim(out, not check_out or is_comparison_folder(out), "The comparison folder",
+                  "its index.html and figures", f"a folder that privdyn compare wrote (it has no {MARKER})",
+                  "Choose a new or empty folder for --out (or the folder of an earlier `privdyn compare`, "
+                  "which it rewrites). Nothing was written.")
     atomic.write_json(out / MARKER, {"format": FORMAT, "runs": [str(r) for r in runs], "created": time.time(),
                                      "versions": versions()})  # first: the folder is now this comparison's own
     curves = [build(f"cmp-{k}", t, functools.partial(curve_panel, data, labels, groups, k, t, xl, yl, g))

@@ -49,12 +49,6 @@ def is_leftover(name: str) -> bool:
     return name.startswith(".") and name.endswith((".tmp", integrity.SUFFIX))
 
 
-def names_besides_leftovers(folder: Path) -> list[str]:
-    """The names in ``folder`` other than :func:`is_leftover` ones, visible names first: what a
-    command that writes only into an empty folder (or its own) must not overwrite."""
-    return sorted((p.name for p in folder.iterdir() if not is_leftover(p.name)), key=lambda n: (n.startswith("."), n))
-
-
 def write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically, with its checksum sidecar."""
     with atomic_path(path) as tmp:

@@ -27,7 +27,7 @@ from typing import Any
 
 from privdyn.config import ANALYZE_SECTIONS, SCORE_SECTIONS, TRAIN_SECTIONS, RunConfig
 from privdyn.errors import PrivdynError
-from privdyn.store import atomic
+from privdyn.store import atomic, folders
 from privdyn.store.rundir import RunDir, versions
 from privdyn.sweep.spec import Sweep, SweepPoint
 
@@ -67,32 +67,12 @@ def prepare_folder(out: Path) -> dict[str, Any]:
     A new folder, an empty one, or one an earlier sweep wrote (its manifest.json is a sweep
     manifest) is used; anything else raises :class:`PrivdynError` before a file is written.
     """
-    fix = ("Give --out a new or empty folder, or the folder of an earlier run of a sweep to resume it. "
-           "Nothing was written.")
-    if out.exists() and not out.is_dir():
-        raise PrivdynError(f"The sweep folder {out} is a file, not a folder: a sweep writes its runs and "
-                           f"tables into a folder of their own. {fix}")
-    if out.is_dir():
-        old = read_sweep_manifest(out)
-        if old is not None:
-            return old
-        try:
-            names = atomic.names_besides_leftovers(out)
-        except OSError as err:
-            raise PrivdynError(f"Cannot read the sweep folder {out} ({err.strerror}). {fix}") from None
-        if names:
-            raise PrivdynError(
-                f"The sweep folder {out} already holds files (e.g. {names[0]}) and is not a folder that "
-                "privdyn sweep wrote (it has no manifest.json written by a sweep), so the sweep will not write "
-                "into it: its comparison tables, report/ and runs/ could overwrite your files. " + fix)
-        return {}
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise PrivdynError(f"Cannot create the sweep folder {out}: {err.strerror or err}. Give --out a folder "
-                           "that can be created and written (a new or empty folder, not a path under a "
-                           "file), or the folder of an earlier run of a sweep to resume it.") from None
-    return {}
+    old = read_sweep_manifest(out) if out.is_dir() else None
+    folders.claim(out, old is not None, "The sweep folder", "its comparison tables, report/ and runs/",
+                  "a folder that privdyn sweep wrote (it has no manifest.json written by a sweep)",
+                  "Give --out a new or empty folder, or the folder of an earlier run of a sweep to resume it. "
+                  "Nothing was written.")
+    return old or {}
 
 
 def run_dir_of(out: Path, point: SweepPoint) -> Path:
