@@ -619,3 +619,37 @@ def test_the_manifest_records_the_versions_that_run():
 
     assert versions() == {"privdyn": privdyn.__version__, "python": platform.python_version(),
                           "torch": torch.__version__, "numpy": numpy.__version__, "pandas": pandas.__version__}
+
+
+# ----- the read API: what a caller can and cannot change, and errors that name the real problem ---
+def test_the_cached_membership_epochs_and_config_cannot_be_changed_through_the_api(done_run):
+    # before: editing run.membership in place silently changed every later plane()
+    run = privdyn.open_run(done_run)
+    fpr, _ = run.plane("lira_online")
+    with pytest.raises(ValueError, match="read-only"):
+        run.membership[0] = ~run.membership[0]
+    with pytest.raises(ValueError, match="read-only"):
+        run.epochs[:] = 0
+    changed = run.config
+    changed.training.epochs = 99
+    assert run.config.training.epochs == 3 and run.signal("phi").shape[0] == 3
+    np.testing.assert_array_equal(run.plane("lira_online")[0], fpr)
+
+
+def test_unknown_names_splits_and_rules_are_named_as_such(done_run):
+    # before: a typo was "missing: its report stage has not finished", a bad split read the pool,
+    # score:nan flagged nothing, and fpr:0.010 found no tables although fpr:0.01 was analysed
+    run = privdyn.open_run(done_run)
+    with pytest.raises(PrivdynError, match="Unknown attack 'lira_onlin'; the registered attacks are"):
+        run.scores("lira_onlin")
+    with pytest.raises(PrivdynError, match="stores no pool signal 'phii'; it stores .*'phi'"):
+        run.signal("phii")
+    with pytest.raises(PrivdynError, match="split 'tset'"):
+        run.signal("phi", split="tset")
+    with pytest.raises(PrivdynError, match="every stage of this run has finished, so its config does not make it"):
+        run.scores("rmia")
+    for rule in ("score:nan", "score:inf", "fpr:nan"):
+        with pytest.raises(PrivdynError, match="finite|alpha"):
+            run.plane("lira_online", rule=rule)
+    assert len(run.tables(rule="fpr:0.010").sample) == len(run.tables().sample)
+    np.testing.assert_array_equal(run.plane("lira_online", rule=None)[1], run.plane("lira_online")[1])

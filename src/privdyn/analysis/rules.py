@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _RULE_RE = re.compile(r"^(fpr|score):(.+)$")
@@ -17,6 +18,8 @@ def parse_rule(rule: str) -> tuple[str, float]:
         x = float(value)
     except ValueError:
         raise ValueError(f"rule {rule!r}: {value!r} is not a number") from None
+    if not math.isfinite(x):
+        raise ValueError(f"rule {rule!r}: the threshold must be a finite number")
     if kind == "fpr" and not 0 < x < 1:
         raise ValueError(f"rule {rule!r}: alpha must lie in (0, 1)")
     return kind, x

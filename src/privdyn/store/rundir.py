@@ -354,6 +354,10 @@ class RunDir:
 
     def missing(self, what: str) -> PrivdynError:
         """The error for a missing artifact, naming the stage to run next."""
+        stages = self.manifest()["stages"]
+        if all(stages.get(s, {}).get("state") == "done" for s in STAGES):
+            return PrivdynError(f"{what} is not in {self.path}: every stage of this run has finished, so its "
+                                "config does not make it.")
         stage = self.next_stage()
         return PrivdynError(f"{what} is missing from {self.path}: its {stage} stage has not finished. Run "
                             f"`privdyn run CONFIG --out {self.path}` (or `privdyn {stage} {self.path}`), which "
