@@ -408,3 +408,42 @@ def test_examples_run_at_tiny_size(tmp_path):
         s = json.loads((tmp_path / script / "summary.json").read_text())
         assert s["n_models"] == 4 and s["epochs"] == [0, 1, 3] and len(s["auc"]) == 3
         assert f"summary: {tmp_path / script / 'summary.json'}" in out
+
+
+def _small_recorder(tmp_path: Path, checkpoints=(1, 2)) -> Recorder:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    return Recorder.create(tmp_path / "run", (x[:64], y[:64], x[64:], y[64:]), n_models=4,
+                           checkpoints=list(checkpoints), attacks=["loss"])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_logits_are_refused_naming_the_model_and_epoch_before_writing(tmp_path, bad):
+    rec = _small_recorder(tmp_path)
+
+    class Diverged(nn.Linear):
+        def forward(self, x):
+            return super().forward(x) * bad
+
+    with pytest.raises(PrivdynError, match="record: model 3 at epoch 2: .*NaN or infinite logits"):
+        rec.record(3, 2, Diverged(8, 2))
+    assert not rec.path(3, 2).exists()
+    assert (3, 2) in rec.missing()
+    with pytest.raises(PrivdynError, match=r"record: model 1 at epoch 1: the model must map a batch \[B, \.\.\.\] "
+                                           r"to logits \[B, 2\]"):
+        rec.record(1, 1, nn.Linear(8, 3))
+
+
+def test_fractional_checkpoints_are_refused_not_truncated(tmp_path):
+    with pytest.raises(PrivdynError, match="give the epochs as integers"):
+        _small_recorder(tmp_path, [1.7, 2.9])
+    assert not (tmp_path / "run").exists()
+    assert _small_recorder(tmp_path, [1.0, 2]).checkpoints == [1, 2]  # integral values are fine
+
+
+def test_path_of_an_epoch_that_is_no_checkpoint_is_a_clear_error(tmp_path):
+    rec = _small_recorder(tmp_path)
+    with pytest.raises(PrivdynError, match=r"path: epoch=7 is not a checkpoint of .*; its checkpoints are \[1, 2\]"):
+        rec.path(0, 7)
+    assert rec.path(0, 2).name == "t001.npz"

@@ -204,8 +204,9 @@ class SourceConfig(_Strict):
     kind: Literal["train", "python", "record", "import"] = Field("train", description="written by privdyn: train "
                                                                  "(its zoo), python, record or import")
     description: str = Field("", description="what the model, recipe or imported files were (for people)")
-    fingerprint: str | None = Field(None, description="digest of the model and recipe code (python) or "
-                                    "of the imported files (import): a change makes the signals stale")
+    fingerprint: str | None = Field(None, description="digest of the model and recipe code, of the model "
+                                    "and optimizer they build, and of the data (python), or of the imported files "
+                                    "(import): a change makes the signals stale")
     optimizer: str | None = Field(None, description="the optimizer's name when training.optimizer does not "
                                   "describe it (a user's recipe)")
 

@@ -13,8 +13,11 @@ model index) alone, exactly as privdyn's own trainer does, and both resume from 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
+import random
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -88,7 +91,8 @@ def describe(obj: Any) -> str:
 def code_digest(*objs: Any) -> str:
     """A digest of the source code of ``objs`` (a model factory, a recipe's functions, and the class
     each factory returns), or of their names where no source is available: changing the model or
-    the recipe then makes the stored signals stale."""
+    the recipe then makes the stored signals stale. Values the code closes over are not in it:
+    :func:`build_digest` covers those of the model and optimizer through what they build."""
     h = hashlib.sha256()
     for obj in objs:
         if obj is None:
@@ -100,6 +104,139 @@ def code_digest(*objs: Any) -> str:
             h.update(describe(obj).encode())
         h.update(repr(getattr(obj, "keywords", "")).encode())  # functools.partial arguments
     return h.hexdigest()[:16]
+
+
+def check_logits(out: Any, n: int, num_classes: int, who: str = "record") -> None:
+    """Refuse a model's output on a batch of ``n`` samples unless it is logits ``[n, num_classes]``."""
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (n, num_classes):
+        got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise PrivdynError(f"{who}: the model must map a batch [B, ...] to logits [B, {num_classes}] (one per "
+                           f"class); it returned {got} for B={n}")
+
+
+def built_model(factory: Callable[[], Any]) -> nn.Module:
+    """``factory()``, refused with a :class:`PrivdynError` unless it is an ``nn.Module``."""
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise PrivdynError(f"the model factory must return a torch.nn.Module, got {type(model).__name__} "
+                           f"(from {describe(factory)}); pass a class or a function that builds a fresh model")
+    return model
+
+
+def built_optimizer(recipe: Recipe, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """``recipe.optimizer(params)``, refused with a :class:`PrivdynError` unless it is an Optimizer."""
+    opt = recipe.optimizer(params)
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise PrivdynError(f"recipe.optimizer must return a torch.optim.Optimizer, got {type(opt).__name__} "
+                           f"(from {describe(recipe.optimizer)}); e.g. optimizer=lambda p: torch.optim.SGD(p, lr=0.1)")
+    return opt
+
+
+#: Memory addresses in reprs (``<function f at 0x7f...>``): they differ between processes.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+|0x[0-9a-fA-F]{6,}")
+
+
+def _tensor_digest(t: torch.Tensor) -> str:
+    flat = t.detach().cpu().contiguous().reshape(-1)
+    return hashlib.sha256(flat.view(torch.uint8).numpy().tobytes()).hexdigest()[:16] if flat.numel() else "empty"
+
+
+def _canonical(value: Any, depth: int = 0) -> str:
+    """A process-independent text of an optimizer's or scheduler's setting (no ids or addresses)."""
+    if value is None or isinstance(value, bool | int | float | complex | str | bytes):
+        return repr(value)
+    if isinstance(value, torch.Tensor):
+        return f"tensor({value.dtype}, {list(value.shape)}, {_tensor_digest(value)})"
+    if isinstance(value, np.ndarray):
+        return f"array({value.dtype}, {list(value.shape)}, {hashlib.sha256(value.tobytes()).hexdigest()[:16]})"
+    if depth < 6 and isinstance(value, list | tuple):
+        return f"{type(value).__name__}[{', '.join(_canonical(v, depth + 1) for v in value)}]"
+    if depth < 6 and isinstance(value, dict):
+        items = (f"{_canonical(k, depth + 1)}: {_canonical(v, depth + 1)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    return describe(value)  # a function, class or other object: its name, never its address
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """torch's, numpy's and Python's global generators seeded with ``seed``, restored afterwards."""
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    np_state, py_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+
+
+#: The seed the fingerprint's model is built under (any fixed one; the runs' models use their own).
+FINGERPRINT_SEED = 0
+
+
+def build_digest(factory: Callable[[], nn.Module], recipe: Recipe) -> str:
+    """A digest of what ``factory`` and ``recipe`` build, so that values their code closes over (a
+    width, a learning rate) are part of the fingerprint too, not only their source text.
+
+    The model is built under a fixed seed and described by ``repr(model)`` (addresses removed)
+    and every parameter's and buffer's name, shape, dtype, ``requires_grad`` and initial values;
+    then ``recipe.optimizer`` is built on it (its type, each parameter group's settings but its
+    parameters, and its defaults) and ``recipe.schedule`` on that (its ``state_dict``). The model
+    is built twice: a tensor whose values differ between the two builds (``torch.empty`` left
+    uninitialised, say) contributes its name, shape and dtype only, so the digest is the same in
+    every process. Refuses (:class:`PrivdynError`) a factory that returns no ``nn.Module`` and
+    an optimizer factory that returns no Optimizer.
+    """
+    return _built_and_digest(factory, recipe)[1]
+
+
+def _built_and_digest(factory: Callable[[], nn.Module], recipe: Recipe) -> tuple[nn.Module, str]:
+    with _seeded(FINGERPRINT_SEED):
+        model = built_model(factory)
+        opt = built_optimizer(recipe, model.parameters())
+        groups = [{"n_params": len(g["params"]), **{k: v for k, v in g.items() if k != "params"}}
+                  for g in opt.param_groups]
+        parts = [_ADDRESS.sub("", repr(model)), describe(opt), _canonical(groups), _canonical(dict(opt.defaults))]
+        if recipe.schedule is not None:
+            schedule = recipe.schedule(opt)
+            state = schedule.state_dict() if hasattr(schedule, "state_dict") else {}
+            parts += [describe(schedule), _canonical(state)]
+    with _seeded(FINGERPRINT_SEED):
+        again = dict(_named_tensors(built_model(factory)))
+    for name, t in _named_tensors(model):
+        values = _tensor_digest(t)
+        other = again.get(name)
+        if other is None or other.shape != t.shape or _tensor_digest(other) != values:
+            values = "not reproducible"
+        parts.append(f"{name} {list(t.shape)} {t.dtype} {t.requires_grad} {values}")
+    return model, hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _named_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    for name, p in model.named_parameters():
+        yield f"param {name}", p
+    for name, b in model.named_buffers():
+        yield f"buffer {name}", b
+
+
+def check_model_and_recipe(factory: Callable[[], nn.Module], recipe: Recipe, x: torch.Tensor,
+                           num_classes: int) -> tuple[type[nn.Module], str]:
+    """Check, before anything is written, that ``factory`` builds an ``nn.Module`` mapping the batch
+    ``x`` to logits ``[B, num_classes]`` and that ``recipe.optimizer`` builds an Optimizer (a
+    :class:`PrivdynError` otherwise); returns the model's class and :func:`build_digest`."""
+    model, digest = _built_and_digest(factory, recipe)
+    model = model.to(x.device).eval()
+    with torch.no_grad():
+        try:
+            out = model(x)
+        except Exception as e:  # noqa: BLE001  # the user's forward: say which input it was given
+            raise PrivdynError(f"the model {describe(factory)} fails on a batch of the data's inputs "
+                               f"{list(x.shape)}: {type(e).__name__}: {e}") from e
+    check_logits(out, len(x), num_classes, "privdyn.audit")
+    return type(model), digest
 
 
 @dataclass(frozen=True)

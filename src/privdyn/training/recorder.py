@@ -37,6 +37,7 @@ from privdyn.data.convert import as_dataset, data_fingerprint
 from privdyn.errors import PrivdynError
 from privdyn.store import atomic, integrity, provenance
 from privdyn.store.rundir import RunDir
+from privdyn.training.custom import check_logits
 from privdyn.training.engine import (
     GroupTask,
     checkpoint_file,
@@ -69,10 +70,17 @@ def check_membership(membership: Any, n_models: int, n_pool: int) -> np.ndarray:
     return np.ascontiguousarray(z)
 
 
+def _as_epoch(e: Any) -> int:
+    """An epoch given as an integer (or an integral float such as 5.0); ValueError for 1.7, "5", True."""
+    if isinstance(e, bool) or not isinstance(e, int | float | np.integer | np.floating) or not float(e).is_integer():
+        raise ValueError(e)
+    return int(e)
+
+
 def _checkpoint_list(checkpoints: Iterable[int]) -> list[int]:
     try:
-        epochs = sorted({int(e) for e in checkpoints})
-    except (TypeError, ValueError):
+        epochs = sorted({_as_epoch(e) for e in checkpoints})
+    except (TypeError, ValueError, OverflowError):
         raise PrivdynError(f"checkpoints: give the epochs as integers, e.g. [0, 5, 10]; got {checkpoints!r}") from None
     if not epochs or epochs[0] < 0 or epochs[-1] < 1:
         raise PrivdynError(f"checkpoints: give at least one epoch >= 1 (0 = initialisation may come too); got {epochs}")
@@ -266,7 +274,14 @@ class Recorder:
     # recording --------------------------------------------------------------------------
     def path(self, model_index: int, epoch: int) -> Path:
         """The file :meth:`record` writes for ``model_index`` at ``epoch``."""
-        return checkpoint_file(self.run, self._check_model(model_index), self.checkpoints.index(epoch))
+        return checkpoint_file(self.run, self._check_model(model_index), self._checkpoint_index(epoch, "path"))
+
+    def _checkpoint_index(self, epoch: int, who: str) -> int:
+        """The index of ``epoch`` in :attr:`checkpoints`; a :class:`PrivdynError` for any other epoch."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer) or int(epoch) not in self.checkpoints:
+            raise PrivdynError(f"{who}: epoch={epoch!r} is not a checkpoint of {self.run.path}; its checkpoints "
+                               f"are {self.checkpoints}")
+        return self.checkpoints.index(int(epoch))
 
     def _on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         with self._lock:
@@ -276,18 +291,24 @@ class Recorder:
                                               for a in (ds.x_pool, ds.y_pool, ds.x_test, ds.y_test))
             return self._tensors[device]
 
-    def evaluate(self, model: nn.Module) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def evaluate(self, model: nn.Module, *, who: str = "record") -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """The module's signals ``[1, N, Q]`` on the pool and the test split, in eval mode, on its own
-        device, without gradients; every submodule's train/eval mode is restored afterwards."""
+        device, without gradients; every submodule's train/eval mode is restored afterwards.
+
+        Logits of another shape than ``[B, C]``, or NaN or infinite ones (a diverged model), are a
+        :class:`PrivdynError` (``who`` starts its message)."""
         cfg, C = self.config, self.data.num_classes
         x_pool, y_pool, x_test, y_test = self._on(_module_device(model))
 
         def forward(xb: torch.Tensor) -> torch.Tensor:
             out = model(xb)
-            if not isinstance(out, torch.Tensor) or out.shape != (len(xb), C):
-                got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                raise PrivdynError(f"record: the model must map a batch [B, ...] to logits [B, {C}] (one per class); "
-                                   f"it returned {got} for B={len(xb)}")
+            check_logits(out, len(xb), C, who)
+            if not bool(torch.isfinite(out).all()):
+                raise PrivdynError(f"{who}: the model returned NaN or infinite logits (on "
+                                   f"{int((~torch.isfinite(out)).any(1).sum())} of a batch of {len(xb)} samples), "
+                                   "so its signals would be meaningless and nothing was written. The model has "
+                                   "diverged or overflowed: fix its training (a lower learning rate, gradient "
+                                   "clipping, checked inputs) and record it again.")
             return out.unsqueeze(0)
 
         modes = [(m, m.training) for m in model.modules()]
@@ -308,14 +329,12 @@ class Recorder:
         different threads, processes or machines (shared storage). Returns the file written.
         """
         m = self._check_model(model_index)
-        if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer) or int(epoch) not in self.checkpoints:
-            raise PrivdynError(f"record: epoch={epoch!r} is not a checkpoint of {self.run.path}; its checkpoints "
-                               f"are {self.checkpoints}")
+        t = self._checkpoint_index(epoch, "record")
         if (self.run.path / "epochs.npy").exists():
             raise PrivdynError(f"record: {self.run.path} is already assembled, so a new recording would be ignored. "
                                "Record into a new run directory to change its models.")
-        pool, test = self.evaluate(model)
-        path = checkpoint_file(self.run, m, self.checkpoints.index(int(epoch)))
+        pool, test = self.evaluate(model, who=f"record: model {m} at epoch {int(epoch)}")
+        path = checkpoint_file(self.run, m, t)
         save_checkpoint_signals(path, pool, test)
         return path
 
