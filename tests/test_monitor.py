@@ -233,3 +233,107 @@ def test_lightning_callback_records_what_the_module_saw():
     np.testing.assert_array_equal(other.traces().loss, mon.traces().loss)
     with pytest.raises(ValueError, match="sample_losses"):
         cb.on_train_batch_end(trainer, module, {"loss": torch.tensor(1.0)}, None, 0)
+
+
+def test_state_dict_is_a_snapshot():
+    """A state taken mid-epoch does not change as training continues, and restores that moment."""
+    n = 10
+    mon = Monitor(n)
+    mon(torch.arange(n), torch.full((n,), 2.0))
+    mon.end_epoch()
+    mon(torch.arange(n), torch.ones(n))
+    snap = mon.state_dict()
+    for _ in range(64):  # more than FLUSH_EVERY batches: the running sums are updated in place
+        mon(torch.arange(n), torch.full((n,), 9.0))
+    sums, counts = snap["running"]["loss"]
+    assert sums.tolist() == [1.0] * n and counts.tolist() == [1] * n
+    snap["rows"]["loss"][0][:] = 0  # changing the state does not change the monitor
+    assert (mon._read("loss", slice(None))[0] == 2.0).all()
+    resumed = Monitor(n)
+    resumed.load_state_dict(snap)
+    resumed.end_epoch()
+    np.testing.assert_array_equal(resumed._read("loss", slice(None))[1], np.ones(n, dtype=np.float32))
+
+
+def test_non_finite_losses_are_refused_and_large_ones_saturate():
+    import warnings
+
+    torch.manual_seed(0)
+    n = 10
+    mon = Monitor(n)
+    for e in range(4):
+        losses = torch.rand(n) * 0.5
+        if e == 0:
+            losses[0] = 7e4  # finite, beyond float16's range
+        if e == 2:
+            losses[1] = float("nan")
+        mon(torch.arange(n), losses)
+        if e == 0:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                mon.end_epoch()
+            assert len(caught) == 1  # one warning (no numpy overflow warning besides)
+            msg = str(caught[0].message)
+            assert "65504" in msg and "dtype='float32'" in msg and "[0]" in msg
+        elif e == 2:
+            with pytest.raises(ValueError, match=r"epoch 3 is not closed.*1 non-finite value.*sample\(s\) \[1\]"):
+                mon.end_epoch()
+            assert mon.end_epoch() == 3.0  # closed with the finite values kept
+        else:
+            mon.end_epoch()
+    loss = mon._read("loss", slice(None))
+    assert loss[0, 0] == 65504.0 and np.isfinite(loss[:, 0]).all()
+    assert np.isnan(loss[2, 1]) and np.isfinite(np.delete(loss[2], 1)).all()
+    assert mon.top(3, "loss_mean")[0] == 0
+    exact = Monitor(n, dtype="float32")
+    exact(torch.arange(n), torch.full((n,), 7e4))
+    exact.end_epoch()
+    assert (exact._read("loss", slice(None)) == 7e4).all()
+    # an evaluation pass with NaN logits: every affected signal is named, in one error
+    ev = Monitor(n)
+    logits = torch.randn(n, 3)
+    logits[4] = float("nan")
+    ev.record_eval(torch.arange(n), logits, torch.zeros(n, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"eval_loss: 1 non-finite.*\[4\].*phi: 1 non-finite"):
+        ev.end_epoch()
+
+
+def test_out_of_range_index_drops_only_its_batch(monkeypatch):
+    mon = Monitor(10)
+    mon(torch.arange(5), torch.ones(5))
+    mon(torch.tensor([5, 10]), torch.ones(2))
+    mon(torch.arange(5, 10), torch.ones(5))
+    with pytest.raises(ValueError, match=r"batch 2 of the running epoch.*outside 0\.\.9.*\[10\]"):
+        mon.end_epoch()
+    assert mon.epochs == []
+    mon.end_epoch()
+    np.testing.assert_array_equal(mon._read("loss", slice(None))[0], np.ones(10, dtype=np.float32))
+    # checked when the queue is added up (here every 2 batches): the error comes from record()
+    import privdyn.training.monitor as module
+
+    monkeypatch.setattr(module, "FLUSH_EVERY", 2)
+    mon(torch.arange(10), torch.full((10,), 2.0))
+    with pytest.raises(ValueError, match=r"batch 2 .*\[-1\]"):
+        mon(torch.tensor([-1, 3]), torch.ones(2))
+    mon(torch.arange(10), torch.full((10,), 4.0))
+    mon.end_epoch()
+    np.testing.assert_array_equal(mon._read("loss", slice(None))[1], np.full(10, 3.0, dtype=np.float32))
+
+
+def test_epochs_sizes_and_indices_must_be_valid():
+    mon = Monitor(4)
+    mon(torch.arange(4), torch.ones(4))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="finite"):
+            mon.end_epoch(bad)
+    assert mon.end_epoch() == 1.0
+    for bad in (2.5, 4.0, True, "4"):
+        with pytest.raises(TypeError, match="n_samples must be an integer"):
+            Monitor(bad)
+    assert Monitor(np.int64(4)).n_samples == 4
+    for idx in (torch.tensor([0.0, 1.7]), [0.0, 1.0], torch.tensor([True, False])):
+        with pytest.raises(TypeError, match="indices must be integers"):
+            mon.record(idx, torch.ones(2))
+    mon.record(np.array([0, 3], dtype=np.int32), torch.ones(2))
+    mon.end_epoch()
+    assert mon._read("loss", slice(None))[1].tolist()[::3] == [1.0, 1.0]
