@@ -733,13 +733,20 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     else:
         p = Path(path)
         text, source = read_text_file(p, "Config file", "or no CONFIG at all for the built-in quickstart"), str(p)
+    data = yaml_mapping(text, source)
+    return config_from_dict(apply_overrides(data, overrides or []), source)
+
+
+def yaml_mapping(text: str, source: str) -> dict[str, Any]:
+    """``text`` parsed as YAML with a mapping at the top (empty: ``{}``); a :class:`PrivdynError`
+    naming ``source`` otherwise."""
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise PrivdynError(f"{source} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
-        raise PrivdynError(f"{source} must hold a mapping of config sections at the top level")
-    return config_from_dict(apply_overrides(data, overrides or []), source)
+        raise PrivdynError(f"{source} must hold a mapping (key: value lines) at the top level")
+    return data
 
 
 def dump_config(cfg: RunConfig) -> str:

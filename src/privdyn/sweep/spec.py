@@ -26,6 +26,7 @@ from privdyn.config import (
     parse_rule,
     read_text_file,
     set_dotted,
+    yaml_mapping,
 )
 from privdyn.errors import PrivdynError
 
@@ -166,14 +167,7 @@ class Sweep:
 
 
 def _read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
-    text = read_text_file(path, what)
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        raise PrivdynError(f"{what} {path} is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise PrivdynError(f"{what} {path} must hold a mapping at the top level")
-    return data
+    return yaml_mapping(read_text_file(path, what), f"{what} {path}")
 
 
 def parse_spec(data: dict[str, Any], source: str = "sweep") -> SweepSpec:
