@@ -77,9 +77,10 @@ class Run:
         if split not in ("pool", "test"):
             raise PrivdynError(f"split {split!r}: a run's signals are of the 'pool' or the 'test' split")
         path = self._dir.signal_path(name, split)
-        stored = sorted(p.name.removesuffix(SUFFIX) for p in path.parent.glob(f"*{SUFFIX}"))
-        if not path.exists() and stored:  # training is done (or under way) and made no such signal
-            raise PrivdynError(f"{self.path} stores no {split} signal {name!r}; it stores {stored}.")
+        if not path.exists():
+            stored = sorted(p.name.removesuffix(SUFFIX) for p in path.parent.glob(f"*{SUFFIX}"))
+            if stored:  # training is done (or under way) and made no such signal
+                raise PrivdynError(f"{self.path} stores no {split} signal {name!r}; it stores {stored}.")
         values = np.asarray(self._dir.checkpoints(path, f"signal {name!r}"))  # verifies every chunk
         if not is_current(self._dir, path, signal_digest(self._config, self._dir)):
             raise PrivdynError(f"The signal {name!r} in {self.path} was not made by this run's training setup "
