@@ -8,7 +8,7 @@ from scipy.stats import norm
 
 from privdyn.attacks import ATTACKS, CheckpointData
 from privdyn.attacks.lira import LiraOptions
-from privdyn.attacks.references import drop_order, reference_plan
+from privdyn.attacks.references import drop_orders, reference_plan
 from privdyn.attacks.rmia import RmiaOfflineOptions, RmiaOptions
 from privdyn.attacks.shokri import ShokriOptions
 from privdyn.training.membership import balanced_membership
@@ -42,8 +42,9 @@ def refs(z, m, i, rule="pair", seed=0):
         return others
     if rule == "pair" and is_paired(z):
         return [r for r in others if r != m ^ 1]
-    c = min(z[:, i].sum(), M - z[:, i].sum()) - 1  # balanced: c IN and c OUT references
-    order = list(drop_order(M, seed))
+    n_in = sum(bool(z[r, i]) for r in others)
+    c = min(n_in, len(others) - n_in)  # balanced: the other models' smaller side, on both sides
+    order = list(drop_orders(M, z.shape[1], seed)[:, i])  # the sample's own drop order
     kept = []
     for side in ([r for r in others if z[r, i]], [r for r in others if not z[r, i]]):
         kept += sorted(side, key=order.index)[len(side) - c:]  # drop the first in the drop order

@@ -86,6 +86,63 @@ def test_null_auc_is_half_without_complementary_pairs(M):
         assert abs(auc - 0.5) < auc_tolerance(M, N), f"{attack} M={M}: {auc:.4f}"
 
 
+def unlike_models_checkpoint(z, seed=0):
+    """Null signals from models that differ from each other: a per-model offset (calibration,
+    overall confidence) on every signal, as real shadow models have, and still no dependence
+    on membership."""
+    M, n = z.shape
+    rng = np.random.default_rng([seed, M, 7])
+    offset, b = rng.normal(size=(1, n, 1)) * 3, rng.normal(size=(M, 1, 1)) * 2
+    probs = np.sort(rng.dirichlet(np.ones(5), size=(M, n, 1)), axis=-1)[..., ::-1]
+    probs[..., 0] = probs[..., 0] ** np.exp(b / 2)
+    pool = {"phi": rng.normal(size=(M, n, 1)) / 2 + offset + b,
+            "loss": rng.gamma(8.0, 0.125, size=(M, n, 1)) * np.exp(offset - b),
+            "top1": probs[..., 0], "top2": probs[..., 1], "top3": probs[..., 2]}
+    test = {"loss": rng.gamma(8.0, 0.125, size=(M, 400, 1)) * np.exp(-b)}
+    return CheckpointData(pool, test, z, reference_plan(z, "pair", seed))
+
+
+def shuffled_columns(M, n, seed):
+    """Balanced columns (M/2 IN each) without complementary pairs."""
+    z = balanced_membership(M, n, seed)
+    return np.take_along_axis(z, np.argsort(np.random.default_rng(seed).random(z.shape), axis=0), axis=0)
+
+
+@pytest.mark.parametrize("design", ["balanced columns", "iid"])
+def test_null_auc_is_half_for_unlike_models_without_pairs(design):
+    """The balanced fallback must not let the target's own bit choose its references: with one
+    drop order for every sample, the model first in it served only as a reference of the target's
+    own side, and with an iid membership the kept count depended on the target's bit (it was
+    taken over the whole column): model-level offsets alone gave lira_offline_cdf 0.448, attack_r
+    0.451 and rmia_offline 0.478 (balanced columns) and lira_online 0.486 (iid) here. A
+    per-sample order and counts taken over the other models keep it 0.5, for balanced columns and
+    for an iid membership (the LiRA reference code's keep arrays)."""
+    M, n = 8, 30_000
+    if design == "balanced columns":
+        z = shuffled_columns(M, n, 3)
+    else:  # the samples every target can score: at least two models on each side
+        z = np.random.default_rng(4).random((M, n)) < 0.5
+        k = z.sum(axis=0)
+        z = z[:, (k >= 2) & (k <= M - 2)]
+        n = z.shape[1]
+    data = unlike_models_checkpoint(z, seed=3)
+    assert data.refs.rule == "balanced"
+    for attack in REFERENCE_ATTACKS:
+        s = ATTACKS[attack].run(data)
+        auc = global_auc(s, z)
+        assert abs(auc - 0.5) < auc_tolerance(M, n), f"{attack} ({design}): null AUC {auc:.4f}"
+
+
+def test_null_auc_is_half_for_unlike_models_with_pairs():
+    """The pair rule never depended on the target's bit: the same unlike models give 0.5."""
+    z = balanced_membership(8, N, 3)
+    data = unlike_models_checkpoint(z, seed=3)
+    assert data.refs.rule == "pair"
+    for attack in REFERENCE_ATTACKS:
+        auc = global_auc(ATTACKS[attack].run(data), z)
+        assert abs(auc - 0.5) < auc_tolerance(8, N), f"{attack}: null AUC {auc:.4f}"
+
+
 @pytest.mark.slow
 def test_quickstart_initialisation_checkpoint_is_null(tmp_path):
     """Real signals with no membership effect: the quickstart's models at initialisation."""

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from privdyn.attacks.references import (
     RULES,
-    drop_order,
+    drop_orders,
     has_pairs,
     ref_counts,
     ref_logmeanexp,
@@ -55,13 +55,28 @@ def test_balanced_rule_on_a_balanced_matrix_drops_one_from_the_larger_side():
     assert refs.rule == "balanced"
     np.testing.assert_array_equal(ref_counts(z, refs), 3)
     np.testing.assert_array_equal(ref_counts(~z, refs), 3)
-    order = list(drop_order(8, 5))
+    orders = drop_orders(8, 40, 5)
     keep = kept_mask(refs, 8)
     for m in range(8):
         for i in range(40):
+            order = list(orders[:, i])  # the sample's own permutation
             other = [r for r in range(8) if r != m and z[r, i] != z[m, i]]
             dropped = [r for r in other if not keep[m, r, i]]
             assert dropped == [min(other, key=order.index)]
+
+
+def test_balanced_rule_drops_every_model_of_the_larger_side_equally_often():
+    """The dropped model is uniform over the larger side, whatever the target's bit: one order
+    for all samples always dropped the same model, which then served only the target's own side."""
+    z = np.tile(balanced_membership(8, 2, 0)[[0, 2, 4, 6, 1, 3, 5, 7]], (1, 20_000))
+    refs = reference_plan(z, "balanced", seed=1)
+    ex, own = refs.excluded, np.arange(8)[:, None]
+    dropped = np.where(ex[0] == own, ex[1], ex[0])  # [M, N]: the one model each target drops per sample
+    for m in range(8):
+        for col in range(2):
+            other = [r for r in range(8) if r != m and z[r, col] != z[m, col]]
+            share = np.bincount(dropped[m, col::2], minlength=8)[other] / 20_000
+            np.testing.assert_allclose(share, 1 / len(other), atol=0.02)
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)
@@ -74,10 +89,11 @@ def test_every_plan_balances_any_membership(M, N, seed, rule):
     keep = kept_mask(refs, M)
     assert not keep[np.arange(M), np.arange(M)].any()  # never the target itself
     np.testing.assert_array_equal(n_in + n_out, keep.sum(axis=1))
-    if rule != "one":
-        c = np.maximum(np.minimum(z.sum(axis=0), (~z).sum(axis=0)) - 1, 0)
-        np.testing.assert_array_equal(n_in, np.broadcast_to(c, n_in.shape))
-        np.testing.assert_array_equal(n_out, np.broadcast_to(c, n_in.shape))
+    if rule != "one":  # both sides keep the smaller count among the other models
+        others_in = z.sum(axis=0) - z
+        c = np.minimum(others_in, M - 1 - others_in) if refs.rule == "balanced" else np.full((M, N), M // 2 - 1)
+        np.testing.assert_array_equal(n_in, c)
+        np.testing.assert_array_equal(n_out, c)
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)

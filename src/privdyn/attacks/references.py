@@ -8,9 +8,12 @@ construction. The reference rule fixes the counts:
 - ``pair`` (default): every model except the target and its complementary partner (model
   2j <-> 2j+1 of the pair design): exactly M/2-1 IN and M/2-1 OUT references for every sample.
   A membership without complementary pairs falls back to ``balanced``.
-- ``balanced``: per sample, both sides keep c_i = min(K_in_i, K_out_i) - 1 references; the side
-  that has more drops the models that come first in a seeded permutation (on a balanced matrix
-  without pairs: the larger side drops one).
+- ``balanced``: for target m on sample i, both sides keep c = the smaller of the other models'
+  IN and OUT counts; the side that has more drops the models that come first in the sample's
+  seeded permutation (on a balanced matrix without pairs: the larger side drops one). c is
+  counted over the other models, and the permutation is drawn per sample, so that which models
+  serve as references does not depend on the target's own membership bit (in distribution over
+  the samples): the null-model AUC stays 0.5 even when the models differ from each other.
 - ``one``: leave-one-out (the target only), for comparison with other tools.
 
 A rule becomes a :class:`References` plan: ``excluded[e, m, i]`` are the models left out for
@@ -61,9 +64,14 @@ def has_pairs(membership: np.ndarray) -> bool:
     return z.shape[0] % 2 == 0 and bool((z[0::2] == ~z[1::2]).all())
 
 
-def drop_order(n_models: int, seed: int) -> np.ndarray:
-    """The seeded permutation of the models whose first entries the ``balanced`` rule drops."""
-    return np.random.default_rng([seed, 0xBA1]).permutation(n_models)
+def drop_orders(n_models: int, n_samples: int, seed: int) -> np.ndarray:
+    """``[M, N]``: a seeded permutation of the models per sample; the ``balanced`` rule drops a
+    side's models in this order. One permutation for every sample would always drop the same
+    model when it stands opposite the target, so it would serve only as a reference of the
+    target's own side: any model-level offset (calibration, confidence) would then separate
+    members from non-members with no membership signal at all."""
+    keys = np.random.default_rng([seed, 0xBA1, n_models]).random((n_models, n_samples))
+    return np.argsort(keys, axis=0, kind="stable")
 
 
 def reference_plan(membership: np.ndarray, rule: str = "pair", seed: int = 0) -> References:
@@ -81,30 +89,34 @@ def reference_plan(membership: np.ndarray, rule: str = "pair", seed: int = 0) ->
 
 
 def _balanced(z: np.ndarray, seed: int) -> References:
+    """The ``balanced`` plan. Only the side with more than c other models drops any (d of them);
+    the models it drops are the first d of that side in the sample's drop order, skipping the
+    target. Every target therefore excludes d + 1 models: a prefix of one side's order, plus the
+    target itself unless the prefix already holds it (then the prefix is one longer)."""
     M, N = z.shape
-    k_in = z.sum(axis=0)
-    c = np.maximum(np.minimum(k_in, M - k_in) - 1, 0)  # references kept per side and sample
-    order = drop_order(M, seed)
-    slots = [np.broadcast_to(np.arange(M)[:, None], (M, N))]
-    for side in (z, ~z):
-        k = side.sum(axis=0)
-        m_on = side  # [M, N]: the target is on this side
-        d = k - m_on - c  # models to drop for target m on sample i (>= 0)
-        D = int(d.max(initial=0))
-        if D == 0:
-            continue
-        # the first D+1 models of this side in drop order, per sample (M pads)
-        in_order = side[order]  # rows in drop order
-        pos = np.argsort(~in_order, axis=0, kind="stable")[: D + 1]
-        first = np.where(np.take_along_axis(in_order, pos, axis=0), order[pos], M)  # [D+1, N]
-        cand = first[None]  # [1, D+1, N]
-        not_target = (cand != np.arange(M)[:, None, None]) & (cand < M)
-        rank = np.cumsum(not_target, axis=1)
-        drop = not_target & (rank <= d[:, None, :])
-        slots.extend(np.where(drop, cand, M).transpose(1, 0, 2))
-    ex = np.sort(np.stack(slots), axis=0)  # padding (M) last
-    used = int((ex < M).sum(axis=0).max())
-    return References(ex[:used], np.arange(M)[None], "balanced")
+    others_in = z.sum(axis=0) - z  # [M, N]: IN models other than the target
+    others_out = M - 1 - others_in
+    c = np.minimum(others_in, others_out)  # references kept per side: the others' smaller side
+    from_in = others_in > c  # the IN side drops; else the OUT side (or, where d = 0, none)
+    d = np.where(from_in, others_in, others_out) - c
+    D = int(d.max(initial=0))
+    order = drop_orders(M, N, seed)
+    place = np.empty_like(order)  # place[m, i]: model m's position in sample i's drop order
+    np.put_along_axis(place, order, np.broadcast_to(np.arange(M)[:, None], (M, N)), axis=0)
+    target = np.broadcast_to(np.arange(M)[:, None], (M, N))
+    prefix = np.full((D + 1, M, N), M, dtype=order.dtype)
+    bumped = np.zeros((M, N), dtype=bool)  # the target lies in its own prefix of length d
+    for side, drops in ((z, from_in), (~z, ~from_in)):
+        in_order = np.take_along_axis(side, order, axis=0)
+        side_rank = np.cumsum(in_order, axis=0) - 1  # rank within the side, by drop-order position
+        first = np.argsort(~in_order, axis=0, kind="stable")[: D + 1]  # positions of its first D+1
+        first = np.where(np.take_along_axis(in_order, first, axis=0), np.take_along_axis(order, first, axis=0), M)
+        np.copyto(bumped, side & (np.take_along_axis(side_rank, place, axis=0) < d), where=drops)
+        np.copyto(prefix, first[:, None, :], where=drops)
+    length = d + bumped  # prefix length; the target follows it unless the prefix holds it
+    k = np.arange(D + 1)[:, None, None]
+    ex = np.where(k < length, prefix, np.where((k == length) & ~bumped, target, M))
+    return References(ex, np.arange(M)[None], "balanced")
 
 
 def at_excluded(a: np.ndarray, refs: References) -> np.ndarray:

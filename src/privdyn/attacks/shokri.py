@@ -7,7 +7,8 @@ models of fold k is trained on every model outside fold k (leave-one-fold-out, K
 checkpoint instead of M). Under the balanced reference rules (``pair``, ``balanced``) a fold
 holds whole complementary pairs (fold = (m // 2) mod K), so every sample is IN for exactly as many
 training models as it is OUT; without pairs each sample's training rows are cut to the same
-count per side (the ``balanced`` drop order). Under ``one``: fold = m mod K. Training rows beyond
+count per side (the larger side drops the models first in a seeded order; the target is never
+among the training rows, so one order serves every sample). Under ``one``: fold = m mod K. Training rows beyond
 ``max_train_rows`` are subsampled, seeded. The score is the classifier's log-odds.
 """
 
@@ -20,7 +21,6 @@ import numpy as np
 from pydantic import Field
 
 from privdyn.attacks.base import Attack, AttackOptionsBase, CheckpointData, register
-from privdyn.attacks.references import drop_order
 from privdyn.errors import DataError
 
 FEATURES = ("top1", "top2", "top3", "loss")
@@ -83,8 +83,8 @@ def folds(n_models: int, opts: ShokriOptions, rule: str) -> np.ndarray:
 
 def balanced_rows(z: np.ndarray, seed: int) -> np.ndarray:
     """Bool ``[M', N]``: per sample, as many IN rows as OUT rows (the smaller side's count); the
-    larger side drops the models that come first in the seeded drop order."""
-    order = drop_order(z.shape[0], seed)
+    larger side drops the models that come first in a seeded order of the models."""
+    order = np.random.default_rng([seed, 0xBA1]).permutation(z.shape[0])
     zo = z[order]
     c = np.minimum(zo.sum(axis=0), (~zo).sum(axis=0))
     keep_o = np.zeros_like(zo)
