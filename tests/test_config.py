@@ -48,6 +48,22 @@ def test_defaults_and_grid_default():
     assert parse_rule("score:-1.5") == ("score", -1.5)
 
 
+@pytest.mark.parametrize(("source", "model", "optimizer"), [
+    ({"kind": "train"}, "mlp", "sgd"),
+    ({"kind": "python", "optimizer": "Adam"}, "mlp", "Adam"),
+    ({"kind": "record"}, "mlp", "unknown"),
+    ({"kind": "import", "optimizer": "unknown (imported)"}, "mlp", "unknown (imported)"),
+])
+def test_setup_labels_describe_only_what_privdyn_built(source, model, optimizer):
+    """Width, depth and learning rate belong to privdyn's zoo and recipe: a run from outside shows
+    its own labels, never the config's defaults, which did not build it."""
+    cfg = config_from_dict({"source": source, "model": {"arch": "mlp", "width": 64}})
+    assert cfg.optimizer_label() == optimizer
+    built = source["kind"] == "train"
+    assert cfg.model_label() == ("mlp width 64" if built else model)
+    assert cfg.optimizer_label(lr=True) == ("sgd lr 0.05" if built else optimizer)
+
+
 def test_missing_config_file_is_a_clear_error(tmp_path):
     with pytest.raises(PrivdynError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")

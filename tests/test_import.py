@@ -20,6 +20,8 @@ from privdyn.config import config_from_dict
 from privdyn.errors import PrivdynError
 from privdyn.ingest.api import import_logits
 from privdyn.ingest.export import export_logits
+from privdyn.report.compare import metric_table
+from privdyn.report.data import load_run_data
 from privdyn.store.arrays import open_array
 from privdyn.store.rundir import RunDir
 from privdyn.training.signals import SIGNALS
@@ -112,6 +114,12 @@ def test_generic_round_trip_is_exact(native, tmp_path):
     assert res.imported and res.warnings == [] and res.record["n_test"] == 60
     assert_same_signals(native, res.run.path)
     assert_same_results(native, res.run.path)
+    summary = json.loads((res.run.path / "summary.json").read_text())
+    assert (summary["model"], summary["optimizer"]) == ("imported", "unknown (imported)")
+    row = metric_table([load_run_data(p) for p in (native, res.run.path)], ["native", "imported"]).html
+    assert "<td>mlp width 32 depth 1</td><td>sgd lr 0.1</td>" in row  # the zoo's setup, as configured
+    assert "<td>imported</td><td>unknown (imported)</td>" in row  # not the config's unused defaults
+    assert "None" not in row and "lr 0.05" not in row
 
 
 def test_lira_round_trip_is_exact(native, tmp_path):
@@ -191,6 +199,11 @@ def _nan(a):
     a["logits"][1, 2, 5, 0, 1] = np.nan
 
 
+def _beyond_float32(a):
+    a["logits"] = a["logits"].astype(np.float64)
+    a["logits"][2, 1, 7, 0, 2] = -4e38  # finite in float64, an infinity once stored as float32
+
+
 def _never_out(a):
     a["membership"][:, 4] = True
 
@@ -207,6 +220,7 @@ ERRORS = {
     "wrong shape": ("generic", _set("logits", lambda a: a["logits"][:, :, :-1]), "has shape [3, 4, 11, 1, 3]"),
     "label out of range": ("generic", _label, "outside [0, 3)"),
     "NaN logit": ("generic", _nan, "are not finite"),
+    "float64 logit beyond float32": ("generic", _beyond_float32, "-4e+38 for model 1, sample 7, query 0, class 2"),
     "sample never OUT": ("generic", _never_out, "1 of 12 samples are never OUT"),
     "non-increasing epochs": ("generic", _set("epochs", lambda a: np.array([1, 3, 2])), "strictly increasing"),
     "experiments with different epochs": ("lira", None, "saved logits at different epochs"),

@@ -594,6 +594,21 @@ class RunConfig(_Strict):
         """G of the G x G plane grid: ``analysis.grid``, or min(10, M/2) when unset."""
         return self.analysis.grid if self.analysis.grid is not None else min(10, self.training.n_models // 2)
 
+    def model_label(self) -> str:
+        """The model in a few words: the zoo arch with the width and depth set (unset ones are the
+        arch's defaults) when privdyn built it, else ``model.arch`` alone (a model from outside)."""
+        m = self.model
+        sizes = [f"{k} {v}" for k, v in (("width", m.width), ("depth", m.depth)) if v is not None]
+        return " ".join([m.arch, *sizes]) if self.source.kind == "train" else m.arch
+
+    def optimizer_label(self, lr: bool = False) -> str:
+        """The optimizer in a word: ``training.optimizer``'s name (and learning rate) when privdyn
+        built it, else ``source.optimizer`` (what the user's recipe or the import named) or unknown."""
+        o = self.training.optimizer
+        if self.source.kind == "train":
+            return f"{o.name} lr {o.lr:g}" if lr else o.name
+        return self.source.optimizer or "unknown"
+
     def default_attack(self) -> str:
         """The attack analysed and reported by default: ``analysis.default_attack``, else the first listed."""
         return self.analysis.default_attack or self.attacks[0]

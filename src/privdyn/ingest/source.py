@@ -70,10 +70,21 @@ class LogitSource:
 
 
 def as_float32(arr: np.ndarray, path: Path) -> np.ndarray:
-    """A logits block as float32 (a copy), refusing non-float dtypes."""
+    """A logits block as float32 (a copy), refusing non-float dtypes and finite values that float32
+    cannot hold (they would become infinities, and be reported as logits that were never finite)."""
     if arr.dtype.kind != "f":
         raise PrivdynError(f"{path} holds {arr.dtype} values, but logits must be floats (float16, 32 or 64; "
                            "privdyn stores them as float32).")
+    if arr.dtype.itemsize > 4:
+        bad = np.isfinite(arr) & (np.abs(arr) > np.finfo(np.float32).max)
+        if bad.any():
+            at = tuple(int(v) for v in np.argwhere(bad)[0])
+            axes = ("model", "sample", "query", "class")[-len(at):]
+            raise PrivdynError(f"{path} holds {int(bad.sum())} finite logit(s) beyond float32's range "
+                               f"(+-{np.finfo(np.float32).max:.3g}), in which privdyn stores logits (the first: "
+                               f"{arr[at]:g} for " + ", ".join(f"{k} {v}" for k, v in zip(axes, at, strict=True))
+                               + "). Logits that large come from a diverged model or from values that are not "
+                               "logits (e.g. exponentiated): fix or drop that checkpoint.")
     return np.array(arr, dtype=np.float32)
 
 

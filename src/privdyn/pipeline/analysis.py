@@ -276,7 +276,7 @@ def write_summary(cfg: RunConfig, run: RunDir, per_attack: dict[str, dict[str, A
     """Write ``summary.json`` (:class:`~privdyn.analysis.results.Summary`) and return its content."""
     summary = Summary(
         name=cfg.name, dataset=cfg.dataset.name, model=cfg.model.arch,
-        optimizer=cfg.source.optimizer or cfg.training.optimizer.name,
+        optimizer=cfg.optimizer_label(),
         n_models=cfg.training.n_models,
         n_samples=int(run.load_array(run.path / "membership.npy", "membership").shape[1]),
         default_attack=cfg.default_attack(), attacks=per_attack, run_level=run_entries or {},

@@ -190,8 +190,7 @@ def metric_table(data: list[RunData], labels: list[str]) -> Panel:
     for d, label, m in zip(data, labels, metrics, strict=True):
         c = d.config
         row: list[Cell] = [(label, None), (c.dataset.name, None),
-                           (f"{c.model.arch} w{c.model.width} d{c.model.depth}", None),
-                           (f"{c.training.optimizer.name} lr {c.training.optimizer.lr:g}", None),
+                           (c.model_label(), None), (c.optimizer_label(lr=True), None),
                            (str(d.n_models), d.n_models), (str(c.training.epochs), c.training.epochs),
                            (d.attack, None), (d.rule, None)]
         for k in keys:
