@@ -21,7 +21,12 @@ def test_final_vulnerable_high_or_top_share():
     assert v.sum() == 3 and v[-3:].all()
     adv[-4] = adv[-3]
     assert early.final_vulnerable(adv, np.zeros(250, bool)).sum() == 4
-    assert early.final_vulnerable(np.zeros(5), np.zeros(5, bool)).all()  # all tied: all in V
+    # no advantage is no vulnerability: V holds only samples with A > 0, and may be empty
+    assert not early.final_vulnerable(np.zeros(5), np.zeros(5, bool)).any()
+    adv = np.zeros(250)
+    adv[[7, 9]] = 0.25  # top 1% would be 3 samples, but only two have any advantage
+    np.testing.assert_array_equal(np.flatnonzero(early.final_vulnerable(adv, np.zeros(250, bool))), [7, 9])
+    assert early.vulnerable_set_rule(np.zeros(5, bool), np.zeros(5, bool)).startswith("none")
 
 
 def test_recall_hand_example_with_ties():

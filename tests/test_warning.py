@@ -4,6 +4,7 @@ loss-tail estimate on synthetic Gaussian losses with a known TPR."""
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -251,6 +252,25 @@ def test_validation_equals_a_loop_over_models_and_epochs():
     cols = res.columns()
     assert set(cols) >= {"proxy", "truth", "epoch", "k", "metric", "mean", "ci_low", "ci_high", "n_models"}
     assert len({len(v) for v in cols.values()}) == 1
+
+
+def test_k_mean_averages_the_models_whose_truth_is_not_empty():
+    """A model the attack flags nothing on has no metric at k = |truth| (NaN, not counted in
+    n_models), so its k = 0 must not pull the table's k_mean down either."""
+    rng = np.random.default_rng(5)
+    T, M, N = 2, 4, 400
+    z = rng.random((M, N)) < np.array([[0.9], [0.5], [0.5], [0.3]])
+    truth = z & (rng.random((M, N)) < np.array([[0.0], [0.1], [0.2], [0.3]]))
+    res = validate_proxies(Traces(np.arange(1, T + 1), rng.exponential(size=(T, M, N))), z, {"attack": truth},
+                           rng.random(N), WarningOptions(proxies=("loss_mean",)))
+    table = pd.DataFrame(res.columns()).query("truth == 'attack' and proxy == 'loss_mean'")
+    used = truth.sum(axis=1) > 0
+    for k, want in (("truth", truth.sum(axis=1)[used].mean()),
+                    ("1%", np.ceil(0.01 * z.sum(axis=1)[used]).mean())):
+        rows = table[table.k == k]
+        assert set(rows.n_models) == {int(used.sum())}
+        assert len(rows) >= T and rows.k_mean.tolist() == pytest.approx([want] * len(rows))
+    assert table[table.metric == "auc"].k_mean.isna().all()
 
 
 def test_attack_truth_follows_the_plane_rule():

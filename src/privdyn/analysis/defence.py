@@ -71,10 +71,11 @@ def vulnerability(run: FinalPlane, base: FinalPlane, high: int = len(STATE_NAMES
     high, of the baseline's V under this run; the mean advantage of this run's own top 1%."""
     v = baseline_vulnerable(base)
     own = top_set(run)
-    return {"n_baseline_vulnerable": int(v.sum()),
-            "baseline_vulnerable_adv": float(run.adv[v].mean()),
-            "baseline_vulnerable_auc": float(np.nanmean(run.auc[v])),
-            "baseline_vulnerable_still_high": float((run.state[v] == high).mean()),
+    n = int(v.sum())  # 0 when no baseline sample has any advantage
+    return {"n_baseline_vulnerable": n,
+            "baseline_vulnerable_adv": float(run.adv[v].mean()) if n else math.nan,
+            "baseline_vulnerable_auc": float(np.nanmean(run.auc[v])) if n else math.nan,
+            "baseline_vulnerable_still_high": float((run.state[v] == high).mean()) if n else math.nan,
             "own_top1pct_adv": float(run.adv[own].mean()),
             "own_top1pct_auc": float(np.nanmean(run.auc[own]))}
 

@@ -14,14 +14,25 @@ TOP_SHARE = 0.01
 
 
 def final_vulnerable(final_adv: np.ndarray, high_final: np.ndarray) -> np.ndarray:
-    """V: the samples high at e_T; if none, the top 1% by A_i(e_T) (at least one sample; every
-    sample tied with the last one taken is included, so V does not depend on sample order)."""
+    """V: the samples high at e_T; if none, the top 1% by A_i(e_T) among those with A_i(e_T) > 0
+    (at least one sample; every sample tied with the last one taken is included, so V does not
+    depend on sample order). A sample without advantage is not vulnerable: when no sample has
+    one, V is empty (its recall is undefined) rather than every tied sample."""
     if high_final.any():
         return high_final.copy()
     n = len(final_adv)
-    k = max(1, math.ceil(TOP_SHARE * n))
-    kth = np.partition(final_adv, n - k)[n - k]
+    k = min(max(1, math.ceil(TOP_SHARE * n)), int((final_adv > 0).sum()))
+    if k == 0:
+        return np.zeros(n, dtype=bool)
+    kth = np.partition(final_adv, n - k)[n - k]  # > 0, since k samples have A > 0
     return final_adv >= kth
+
+
+def vulnerable_set_rule(vulnerable: np.ndarray, high_final: np.ndarray) -> str:
+    """How V was chosen, for the summary: the high set, the top 1%, or none."""
+    if high_final.any():
+        return "high at e_T"
+    return "top 1% by A(e_T)" if vulnerable.any() else "none: no sample has A(e_T) > 0"
 
 
 def recall_curve(adv: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -61,7 +61,7 @@ class DynamicsSummary:
     clustering: clusters.Clustering
     cluster_table: pd.DataFrame
     n_vulnerable: int
-    vulnerable_is_high: bool                 # V = the finally-high set (else the top 1% by A(e_T))
+    vulnerable_set: str                      # how V was chosen (early.vulnerable_set_rule)
     recall_curve: np.ndarray                 # [T]
     spearman_to_final: np.ndarray            # [T]
     reached: dict[float, tuple[float, float]]  # recall level -> (earliest epoch, fraction of training)
@@ -85,7 +85,7 @@ class DynamicsSummary:
             "n_clusters": self.clustering.k, "silhouette": num(self.clustering.silhouette),
             "clusters": json.loads(self.cluster_table.to_json(orient="records")),
             "n_vulnerable": self.n_vulnerable,
-            "vulnerable_set": "high at e_T" if self.vulnerable_is_high else "top 1% by A(e_T)",
+            "vulnerable_set": self.vulnerable_set,
             "recall_curve": nums(self.recall_curve),
             "spearman_to_final": nums(self.spearman_to_final),
             **{f"epoch_recall_{lv:g}": num(e) for lv, (e, _) in self.reached.items()},
@@ -156,7 +156,7 @@ def measure_dynamics(plane: Plane, st: np.ndarray, epochs: np.ndarray, measures:
         n_ever_high=int(ever.sum()),
         time_to_high_median=float(np.median(first_high[ever])) if ever.any() else float("nan"),
         clustering=clus, cluster_table=clus_table,
-        n_vulnerable=int(vulnerable.sum()), vulnerable_is_high=bool(high_final.any()),
+        n_vulnerable=int(vulnerable.sum()), vulnerable_set=early.vulnerable_set_rule(vulnerable, high_final),
         recall_curve=recall, spearman_to_final=to_final,
         reached=early.earliest_epochs(recall, epochs, sorted({*opts.recall_levels, HEADLINE_RECALL})),
         early_el2n_epoch=early_el2n_epoch, spearman=spearman, has_el2n=has_el2n,

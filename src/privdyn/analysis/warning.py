@@ -291,7 +291,8 @@ class ProxyValidation:
 
     def columns(self) -> dict[str, np.ndarray]:
         """Long table columns: proxy, truth, epoch, k, metric, mean, ci_low, ci_high, n_models,
-        k_mean (the mean k over models; NaN for whole-ranking metrics)."""
+        k_mean (the mean k over the models with a non-empty truth, those the metric is averaged over;
+        NaN for whole-ranking metrics)."""
         cols: dict[str, list[Any]] = {c: [] for c in ("proxy", "truth", "epoch", "k", "metric", "mean", "ci_low",
                                                       "ci_high", "n_models", "k_mean")}
         T = len(self.epochs)
@@ -299,6 +300,8 @@ class ProxyValidation:
             proxy, truth, metric, k = key
             s = self.summary(*key)
             kk = self.k_used.get((truth, k))
+            if kk is not None:
+                kk = kk[self.truth_size[truth] > 0]
             cols["proxy"] += [proxy] * T
             cols["truth"] += [truth] * T
             cols["epoch"] += list(self.epochs)
