@@ -77,9 +77,15 @@ def test_a_defence_that_is_off_changes_no_hash_and_one_that_is_on_does():
     (cfg_with(rule="lt_iqr", proxy_options={"bogus": 1}), "defence.proxy_options: ['bogus']"),
     (cfg_with(rule="random", proxy_options={"since": 1}), "rule random takes no options"),
     (cfg_with(rule="oracle:"), "oracle needs a run directory"),
-    (cfg_with(epoch=4), "defence.epoch=4: intervene before the last epoch"),
-    (cfg_with(epoch=0), "defence.epoch=0 is not a checkpoint epoch"),
-    (cfg_with(share=0.4, epoch=1, continuous=True), "would remove every member"),
+    (cfg_with(epoch=4), "defence.epoch=4 is not before the last epoch; pick one of [1, 2, 3]"),
+    (cfg_with(epoch=0), "defence.epoch=0 is not a checkpoint epoch, so no signals exist there to flag from; "
+                        "pick one of [1, 2, 3]"),
+    (cfg_with(epoch=9, rule="oracle:runs/x"), "pick one of [0, 1, 2, 3] (the checkpoint epochs before the last, "
+                                              "or 0 for an oracle)"),
+    (cfg_with(share=0.4, epoch=1, continuous=True), "would remove all 60 members"),
+    # share x 3 flaggings < 1, but k = round(0.33 x 60) = 20 at each of them takes all 60 members
+    (cfg_with(share=0.33, epoch=1, continuous=True), "k = max(1, round(share x 60 members)) = 20 removed at "
+                                                     "each of 3 flaggings (epochs [1, 2, 3])"),
     (cfg_with(action="clip", epoch=2) | {"training": {**TINY["training"], "dp": {"enabled": True}}},
      "defence.action=clip: DP-SGD already clips"),
     (cfg_with(action="clip", epoch=2) | {"model": {**TINY["model"], "norm": "batch"}}, "BatchNorm mixes them"),
@@ -92,6 +98,19 @@ def test_invalid_defences_name_the_field_and_the_fix(data, needle):
     with pytest.raises(PrivdynError) as e:
         config_from_dict(data)
     assert needle in str(e.value)
+
+
+def test_a_removal_that_would_empty_a_smaller_pool_is_refused_once_the_data_is_loaded():
+    """With dataset.n_pool unset the config cannot count the members; the train stage checks again
+    on the loaded pool before any model trains."""
+    from types import SimpleNamespace
+
+    from privdyn.training.engine import check_training_data
+
+    cfg = config_from_dict(cfg_with(share=0.3, epoch=1, continuous=True))  # 18 x 3 of 60 members: fine
+    check_training_data(cfg, SimpleNamespace(name="synthetic", n_pool=120, input_shape=(8,)))
+    with pytest.raises(PrivdynError, match=r"= 2 removed at each of 3 flaggings .* would remove all 5 members"):
+        check_training_data(cfg, SimpleNamespace(name="synthetic", n_pool=10, input_shape=(8,)))
 
 
 def test_the_oracle_rule_parses_its_run_and_attack_and_is_labelled():

@@ -83,6 +83,21 @@ def test_clip_on_a_batchnorm_model_and_a_bad_rule_are_refused_before_anything_ru
         build_sweep(config_from_dict(TINY), parse_grid(["rules=nope"]), tmp_path)
 
 
+def test_a_dp_config_is_refused_rather_than_its_baseline_losing_dp(tmp_path):
+    """The study's baseline is non-private; silently dropping the config's DP-SGD would mislabel it."""
+    data = copy.deepcopy(TINY)
+    data["training"]["dp"] = {"enabled": True, "noise_multiplier": 0.8, "max_grad_norm": 2.0}
+    with pytest.raises(PrivdynError, match=r"training.dp.enabled=false.*--grid dp_noise=0.8 --grid dp_clip=2"):
+        build_sweep(config_from_dict(data), parse_grid([]), tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_grid_epochs_outside_the_checkpoints_name_the_valid_ones(tmp_path):
+    for bad in ("0", "4"):
+        with pytest.raises(PrivdynError, match=r"pick one of \[1, 2, 3\]"):
+            build_sweep(config_from_dict(TINY), parse_grid([f"epoch={bad}"]), tmp_path)
+
+
 # ----- the core ----------------------------------------------------------------------------------
 def _plane(adv, fpr=None):
     adv = np.asarray(adv, dtype=float)
@@ -179,6 +194,27 @@ def test_defend_again_skips_every_finished_point(study):
     result, paths = run_defend(config_from_dict(TINY), parse_grid(["dp_noise=0.5", "share=0.1"]), out,
                                progress=False, log=lambda s: None)
     assert [o.status for o in result.outcomes] == ["skipped"] * 9 and "frontier" in paths
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def test_defend_into_a_study_trained_otherwise_is_one_exit_2_paragraph_and_writes_nothing(study, tmp_path):
+    """A changed training key would make every finished point fail alike and overwrite the study's
+    tables beside its old frontier: refused up front, the folder byte-identical."""
+    out, code, _, _ = study
+    assert code == 0
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(yaml.safe_dump(TINY))
+    before = _snapshot(out)
+    code, _, stderr = cli("defend", str(cfg_file), "--out", str(out), "--no-progress", "--grid", "dp_noise=0.5",
+                          "--grid", "share=0.1", "--set", "training.optimizer.lr=0.2")
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "9 run(s) trained with a different" in lines[0]
+    assert "Nothing was written" in lines[0]
+    assert _snapshot(out) == before
 
 
 def test_defend_dry_run_lists_the_points_and_a_bad_grid_exits_2(tmp_path):

@@ -159,6 +159,11 @@ class DefenceConfig(_Strict):
                                     "at every step (0 = none)")
     weight: float = Field(0.1, ge=0, lt=1, description="with action=weight: the factor on a flagged sample's loss")
 
+    def flag_count(self, n: int) -> int:
+        """k, the members each model flags at one flagging of its ``n``: ``round(share * n)``, at
+        least 1 (a small share of a small pool still flags one)."""
+        return max(1, int(round(self.share * n)))
+
     @property
     def is_oracle(self) -> bool:
         """Whether the rule reads a previous run's plane (an upper bound, not a realistic defence)."""
@@ -552,15 +557,14 @@ class RunConfig(_Strict):
         if d.proxy_options and (d.is_oracle or d.rule == RANDOM_RULE):
             raise ValueError(f"defence.proxy_options: rule {d.rule} takes no options; leave them empty")
         ckpts = self.checkpoint_epochs()
-        if not 0 <= d.epoch < E:
-            raise ValueError(f"defence.epoch={d.epoch}: intervene before the last epoch; set it in 0..{E - 1}")
-        if d.epoch not in ckpts and not (d.is_oracle and d.epoch == 0):
-            raise ValueError(f"defence.epoch={d.epoch} is not a checkpoint epoch, so no signals exist there to "
-                             f"flag from; pick one of {[e for e in ckpts if e < E]} or change checkpoints")
-        flaggings = len([e for e in ckpts if d.epoch <= e < E]) if d.continuous else 1
-        if d.action == "remove" and d.share * flaggings >= 1:
-            raise ValueError(f"defence.share={d.share:g} removed at each of {flaggings} flaggings would remove "
-                             "every member; lower defence.share or set defence.continuous=false")
+        valid = sorted({e for e in ckpts if e < E} | ({0} if d.is_oracle else set()))
+        if d.epoch not in valid:
+            why = ("is not before the last epoch" if d.epoch >= E else
+                   "is not a checkpoint epoch, so no signals exist there to flag from")
+            oracle = ", or 0 for an oracle" if d.is_oracle else ""
+            raise ValueError(f"defence.epoch={d.epoch} {why}; pick one of {valid} (the checkpoint epochs before "
+                             f"the last{oracle}) or change checkpoints")
+        self.check_removal(self.dataset.n_pool // 2 if self.dataset.n_pool else None)
         if tc.compile:
             raise ValueError("training.compile: not with a defence (its steps change the loss per batch); "
                              "set training.compile=false")
@@ -574,7 +578,35 @@ class RunConfig(_Strict):
             if why:
                 raise ValueError(f"defence.action=clip: {why}")
 
+    def check_removal(self, n_members: int | None) -> None:
+        """Refuse a ``remove`` defence that would take every member of a model: k =
+        ``defence.flag_count(n)`` members at each of :meth:`flag_epochs` (ValueError naming the fix).
+        Before the pool size is known (``n_members`` None) it is judged on the share alone."""
+        d = self.defence
+        if not d.enabled or d.action != "remove":
+            return
+        epochs = self.flag_epochs()
+        if n_members is None:
+            if d.share * len(epochs) >= 1:
+                raise ValueError(f"defence.share={d.share:g} removed at each of {len(epochs)} flaggings (epochs "
+                                 f"{epochs}) would remove every member; lower defence.share or set "
+                                 "defence.continuous=false")
+            return
+        k = d.flag_count(n_members)
+        if k * len(epochs) >= n_members:
+            raise ValueError(f"defence.share={d.share:g}: k = max(1, round(share x {n_members} members)) = {k} "
+                             f"removed at each of {len(epochs)} flaggings (epochs {epochs}) would remove all "
+                             f"{n_members} members a model trains on; lower defence.share, flag less often "
+                             "(defence.continuous=false or a later defence.epoch), or use a larger pool")
+
     # ----- derived quantities ---------------------------------------------------------------
+    def flag_epochs(self) -> list[int]:
+        """The epochs at whose end a defence flags: t_d, and with ``continuous`` every later
+        checkpoint before the last epoch."""
+        d, E = self.defence, self.training.epochs
+        ckpts = self.checkpoint_epochs()
+        return [e for e in range(E) if e == d.epoch or (d.continuous and e > d.epoch and e in ckpts)]
+
     def checkpoint_epochs(self) -> list[int]:
         """Sorted checkpoint epochs e_1 < ... < e_T (0 first when include_init)."""
         ck, E = self.checkpoints, self.training.epochs

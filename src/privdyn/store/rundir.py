@@ -312,7 +312,7 @@ class RunDir:
         train_hash = cfg.section_hash(*TRAIN_SECTIONS)
         if m.get("train_hash") not in (None, train_hash) and not self.has_training_artifacts():
             m["stages"] = {}  # a start that failed before training made anything: nothing to protect
-        elif m.get("train_hash") not in (None, train_hash):
+        elif self.trained_otherwise(cfg):
             raise PrivdynError(
                 f"Run directory {self.path} was made with a different training setup "
                 f"(seed, dataset, model, training, checkpoints or queries). Reusing it would mix "
@@ -322,6 +322,14 @@ class RunDir:
         m.update(train_hash=train_hash, seed=cfg.seed, versions=versions())
         m.setdefault("stages", {})
         self._write_manifest(m)
+
+    def trained_otherwise(self, cfg: RunConfig) -> bool:
+        """True when this directory holds training artifacts of another training setup than
+        ``cfg``'s (:meth:`init` refuses it: reusing them would mix stale artifacts)."""
+        from privdyn.config import TRAIN_SECTIONS
+
+        made = self.manifest().get("train_hash")
+        return made not in (None, cfg.section_hash(*TRAIN_SECTIONS)) and self.has_training_artifacts()
 
     def has_training_artifacts(self) -> bool:
         """True once training has written anything (the membership matrix, groups or signals)."""

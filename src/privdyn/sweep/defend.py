@@ -173,6 +173,13 @@ def _tail(p: dict[str, Any]) -> str:
 
 def entries(cfg: RunConfig, grid: DefendGrid, baseline_dir: Path) -> list[dict[str, Any]]:
     """Every point of the study as ``{label, kind, KEY: value}``: baseline first (the oracle reads it)."""
+    if cfg.training.dp.enabled:
+        dp = cfg.training.dp
+        raise PrivdynError(
+            "privdyn defend: the config trains with DP-SGD (training.dp.enabled=true), but the study's baseline "
+            "is the non-private recipe that every intervention and every DP-SGD point is compared against. Give "
+            "the config without DP (--set training.dp.enabled=false) and the DP-SGD points as a grid axis: "
+            f"--grid dp_noise={dp.noise_multiplier:g} --grid dp_clip={dp.max_grad_norm:g} for this config's.")
     base = {"defence.enabled": False, "defence.rule": cfg.defence.rule, "defence.action": cfg.defence.action,
             "defence.share": cfg.defence.share, "defence.epoch": cfg.defence.epoch,
             "defence.continuous": cfg.defence.continuous, "defence.clip_norm": cfg.defence.clip_norm,

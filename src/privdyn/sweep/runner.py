@@ -75,6 +75,28 @@ def prepare_folder(out: Path) -> dict[str, Any]:
     return old or {}
 
 
+def refuse_retrained_points(points: list[SweepPoint], out: Path) -> None:
+    """One :class:`PrivdynError`, before anything is written, when a point's existing run directory
+    was trained with another setup (the sweep's base or the point changed a training key since):
+    every such point would fail alike, and the folder's earlier tables would be overwritten."""
+    def trained_otherwise(point: SweepPoint) -> bool:
+        path = run_dir_of(out, point)
+        try:
+            return path.is_dir() and RunDir(path).trained_otherwise(point.config)
+        except PrivdynError:
+            return False  # a damaged manifest: the point itself reports it when it runs
+
+    stale = [p.slug for p in points if trained_otherwise(p)]
+    if stale:
+        shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+        raise PrivdynError(
+            f"The sweep folder {out} holds {len(stale)} run(s) trained with a different training setup than "
+            f"this sweep gives them ({shown}): the base config or a point changed the seed, dataset, model, "
+            "training, checkpoints or queries since they ran, and reusing them would mix stale artifacts. Give "
+            f"--out a new folder, or delete those run directories ({out / 'runs'}/SLUG) to train them again. "
+            "Nothing was written.")
+
+
 def run_dir_of(out: Path, point: SweepPoint) -> Path:
     """``OUT/runs/SLUG``, the run directory of ``point`` in the sweep folder ``out``."""
     return out / "runs" / point.slug
@@ -172,6 +194,7 @@ def run_sweep(sweep: Sweep, out: str | Path, select: list[str] | None = None, pr
 
     out = Path(out)
     points = select_points(sweep, select)
+    refuse_retrained_points(points, out)
     manifest = _Manifest(out, sweep, prepare_folder(out))
     manifest.write()  # first: from now on the folder is recognised as this sweep's own
     atomic.write_text(out / "sweep.yaml", sweep.resolved_yaml())

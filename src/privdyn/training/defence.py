@@ -55,11 +55,6 @@ FLAGS_FILE, DESCRIPTION_FILE = "defence.npz", "defence.json"
 TRACE_SIGNALS = ("loss", "phi", "correct", "el2n")
 
 
-def flag_count(share: float, n: int) -> int:
-    """k, the members each model flags at one flagging: ``round(share * n)``, at least 1."""
-    return max(1, int(round(share * n)))
-
-
 def flag_top(scores: np.ndarray, members: np.ndarray, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
     """Bool ``[K, N]``: per model, the ``k`` highest-scoring of its ``members`` ``[K, n]`` (pool
     indices), leaving out those in ``exclude`` ``[K, N]``; NaN scores rank last, ties go to the
@@ -150,7 +145,7 @@ class Defence:
         self.members = np.asarray(in_idx)
         self.n_pool, self.ckpts, self.epochs, self.device = n_pool, list(ckpts), epochs, device
         self.oracle = oracle
-        self.k = flag_count(dc.share, self.members.shape[1])
+        self.k = dc.flag_count(self.members.shape[1])
         self.flags: torch.Tensor | None = None
         self.flag_epoch = -1
 
@@ -347,20 +342,13 @@ def after_epoch(trainer: Any, run: RunDir, group: int, ckpts: list[int], epoch: 
     atomic.save_npy(flags_path(run, group, epoch), flags)
 
 
-def flag_epochs(cfg: RunConfig) -> list[int]:
-    """The epochs at whose end the models flag (t_d, and later checkpoints when continuous)."""
-    d, E = cfg.defence, cfg.training.epochs
-    ckpts = cfg.checkpoint_epochs()
-    return [e for e in range(E) if e == d.epoch or (d.continuous and e > d.epoch and e in ckpts)]
-
-
 def describe(cfg: RunConfig, n_pool: int) -> dict[str, Any]:
     """``RUN/defence.json``: the rule (an oracle labelled as one), the action and its parameters."""
     d = cfg.defence
     out: dict[str, Any] = {"label": d.label(), "oracle": d.is_oracle,
                            "rule_kind": "oracle" if d.is_oracle else "random" if d.rule == RANDOM_RULE else "proxy",
-                           **d.model_dump(mode="json"), "flag_epochs": flag_epochs(cfg),
-                           "flagged_per_flagging": flag_count(d.share, n_pool // 2),
+                           **d.model_dump(mode="json"), "flag_epochs": cfg.flag_epochs(),
+                           "flagged_per_flagging": d.flag_count(n_pool // 2),
                            "ground_truth": "the original membership: a removed sample still counts as a member"}
     if d.is_oracle:
         out["note"] = ("ORACLE: the flags come from a previous run's shadow-model plane, which no real training "
@@ -376,7 +364,7 @@ def write_flags(cfg: RunConfig, run: RunDir, groups: list[Any], n_pool: int) -> 
     ``RUN/defence.json``; both recorded with the signals' digest."""
     from privdyn.store import provenance
 
-    epochs = flag_epochs(cfg)
+    epochs = cfg.flag_epochs()
     M = cfg.training.n_models
     flags = np.zeros((len(epochs), M, n_pool), dtype=bool)
     for j, e in enumerate(epochs):

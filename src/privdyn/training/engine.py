@@ -77,10 +77,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 def check_training_data(cfg: RunConfig, ds: Dataset) -> None:
-    """Checks that need the data: augmentation is for images only."""
+    """Checks that need the data: augmentation is for images only; a ``remove`` defence must
+    leave every model members to train on (the pool size is known only now when the config
+    leaves ``dataset.n_pool`` unset)."""
     if cfg.training.augment != "none" and len(ds.input_shape) != 3:
         raise PrivdynError(f"training.augment={cfg.training.augment} needs images [C, H, W]; dataset "
                            f"{ds.name} has inputs of shape {ds.input_shape}. Set training.augment=none.")
+    try:
+        cfg.check_removal(ds.n_pool // 2)
+    except ValueError as err:
+        raise PrivdynError(f"{err}.") from None
 
 
 #: Makes the trainer of one group: ``(cfg, dataset, membership, task, device) -> trainer``. A
