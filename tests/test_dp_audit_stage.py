@@ -130,3 +130,25 @@ def test_off_without_dp_sgd_and_on_when_asked(tmp_path, tiny_config_source):
     assert summary["attacks"]["loss"]["dp_audit"]["one_run"]["design"] == "fixed_weight"
     panel = dp_audit_panel(load_run_data(out))
     assert "Not a DP-SGD run" in panel.caption and "accountant (Opacus RDP)" not in {t.name for t in panel.figure.data}
+
+
+def _strict(text):
+    """JSON as other tools read it: NaN and Infinity are not JSON."""
+    def refuse(name):
+        raise ValueError(f"{name} is not valid JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_clipping_without_noise_writes_valid_json_with_a_null_epsilon(tmp_path, tiny_config_source):
+    """noise_multiplier 0 (clipping alone) has no finite epsilon: dp.json and summary.json say null,
+    and the audit reads it back as infinity (no bound exceeds it)."""
+    data = tiny(tiny_config_source, dp=True)
+    data["training"]["dp"]["noise_multiplier"] = 0.0
+    out = tmp_path / "run"
+    run_all(config_from_dict(data), out, progress=False, with_report=False)
+    rec = _strict((out / "dp.json").read_text())
+    assert rec["epsilon_per_checkpoint"] == [None, None] and "no finite epsilon" in rec["epsilon_note"]
+    entry = _strict((out / "summary.json").read_text())["dp_audit"]
+    assert entry["accountant_epsilon"] == [None, None] and entry["accountant_epsilon_final"] is None
+    assert entry["exceeds_accountant"] == []
+    assert accountant_epsilon(RunDir(out), np.array([1, 2]), rec["delta"]) == [np.inf, np.inf]

@@ -281,5 +281,5 @@ def write_summary(cfg: RunConfig, run: RunDir, per_attack: dict[str, dict[str, A
         n_samples=int(run.load_array(run.path / "membership.npy", "membership").shape[1]),
         default_attack=cfg.default_attack(), attacks=per_attack, run_level=run_entries or {},
     ).to_dict()
-    atomic.write_json(run.summary_path, summary)
+    atomic.write_json(run.summary_path, summary, strict=True)
     return summary

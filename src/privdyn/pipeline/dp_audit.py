@@ -58,7 +58,7 @@ def accountant_epsilon(run: RunDir, epochs: np.ndarray, delta: float) -> list[fl
     if math.isclose(float(rec["delta"]), delta, rel_tol=1e-12):
         by_epoch = dict(zip(rec["epochs"], rec["epsilon_per_checkpoint"]))
         if all(int(e) in by_epoch for e in epochs):
-            return [float(by_epoch[int(e)]) for e in epochs]
+            return [math.inf if by_epoch[int(e)] is None else float(by_epoch[int(e)]) for e in epochs]  # null: none
     from privdyn.training.dp import dp_epsilon
 
     return [dp_epsilon(rec["noise_multiplier"], rec["sample_rate"], int(e) * rec["steps_per_epoch"], delta)
@@ -176,7 +176,8 @@ def dp_audit_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: 
     run_entry = {
         "epochs": [int(e) for e in epochs], "confidence": opts.confidence, "delta": delta,
         "design": design, "n_canaries": int(n_pool),
-        "accountant_epsilon": accountant, "accountant_epsilon_final": accountant[-1] if accountant else None,
+        "accountant_epsilon": nums(np.asarray(accountant)) if accountant else None,  # null: no finite epsilon
+        "accountant_epsilon_final": num(accountant[-1]) if accountant else None,
         "strongest": {"epsilon_lb": nums(eps), "attack": [w[0] if w else None for w in winners],
                       "estimator": [w[1] if w else None for w in winners], "final": num(float(eps[-1])),
                       "confidence": strongest_conf},

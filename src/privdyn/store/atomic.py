@@ -60,9 +60,11 @@ def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode())
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` to ``path`` atomically as indented JSON (NaN and infinities allowed)."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
+def write_json(path: str | Path, obj: Any, strict: bool = False) -> None:
+    """Write ``obj`` to ``path`` atomically as indented JSON. NaN and infinities are allowed (as
+    Python writes them) unless ``strict``: files meant for other tools (``summary.json``,
+    ``dp.json``) must be valid JSON, so a non-finite number there raises instead."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=not strict) + "\n")
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:

@@ -260,7 +260,7 @@ def _epsilon(run: RunDir) -> float:
     if not path.exists():
         return math.nan
     eps = atomic.read_json(path).get("epsilon_per_checkpoint") or [math.nan]
-    return float(eps[-1])
+    return math.inf if eps[-1] is None else float(eps[-1])  # null: no noise, no finite epsilon
 
 
 #: The metrics on which a point is compared with the DP-SGD points (lower = more private).

@@ -11,6 +11,7 @@ ends with the same arrays as an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import time
@@ -259,12 +260,17 @@ def dp_report(cfg: RunConfig, n_train: int) -> dict[str, Any]:
     dp, B = cfg.training.dp, cfg.training.batch_size
     delta = dp.delta if dp.delta is not None else 1.0 / n_train
     q, spe = min(1.0, B / n_train), dp_steps_per_epoch(n_train, B)
-    eps = [dp_epsilon(dp.noise_multiplier, q, e * spe, delta) for e in cfg.checkpoint_epochs()]
-    return {"accountant": "rdp (opacus)", "sampling": "poisson", "delta": delta, "n_train": n_train,
-            "noise_multiplier": dp.noise_multiplier, "max_grad_norm": dp.max_grad_norm, "sample_rate": q,
-            "steps_per_epoch": spe, "epochs": cfg.checkpoint_epochs(), "epsilon_per_checkpoint": eps,
-            "epsilon": {str(m): eps[-1] for m in range(cfg.training.n_models)},
-            "note": "DP-SGD trains one model at a time (group_size forced to 1)"}
+    exact = (dp_epsilon(dp.noise_multiplier, q, e * spe, delta) for e in cfg.checkpoint_epochs())
+    eps = [e if math.isfinite(e) else None for e in exact]  # valid JSON: null where no finite epsilon exists
+    out = {"accountant": "rdp (opacus)", "sampling": "poisson", "delta": delta, "n_train": n_train,
+           "noise_multiplier": dp.noise_multiplier, "max_grad_norm": dp.max_grad_norm, "sample_rate": q,
+           "steps_per_epoch": spe, "epochs": cfg.checkpoint_epochs(), "epsilon_per_checkpoint": eps,
+           "epsilon": {str(m): eps[-1] for m in range(cfg.training.n_models)},
+           "note": "DP-SGD trains one model at a time (group_size forced to 1)"}
+    if None in eps:
+        out["epsilon_note"] = ("null: no finite epsilon (noise_multiplier 0 clips the gradients but adds no "
+                               "noise, so the accountant's epsilon is infinite)")
+    return out
 
 
 def clean_up(run: RunDir) -> None:
@@ -285,7 +291,7 @@ def finish_signals(cfg: RunConfig, run: RunDir, groups: list[GroupTask], n_pool:
     Returns :func:`assemble_signals`' resume record."""
     writers = assemble_signals(cfg, run, groups, n_pool, n_test)
     if cfg.training.dp.enabled:
-        atomic.write_json(run.path / "dp.json", dp_report(cfg, n_pool // 2))
+        atomic.write_json(run.path / "dp.json", dp_report(cfg, n_pool // 2), strict=True)
     if cfg.defence.enabled:
         from privdyn.training.defence import write_flags
 
