@@ -13,22 +13,10 @@ import argparse
 import time
 
 import numpy as np
+from null_auc import membership  # benchmarks/null_auc.py: the three memberships
 
 from privdyn.attacks import ATTACKS, CheckpointData
 from privdyn.attacks.references import reference_plan
-from privdyn.training.membership import balanced_membership
-
-
-def membership(M: int, N: int, design: str, seed: int = 0) -> np.ndarray:
-    """``pairs`` (privdyn's design), ``columns`` (pairs shuffled away) or ``iid`` (IN with
-    probability 1/2; columns with fewer than two models on a side left out)."""
-    rng = np.random.default_rng([seed, 1])
-    if design == "iid":
-        z = rng.random((M, N)) < 0.5
-        k = z.sum(axis=0)
-        return z[:, (k >= 2) & (k <= M - 2)]
-    z = balanced_membership(M, N, seed)
-    return z if design == "pairs" else np.take_along_axis(z, np.argsort(rng.random(z.shape), axis=0), axis=0)
 
 
 def fastest(fn, repeat: int) -> float:
@@ -52,7 +40,7 @@ def main() -> None:
     print("| membership | rule in effect | plan rows | plan s | lira_online s (one checkpoint) | plan / scoring |")
     print("|---|---|---:|---:|---:|---:|")
     for design in ("pairs", "columns", "iid"):
-        z = membership(args.m, args.n, design)
+        z = membership(args.m, args.n, design, 0)
         refs = reference_plan(z, "pair", 0)
         plan = fastest(lambda z=z: reference_plan(z, "pair", 0), args.repeat)
         M, N = z.shape
