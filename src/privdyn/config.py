@@ -586,17 +586,15 @@ class RunConfig(_Strict):
         if not d.enabled or d.action != "remove":
             return
         epochs = self.flag_epochs()
-        if n_members is None:
-            if d.share * len(epochs) >= 1:
-                raise ValueError(f"defence.share={d.share:g} removed at each of {len(epochs)} flaggings (epochs "
-                                 f"{epochs}) would remove every member; lower defence.share or set "
-                                 "defence.continuous=false")
-            return
-        k = d.flag_count(n_members)
-        if k * len(epochs) >= n_members:
-            raise ValueError(f"defence.share={d.share:g}: k = max(1, round(share x {n_members} members)) = {k} "
-                             f"removed at each of {len(epochs)} flaggings (epochs {epochs}) would remove all "
-                             f"{n_members} members a model trains on; lower defence.share, flag less often "
+        if n_members is None:  # the pool size is not known yet: judged on the share
+            per_flagging, removed, what = "that share", d.share * len(epochs), "every member"
+        else:
+            k = d.flag_count(n_members)
+            per_flagging = f"k = max(1, round(share x {n_members} members)) = {k}"
+            removed, what = k * len(epochs) / n_members, f"all {n_members} members a model trains on"
+        if removed >= 1:
+            raise ValueError(f"defence.share={d.share:g}: {per_flagging} removed at each of {len(epochs)} flaggings "
+                             f"(epochs {epochs}) would remove {what}; lower defence.share, flag less often "
                              "(defence.continuous=false or a later defence.epoch), or use a larger pool")
 
     # ----- derived quantities ---------------------------------------------------------------

@@ -101,16 +101,16 @@ def _balanced(z: np.ndarray, seed: int) -> References:
     d = np.where(from_in, others_in, others_out) - c
     D = int(d.max(initial=0))
     order = drop_orders(M, N, seed)
-    place = np.empty_like(order)  # place[m, i]: model m's position in sample i's drop order
-    np.put_along_axis(place, order, np.broadcast_to(np.arange(M)[:, None], (M, N)), axis=0)
     target = np.broadcast_to(np.arange(M)[:, None], (M, N))
+    place = np.empty_like(order)  # place[m, i]: model m's position in sample i's drop order
+    np.put_along_axis(place, order, target, axis=0)
     prefix = np.full((D + 1, M, N), M, dtype=order.dtype)
     bumped = np.zeros((M, N), dtype=bool)  # the target lies in its own prefix of length d
     for side, drops in ((z, from_in), (~z, ~from_in)):
         in_order = np.take_along_axis(side, order, axis=0)
         side_rank = np.cumsum(in_order, axis=0) - 1  # rank within the side, by drop-order position
-        first = np.argsort(~in_order, axis=0, kind="stable")[: D + 1]  # positions of its first D+1
-        first = np.where(np.take_along_axis(in_order, first, axis=0), np.take_along_axis(order, first, axis=0), M)
+        pos = np.argsort(~in_order, axis=0, kind="stable")[: D + 1]  # positions of the side's first D+1
+        first = np.where(np.take_along_axis(in_order, pos, axis=0), np.take_along_axis(order, pos, axis=0), M)
         np.copyto(bumped, side & (np.take_along_axis(side_rank, place, axis=0) < d), where=drops)
         np.copyto(prefix, first[:, None, :], where=drops)
     length = d + bumped  # prefix length; the target follows it unless the prefix holds it

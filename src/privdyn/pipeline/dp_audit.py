@@ -36,6 +36,11 @@ def dp_record(run: RunDir) -> dict[str, Any] | None:
     return atomic.read_json(path) if path.exists() else None
 
 
+def recorded_epsilons(rec: dict[str, Any]) -> list[float]:
+    """``dp.json``'s epsilon per checkpoint; null is read as infinity (no noise: no finite epsilon)."""
+    return [math.inf if e is None else float(e) for e in rec["epsilon_per_checkpoint"]]
+
+
 def audit_delta(cfg: RunConfig, run: RunDir, n_pool: int) -> float:
     """The delta of the bounds: ``analysis.dp_audit.delta``, else the DP run's delta, else 1/N_train
     (N_train = N/2, the samples each model trains on)."""
@@ -56,9 +61,9 @@ def accountant_epsilon(run: RunDir, epochs: np.ndarray, delta: float) -> list[fl
     if rec is None:
         return None
     if math.isclose(float(rec["delta"]), delta, rel_tol=1e-12):
-        by_epoch = dict(zip(rec["epochs"], rec["epsilon_per_checkpoint"]))
+        by_epoch = dict(zip(rec["epochs"], recorded_epsilons(rec)))
         if all(int(e) in by_epoch for e in epochs):
-            return [math.inf if by_epoch[int(e)] is None else float(by_epoch[int(e)]) for e in epochs]  # null: none
+            return [by_epoch[int(e)] for e in epochs]
     from privdyn.training.dp import dp_epsilon
 
     return [dp_epsilon(rec["noise_multiplier"], rec["sample_rate"], int(e) * rec["steps_per_epoch"], delta)

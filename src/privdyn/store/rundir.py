@@ -312,7 +312,7 @@ class RunDir:
         train_hash = cfg.section_hash(*TRAIN_SECTIONS)
         if m.get("train_hash") not in (None, train_hash) and not self.has_training_artifacts():
             m["stages"] = {}  # a start that failed before training made anything: nothing to protect
-        elif self.trained_otherwise(cfg):
+        elif m.get("train_hash") not in (None, train_hash):  # what trained_otherwise tests, on the read manifest
             raise PrivdynError(
                 f"Run directory {self.path} was made with a different training setup "
                 f"(seed, dataset, model, training, checkpoints or queries). Reusing it would mix "

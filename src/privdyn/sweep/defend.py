@@ -179,7 +179,7 @@ def entries(cfg: RunConfig, grid: DefendGrid, baseline_dir: Path) -> list[dict[s
             "privdyn defend: the config trains with DP-SGD (training.dp.enabled=true), but the study's baseline "
             "is the non-private recipe that every intervention and every DP-SGD point is compared against. Give "
             "the config without DP (--set training.dp.enabled=false) and the DP-SGD points as a grid axis: "
-            f"--grid dp_noise={dp.noise_multiplier:g} --grid dp_clip={dp.max_grad_norm:g} for this config's.")
+            f"--grid dp_noise={dp.noise_multiplier:g} --grid dp_clip={dp.max_grad_norm:g} gives this config's own.")
     base = {"defence.enabled": False, "defence.rule": cfg.defence.rule, "defence.action": cfg.defence.action,
             "defence.share": cfg.defence.share, "defence.epoch": cfg.defence.epoch,
             "defence.continuous": cfg.defence.continuous, "defence.clip_norm": cfg.defence.clip_norm,
@@ -256,11 +256,11 @@ def _final_plane(cfg: RunConfig, run: RunDir, attack: str) -> core.FinalPlane:
 
 
 def _epsilon(run: RunDir) -> float:
-    path = run.path / "dp.json"
-    if not path.exists():
-        return math.nan
-    eps = atomic.read_json(path).get("epsilon_per_checkpoint") or [math.nan]
-    return math.inf if eps[-1] is None else float(eps[-1])  # null: no noise, no finite epsilon
+    from privdyn.pipeline.dp_audit import dp_record, recorded_epsilons
+
+    rec = dp_record(run)
+    eps = recorded_epsilons(rec) if rec else []
+    return eps[-1] if eps else math.nan
 
 
 #: The metrics on which a point is compared with the DP-SGD points (lower = more private).

@@ -11,7 +11,6 @@ ends with the same arrays as an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shutil
 import time
@@ -255,13 +254,13 @@ def assemble_signals(cfg: RunConfig, run: RunDir, groups: list[GroupTask], n_poo
 
 def dp_report(cfg: RunConfig, n_train: int) -> dict[str, Any]:
     """Epsilon per model at every checkpoint (all models share it: same N_train, q and steps)."""
+    from privdyn.analysis.results import num
     from privdyn.training.dp import dp_epsilon, dp_steps_per_epoch
 
     dp, B = cfg.training.dp, cfg.training.batch_size
     delta = dp.delta if dp.delta is not None else 1.0 / n_train
     q, spe = min(1.0, B / n_train), dp_steps_per_epoch(n_train, B)
-    exact = (dp_epsilon(dp.noise_multiplier, q, e * spe, delta) for e in cfg.checkpoint_epochs())
-    eps = [e if math.isfinite(e) else None for e in exact]  # valid JSON: null where no finite epsilon exists
+    eps = [num(dp_epsilon(dp.noise_multiplier, q, e * spe, delta)) for e in cfg.checkpoint_epochs()]  # inf: null
     out = {"accountant": "rdp (opacus)", "sampling": "poisson", "delta": delta, "n_train": n_train,
            "noise_multiplier": dp.noise_multiplier, "max_grad_norm": dp.max_grad_norm, "sample_rate": q,
            "steps_per_epoch": spe, "epochs": cfg.checkpoint_epochs(), "epsilon_per_checkpoint": eps,
