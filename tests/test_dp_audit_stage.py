@@ -71,6 +71,7 @@ def test_dp_run_bounds_stay_below_the_accountant(dp_run):
             assert len(mine[est]["epsilon_lb"]) == 2 and mine[est]["final"] == mine[est]["epsilon_lb"][-1]
     strongest = entry["strongest"]
     assert strongest["confidence"] == pytest.approx(1 - 0.05 / 6)
+    assert entry["exceeds_accountant_confidence"] == pytest.approx(1 - 0.05 / (6 * 2))  # over T = 2 epochs too
     assert all(lb <= up for lb, up in zip(strongest["epsilon_lb"], entry["accountant_epsilon"]))
 
 
@@ -152,3 +153,42 @@ def test_clipping_without_noise_writes_valid_json_with_a_null_epsilon(tmp_path, 
     assert entry["accountant_epsilon"] == [None, None] and entry["accountant_epsilon_final"] is None
     assert entry["exceeds_accountant"] == []
     assert accountant_epsilon(RunDir(out), np.array([1, 2]), rec["delta"]) == [np.inf, np.inf]
+
+
+def test_exceeding_epochs_against_a_loop():
+    from privdyn.pipeline.dp_audit import exceeding_epochs
+
+    rng = np.random.default_rng(0)
+    bounds = rng.uniform(0, 2, size=(6, 5))
+    bounds[rng.random(bounds.shape) < 0.2] = np.nan
+    bounds[:, 3] = np.nan  # no bound defined at that epoch: never flagged
+    epochs, accountant = np.arange(1, 6), [1.0, 1.9, 0.5, 0.0, 2.5]
+    want = [int(e) for t, e in enumerate(epochs)
+            if any(np.isfinite(b) and b > accountant[t] + 1e-9 for b in bounds[:, t])]
+    assert exceeding_epochs(epochs, bounds, accountant) == want
+
+
+def test_exceeds_accountant_is_one_verdict_over_all_epochs(dp_run, monkeypatch):
+    """With an accountant just below the per-epoch strongest bounds of a leaky attack, the per-epoch
+    maxima would flag every epoch; the verdict uses bounds at 1 - beta / (3 A T), which stay below."""
+    import privdyn.pipeline.dp_audit as stage
+    from privdyn.pipeline.analysis import training_measures
+
+    out, data = dp_run
+    run, cfg = RunDir(out), config_from_dict(data)
+    membership = run.load_array(out / "membership.npy", "membership")
+    epochs = run.load_array(out / "epochs.npy", "checkpoint epochs")
+    rng = np.random.default_rng(1)
+    leaky = membership[None] * 4.0 + rng.normal(size=(len(epochs), *membership.shape))
+    monkeypatch.setattr(run, "load_scores", lambda attack: leaky)
+    measures = training_measures(cfg, run, membership, epochs)
+    first = stage.dp_audit_stage(cfg, run, membership, epochs, measures)["run"]
+    strongest = np.array(first["strongest"]["epsilon_lb"])
+    assert (strongest > 0.5).all()  # scores no DP-SGD model would give: far above its accountant
+    assert first["exceeds_accountant"] == [1, 2]
+    monkeypatch.setattr(stage, "accountant_epsilon", lambda *a: list(strongest * 0.999))
+    second = stage.dp_audit_stage(cfg, run, membership, epochs, measures)["run"]
+    assert second["exceeds_accountant"] == []
+    monkeypatch.setattr(stage, "accountant_epsilon", lambda *a: list(strongest * 0.5))
+    assert stage.dp_audit_stage(cfg, run, membership, epochs, measures)["run"]["exceeds_accountant"] == [1, 2]
+    run_all(cfg, out, progress=False, with_report=False)  # the stage rewrote the table: back to the fixture's

@@ -135,11 +135,21 @@ def _attack_entry(epochs: np.ndarray, a: DPAudit, best: tuple[np.ndarray, list[s
     }
 
 
+def exceeding_epochs(epochs: np.ndarray, bounds: np.ndarray, accountant: list[float]) -> list[int]:
+    """The epochs where the largest of ``bounds`` ``[K, T]`` (NaN: undefined) is above the accountant's epsilon."""
+    top = np.max(np.where(np.isnan(bounds), -np.inf, bounds), axis=0)
+    return [int(e) for e, lb, up in zip(epochs, top, accountant, strict=True) if np.isfinite(lb) and lb > up + 1e-9]
+
+
 def dp_audit_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: np.ndarray,
                    measures: TrainingMeasures) -> Entries:
     """``analysis/dp_audit.parquet`` and the entries: every attack's three bounds per epoch at the
     configured confidence, each attack's best of the three at 1 - beta/3 and the run's strongest
-    over attacks and estimators at 1 - beta / (3 A), so that each maximum holds at 1 - beta too."""
+    over attacks and estimators at 1 - beta / (3 A), so that each maximum holds at 1 - beta too.
+
+    ``exceeds_accountant`` is one verdict over all T checkpoints, so its bounds are taken at
+    1 - beta / (3 A T): a correct accountant is then flagged at some epoch with probability at
+    most beta, where the per-epoch strongest bounds would allow up to T beta."""
     n_pool = membership.shape[1]
     delta = audit_delta(cfg, run, n_pool)
     opts = audit_options(cfg, delta)
@@ -147,7 +157,9 @@ def dp_audit_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: 
     per_attack_conf = 1 - opts.beta / n_est
     strongest_conf = 1 - opts.beta / (n_est * len(cfg.attacks))
     accountant = accountant_epsilon(run, epochs, delta)
-    tables, entries, strong = [], {}, []
+    T = len(epochs)
+    check_conf = 1 - opts.beta / (n_est * len(cfg.attacks) * T)
+    tables, entries, strong, checked = [], {}, [], []
     design = "independent"
     for attack in cfg.attacks:
         counts = dp_audit.audit_counts(run.load_scores(attack), membership, opts)
@@ -159,9 +171,11 @@ def dp_audit_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: 
         tables.append(_rows(attack, epochs, a, counts, accountant, best, per_attack_conf))
         entries[attack] = _attack_entry(epochs, a, best, per_attack_conf, counts)
         strong.append(np.stack([s.epsilon(e) for e in ESTIMATORS]))  # [3, T]
+        if accountant is not None:
+            c = s if T == 1 else dp_audit.audit(counts, with_confidence(opts, check_conf))
+            checked.append(np.stack([c.epsilon(e) for e in ESTIMATORS]))
     names = [(a, e) for a in cfg.attacks for e in ESTIMATORS]
     stack = np.concatenate(strong)  # [A * 3, T]
-    T = len(epochs)
     j = np.argmax(np.where(np.isnan(stack), -np.inf, stack), axis=0)
     eps = stack[j, np.arange(T)]
     winners: list[tuple[str, str] | None] = [names[i] if eps[k] > 0 else None for k, i in enumerate(j)]
@@ -176,8 +190,7 @@ def dp_audit_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: 
     for col in ("k", "correct", "guesses", "model"):
         table[col] = table[col].astype("Int64")
     atomic.write_parquet(DP_AUDIT.paths(run)[0], table)
-    exceeds = None if accountant is None else [
-        int(e) for e, lb, up in zip(epochs, eps, accountant) if np.isfinite(lb) and lb > up + 1e-9]
+    exceeds = None if accountant is None else exceeding_epochs(epochs, np.concatenate(checked), accountant)
     run_entry = {
         "epochs": [int(e) for e in epochs], "confidence": opts.confidence, "delta": delta,
         "design": design, "n_canaries": int(n_pool),
@@ -187,5 +200,6 @@ def dp_audit_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: 
                       "estimator": [w[1] if w else None for w in winners], "final": num(float(eps[-1])),
                       "confidence": strongest_conf},
         "exceeds_accountant": exceeds,
+        "exceeds_accountant_confidence": check_conf if accountant is not None else None,
     }
     return Entries(attacks=entries, run=run_entry)
