@@ -188,6 +188,21 @@ def test_defend_runs_end_to_end_and_writes_one_comparison(study):
     assert json.loads((out / "runs" / "remove-oracle-k0.1-t2" / "defence.json").read_text())["oracle"] is True
 
 
+def test_defence_summary_stays_valid_json_when_the_matched_dp_point_has_no_epsilon(study):
+    """dp_noise=0 clips without noise: its epsilon is infinite (null in dp.json, NaN in the frontier)."""
+    from privdyn.sweep.defend import _match_dp, summarise
+
+    out = study[0]
+    frontier = pd.read_parquet(out / "defence_frontier.parquet")
+    frontier.loc[frontier["kind"] == "dp", "epsilon"] = np.nan
+    matched = _match_dp(frontier, "baseline")
+    assert matched is not None and np.isnan(matched["epsilon"])
+    grid = parse_grid(["dp_noise=0.5", "share=0.1"])
+    text = json.dumps(summarise(frontier, matched, {}, "lira_online", config_from_dict(TINY), grid, "tiny"),
+                      allow_nan=False)  # raises on NaN or Infinity
+    assert json.loads(text)["dp_matched"]["epsilon"] is None
+
+
 def test_defend_again_skips_every_finished_point(study):
     out, code, _, _ = study
     assert code == 0

@@ -362,7 +362,7 @@ def defence_comparison(sweep: Sweep, kinds: dict[str, str], out: Path, grid: Def
     atomic.write_parquet(paths["flagged"], flagged)
     atomic.write_parquet(paths["onion"], onion)
     summary_json = summarise(frontier, matched, cells, attack, base_pt.config, grid, sweep.spec.name)
-    atomic.write_json(paths["summary"], summary_json)
+    atomic.write_json(paths["summary"], summary_json, strict=True)  # read by other tools: valid JSON
     from privdyn.report.defence import build_defence_report
 
     paths["report"] = build_defence_report(out / "defence_report", frontier, flagged, onion, summary_json,
@@ -393,7 +393,8 @@ def _match_dp(frontier: pd.DataFrame, match: str) -> dict[str, Any] | None:
 
 def summarise(frontier: pd.DataFrame, matched: dict[str, Any] | None, cells: dict[str, Any], attack: str,
               cfg: RunConfig, grid: DefendGrid, name: str) -> dict[str, Any]:
-    """``defence_summary.json``: the setup, every point's record, the matched DP point and the verdicts."""
+    """``defence_summary.json``: the setup, every point's record, the matched DP point and the verdicts;
+    NaN and infinities (e.g. the epsilon of ``dp_noise=0``, which has none) are written as null."""
     def clean(v: Any) -> Any:
         if isinstance(v, (float, np.floating)):
             return None if not math.isfinite(float(v)) else float(v)
@@ -433,7 +434,8 @@ def summarise(frontier: pd.DataFrame, matched: dict[str, Any] | None, cells: dic
                              "and no worse on every one of " + ", ".join(DP_METRICS),
             "beats_matched_dp_means": "test accuracy at least the matched DP point's, a lower TPR at 0.1% FPR and "
                                       "an own-top-1% advantage no higher",
-            "dp_matched": matched, "points": records, "verdicts": verdicts,
+            "dp_matched": {k: clean(v) for k, v in matched.items()} if matched else None,
+            "points": records, "verdicts": verdicts,
             "onion_baseline_cells": {"layout": "per point, G x G counts of its safe-to-high samples on the "
                                                "baseline plane: row = TPR_i cell from 0, column = FPR_i cell",
                                      "cells": cells}}
