@@ -171,9 +171,9 @@ def dp_audit_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: 
         tables.append(_rows(attack, epochs, a, counts, accountant, best, per_attack_conf))
         entries[attack] = _attack_entry(epochs, a, best, per_attack_conf, counts)
         strong.append(np.stack([s.epsilon(e) for e in ESTIMATORS]))  # [3, T]
-        if accountant is not None:
+        if accountant is not None:  # the verdict's bounds: at 1 - beta / (3 A T)
             c = s if T == 1 else dp_audit.audit(counts, with_confidence(opts, check_conf))
-            checked.append(np.stack([c.epsilon(e) for e in ESTIMATORS]))
+            checked.append(c.best()[0])
     names = [(a, e) for a in cfg.attacks for e in ESTIMATORS]
     stack = np.concatenate(strong)  # [A * 3, T]
     j = np.argmax(np.where(np.isnan(stack), -np.inf, stack), axis=0)
@@ -190,7 +190,7 @@ def dp_audit_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: 
     for col in ("k", "correct", "guesses", "model"):
         table[col] = table[col].astype("Int64")
     atomic.write_parquet(DP_AUDIT.paths(run)[0], table)
-    exceeds = None if accountant is None else exceeding_epochs(epochs, np.concatenate(checked), accountant)
+    exceeds = None if accountant is None else exceeding_epochs(epochs, np.stack(checked), accountant)
     run_entry = {
         "epochs": [int(e) for e in epochs], "confidence": opts.confidence, "delta": delta,
         "design": design, "n_canaries": int(n_pool),
