@@ -357,6 +357,9 @@ class AnalysisConfig(_Strict):
                               "stored scores: sensitivity.parquet, a summary.json entry and a report table")
     early_warning: EarlyWarningConfig = Field(default_factory=EarlyWarningConfig)
     dp_audit: DPAuditConfig = Field(default_factory=DPAuditConfig)
+    workers: int | None = Field(None, ge=1, description="processes that analyse attacks and draw the report's "
+                                "figures side by side (the results are the same); None = one per usable CPU "
+                                "for runs of a million checkpoint x model x sample entries or more, else 1")
 
     @field_validator("recall_levels")
     @classmethod
@@ -658,12 +661,14 @@ class RunConfig(_Strict):
         """Stable hash of the named top-level sections: what produced an artifact.
 
         ``dataset.root`` is left out: it says where the files are, not what they hold; so are
-        ``training.devices`` and ``training.backend``: where the groups train, not what they learn.
+        ``training.devices`` and ``training.backend``: where the groups train, not what they learn;
+        and ``analysis.workers``: how many processes analyse, not what comes out.
         So are fields at their defaults, so that a field a later version adds keeps old hashes, and
         a section of :data:`LATER_SECTIONS` at its defaults (or a defence that is off) entirely.
         """
         data = self.model_dump(mode="json", exclude_defaults=True,
-                               exclude={"dataset": {"root"}, "training": {"devices", "backend"}})
+                               exclude={"dataset": {"root"}, "training": {"devices", "backend"},
+                                        "analysis": {"workers"}})
         if not self.defence.enabled:  # a defence that is off changes nothing, whatever its other fields
             data.pop("defence", None)
         blob = json.dumps({s: data.get(s) for s in sections if s in data or s not in LATER_SECTIONS},

@@ -9,7 +9,9 @@ also keeps a state per stage, for people and for ``privdyn`` to say what to run 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +29,7 @@ from rich.progress import (
 from privdyn.config import ANALYZE_SECTIONS, SCORE_SECTIONS, TRAIN_SECTIONS, RunConfig
 from privdyn.data import Dataset, load_dataset
 from privdyn.errors import PrivdynError
+from privdyn.pipeline import workers
 from privdyn.store import atomic, provenance
 from privdyn.store.rundir import RunDir
 from privdyn.training.membership import balanced_membership
@@ -92,6 +95,9 @@ def train(cfg: RunConfig, run: RunDir, progress: bool = True, data: Dataset | No
     from privdyn.training.engine import run_train_stage  # torch: only when there is training to do
 
     run.mark_stage("train", "running", digest)
+    n_pool = data.n_pool if data is not None else cfg.dataset.n_pool
+    if n_pool:  # the analysis workers' imports overlap making the dataset and training
+        workers.warm_up(cfg.analysis.workers, work_size(cfg, n_pool))
     ds = data if data is not None else load_dataset(cfg.dataset.name, cfg.dataset.n_pool, cfg.dataset.n_test,
                                                     cfg.seed, cfg.dataset.options, root=cfg.dataset.root)
     membership = ensure_membership(cfg, run, ds.n_pool)
@@ -101,6 +107,15 @@ def train(cfg: RunConfig, run: RunDir, progress: bool = True, data: Dataset | No
         stats = run_train_stage(cfg, run, ds, membership, p, make_trainer, group_size)
     provenance.record(run, provenance.signal_digest(cfg, run), *run.signal_files())
     run.mark_stage("train", "done", digest, n_pool=ds.n_pool, n_test=len(ds.y_test), **stats, **(note or {}))
+
+
+def work_size(cfg: RunConfig, n_pool: int) -> int:
+    """Checkpoints x models x samples: what one attack's analysis reads (whether workers pay off)."""
+    return len(cfg.checkpoint_epochs()) * cfg.training.n_models * n_pool
+
+
+def _run_work_size(cfg: RunConfig, run: RunDir) -> int:
+    return work_size(cfg, int(run.manifest()["stages"].get("train", {}).get("n_pool", 0)))
 
 
 #: Pools whose inputs the train stage keeps (``inputs.npz``, float16) for the report's gallery: small
@@ -206,36 +221,89 @@ def _analysis_state(cfg: RunConfig, run: RunDir) -> tuple[list[str], list[RunAna
 
 def _analyze_all(cfg: RunConfig, run: RunDir, rule: str, todo: list[str], extras: list[RunAnalysis],
                  extras_todo: list[RunAnalysis], entries: list[Path], digest: str) -> dict:
-    from privdyn.pipeline.analysis import analyze_attacks, training_measures, write_summary
+    n = workers.n_workers(cfg.analysis.workers, len(todo) + len(extras_todo), _run_work_size(cfg, run))
+    if n > 1:
+        with workers.pool(n) as ex:
+            _analyze_in_workers(cfg, run, rule, todo, extras_todo, ex)
+            summary = ex.submit(workers.call, WRITE_SUMMARY, cfg, run, *_summary_parts(cfg, run, extras)).result()
+    else:
+        if todo or extras_todo:
+            _analyze_here(cfg, run, rule, todo, extras_todo)
+        summary = workers.call(WRITE_SUMMARY, cfg, run, *_summary_parts(cfg, run, extras))
+    provenance.record(run, provenance.summary_digest(cfg, run, entries), run.summary_path)
+    run.mark_stage("analyze", "done", digest)
+    return summary
 
-    membership = run.load_array(run.path / "membership.npy", "membership")
-    epochs = run.load_array(run.path / "epochs.npy", "checkpoint epochs")
-    measures = training_measures(cfg, run, membership, epochs) if todo or extras_todo else None  # shared
-    def record(a: str, entry: dict) -> None:
-        _record_analysis(cfg, run, a, rule, entry)
 
-    fresh = analyze_attacks(cfg, run, todo, rule, measures, done=record) if todo else {}
-    per_attack = {}
-    for a in cfg.attacks:
-        if a in fresh:
-            per_attack[a] = fresh[a]
-        else:
-            per_attack[a] = atomic.read_json(run.analysis_dir(a, rule) / ENTRY)
+#: Writes ``summary.json`` (named, so that the stage does not import the analysis to call it in a worker).
+WRITE_SUMMARY = "privdyn.pipeline.analysis:write_summary"
+
+
+def _summary_parts(cfg: RunConfig, run: RunDir, extras: list[RunAnalysis]) -> tuple[dict, dict]:
+    """Every attack's stored entry, with the run-level analyses' per-attack entries added, and the
+    run-level analyses' own entries: what ``summary.json`` is made from."""
+    per_attack = {a: atomic.read_json(run.analysis_dir(a, cfg.analysis.rule) / ENTRY) for a in cfg.attacks}
     run_entries: dict[str, Any] = {}
     for x in extras:
-        if x in extras_todo:
-            assert measures is not None
-            got = x.run_and_record(cfg, run, membership, epochs, measures)
-        else:
-            got = x.read(run)
+        got = x.read(run)
         for a, e in got.get("attacks", {}).items():
             per_attack[a][x.name] = e
         if "run" in got:
             run_entries[x.name] = got["run"]
-    summary = write_summary(cfg, run, per_attack, run_entries)
-    provenance.record(run, provenance.summary_digest(cfg, run, entries), run.summary_path)
-    run.mark_stage("analyze", "done", digest)
-    return summary
+    return per_attack, run_entries
+
+
+def _analyze_here(cfg: RunConfig, run: RunDir, rule: str, todo: list[str], extras_todo: list[RunAnalysis]) -> None:
+    """Every part in this process: the attacks together, sharing their bootstrap draws, then the
+    run-level analyses."""
+    from privdyn.pipeline.analysis import analyze_attacks, training_measures
+
+    membership = run.load_array(run.path / "membership.npy", "membership")
+    epochs = run.load_array(run.path / "epochs.npy", "checkpoint epochs")
+    measures = training_measures(cfg, run, membership, epochs)  # shared by every part
+    if todo:
+        analyze_attacks(cfg, run, todo, rule, measures, done=lambda a, e: _record_analysis(cfg, run, a, rule, e))
+    for x in extras_todo:
+        x.run_and_record(cfg, run, membership, epochs, measures)
+
+
+def _analyze_in_workers(cfg: RunConfig, run: RunDir, rule: str, todo: list[str], extras_todo: list[RunAnalysis],
+                        ex: Executor) -> None:
+    """Every part in worker processes (:mod:`privdyn.pipeline.workers`): one task per attack and
+    per run-level analysis, each recorded here as soon as it is done (a killed stage keeps what
+    finished). An analysis that reads the default attack's tables starts once they exist."""
+    token = uuid.uuid4().hex  # the workers' measures belong to this stage only
+    after_default = [x for x in extras_todo if x.reads_default_analysis and cfg.default_attack() in todo]
+    pending: dict[Future, Callable[[Any], None]] = {}
+
+    def submit_run_analysis(x: RunAnalysis) -> None:
+        digest = x.digest(cfg, run)  # of the inputs as they are now, before the task writes
+        f = ex.submit(workers.call, "privdyn.pipeline.analysis:run_analysis_task", cfg, run.path, x.name, token)
+        pending[f] = lambda got: x.record(run, digest, got)
+
+    def attack_done(a: str) -> Callable[[Any], None]:
+        def done(entry: dict) -> None:
+            _record_analysis(cfg, run, a, rule, entry)
+            if a == cfg.default_attack():
+                for x in after_default:
+                    submit_run_analysis(x)
+        return done
+
+    # the default attack first: the analyses that read its tables wait for it
+    for a in sorted(todo, key=lambda a: a != cfg.default_attack()):
+        f = ex.submit(workers.call, "privdyn.pipeline.analysis:attack_task", cfg, run.path, a, rule, token)
+        pending[f] = attack_done(a)
+    for x in extras_todo:
+        if x not in after_default:
+            submit_run_analysis(x)
+    try:
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for f in finished:
+                pending.pop(f)(f.result())
+    except BaseException:
+        ex.shutdown(wait=True, cancel_futures=True)  # what is running finishes; nothing new starts
+        raise
 
 
 def _mark_done(run: RunDir, stage: str, digest: str) -> None:
@@ -262,10 +330,17 @@ def report(cfg: RunConfig, run: RunDir, force: bool = False) -> Path:
         _mark_done(run, "report", digest)
         return index  # nothing it reads has changed
     require_current_analysis(cfg, run)
-    from privdyn.report.html import build_report  # matplotlib and plotly: only when there is a report to write
-
     run.mark_stage("report", "running", digest)
-    index = build_report(cfg, run)
+    run.report_dir.mkdir(parents=True, exist_ok=True)
+    n = workers.n_workers(cfg.analysis.workers, 2, _run_work_size(cfg, run))
+    with workers.pool(n) if n > 1 else contextlib.nullcontext() as ex:
+        # the workers start drawing before this process imports what the page needs and builds its panels
+        drawing = None if ex is None else [
+            ex.submit(workers.call, "privdyn.report.figures:write_share", run.path, cfg.default_attack(),
+                      cfg.analysis.rule, i, n) for i in range(n)]
+        from privdyn.report.html import build_report  # matplotlib and plotly: only when there is a report to write
+
+        index = build_report(cfg, run, drawing)
     provenance.record(run, provenance.report_digest(cfg, run, inputs), run.report_dir)
     run.mark_stage("report", "done", digest)
     return index

@@ -271,6 +271,40 @@ def sensitivity_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epoch
     return Entries(attacks=sensitivity.summarise_by_attack(table))
 
 
+#: The training measures of the stage a worker process is working for (by the stage's token).
+_STAGE_MEASURES: dict[str, TrainingMeasures] = {}
+
+
+def _stage_inputs(cfg: RunConfig, run: RunDir, token: str) -> tuple[np.ndarray, np.ndarray, TrainingMeasures]:
+    """Membership, epochs and the training measures; a worker computes the measures once for all
+    the tasks it runs for one stage (``token``) and keeps no other stage's."""
+    membership = run.load_array(run.path / "membership.npy", "membership")
+    epochs = run.load_array(run.path / "epochs.npy", "checkpoint epochs")
+    if token not in _STAGE_MEASURES:
+        _STAGE_MEASURES.clear()
+        _STAGE_MEASURES[token] = training_measures(cfg, run, membership, epochs)
+    return membership, epochs, _STAGE_MEASURES[token]
+
+
+def attack_task(cfg: RunConfig, path: Path, attack: str, rule: str, token: str) -> dict[str, Any]:
+    """A worker's task: :func:`analyze` one attack of the run at ``path``; returns its entry."""
+    run = RunDir(path)
+    _, _, measures = _stage_inputs(cfg, run, token)
+    with run.scores_in_memory():
+        return analyze(cfg, run, attack, rule, measures)
+
+
+def run_analysis_task(cfg: RunConfig, path: Path, name: str, token: str) -> Entries:
+    """A worker's task: write the files of the run-level analysis ``name``; returns its entries."""
+    from privdyn.pipeline.run_level import run_analyses
+
+    run = RunDir(path)
+    analysis = next(x for x in run_analyses() if x.name == name)
+    membership, epochs, measures = _stage_inputs(cfg, run, token)
+    with run.scores_in_memory():
+        return analysis.compute_files(cfg, run, membership, epochs, measures)
+
+
 def write_summary(cfg: RunConfig, run: RunDir, per_attack: dict[str, dict[str, Any]],
                   run_entries: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``summary.json`` (:class:`~privdyn.analysis.results.Summary`) and return its content."""

@@ -41,13 +41,15 @@ class RunAnalysis:
     """One run-level analysis: its ``name`` (the summary key and the stem of ``analysis/NAME.json``),
     the ``files`` it writes under ``analysis/``, its ``enabled`` and ``digest`` functions, and
     ``compute``, the ``"module:function"`` that writes the files and returns the entries (called as
-    ``function(cfg, run, membership, epochs, measures)``; imported when the analysis runs)."""
+    ``function(cfg, run, membership, epochs, measures)``; imported when the analysis runs), and
+    whether it ``reads_default_analysis`` (then it runs after the default attack is analysed)."""
 
     name: str
     files: tuple[str, ...]
     enabled: Callable[[RunConfig], bool]
     digest: Callable[[RunConfig, RunDir], str]
     compute: str
+    reads_default_analysis: bool = False
 
     def paths(self, run: RunDir) -> list[Path]:
         """The analysis's files, its entries file last."""
@@ -63,14 +65,24 @@ class RunAnalysis:
                        measures: TrainingMeasures) -> Entries:
         """Compute, write the entries file and record every file with its digest."""
         digest = self.digest(cfg, run)  # of the inputs as read now, before anything is written
+        entries = self.compute_files(cfg, run, membership, epochs, measures)
+        self.record(run, digest, entries)
+        return entries
+
+    def compute_files(self, cfg: RunConfig, run: RunDir, membership: np.ndarray, epochs: np.ndarray,
+                      measures: TrainingMeasures) -> Entries:
+        """Write the analysis's files (not the entries file) and return its entries; records nothing,
+        so that a worker process can do it (:mod:`privdyn.pipeline.workers`)."""
         module, _, function = self.compute.partition(":")
         compute: Callable[[RunConfig, RunDir, np.ndarray, np.ndarray, TrainingMeasures], Entries] = getattr(
             importlib.import_module(module), function)
-        entries = compute(cfg, run, membership, epochs, measures)
+        return compute(cfg, run, membership, epochs, measures)
+
+    def record(self, run: RunDir, digest: str, entries: Entries) -> None:
+        """Write the entries file and record every file with ``digest`` (taken before computing)."""
         *_, entry_file = self.paths(run)
         atomic.write_json(entry_file, dict(entries))
         provenance.record(run, digest, *self.paths(run))
-        return entries
 
     def read(self, run: RunDir) -> Entries:
         """The stored entries (of a current analysis)."""
@@ -90,7 +102,7 @@ SENSITIVITY = RunAnalysis("sensitivity", ("sensitivity.parquet",), lambda cfg: c
 #: The early-warning validation (DESIGN.md, "Early warning").
 EARLY_WARNING = RunAnalysis("early_warning", ("early_warning.parquet", "early_warning_model.parquet"),
                             lambda cfg: cfg.analysis.early_warning.enabled, provenance.early_warning_digest,
-                            "privdyn.pipeline.warning:early_warning_stage")
+                            "privdyn.pipeline.warning:early_warning_stage", reads_default_analysis=True)
 #: Empirical epsilon lower bounds per checkpoint and attack (DESIGN.md, "DP auditing").
 DP_AUDIT = RunAnalysis("dp_audit", ("dp_audit.parquet",), audit_enabled, provenance.dp_audit_digest,
                        "privdyn.pipeline.dp_audit:dp_audit_stage")

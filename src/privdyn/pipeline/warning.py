@@ -20,7 +20,6 @@ validated at once: one per CPU this process may use, at most one per proxy.
 from __future__ import annotations
 
 import math
-import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,6 +42,7 @@ from privdyn.attacks.references import reference_plan
 from privdyn.config import RunConfig
 from privdyn.errors import PrivdynError
 from privdyn.pipeline.run_level import EARLY_WARNING, Entries
+from privdyn.pipeline.workers import usable_cpus
 from privdyn.store import atomic
 from privdyn.store.arrays import CheckpointArray
 from privdyn.store.rundir import RunDir
@@ -113,11 +113,6 @@ def _proxies(cfg: RunConfig, have: set[str]) -> tuple[str, ...]:
                            f"store ({lacking}); leave them out or set the field to null (every proxy the run "
                            "supports)")
     return tuple(asked)
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask, e.g. under SLURM or taskset)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _block_size(T: int, M: int, N: int, workers: int = 1) -> int:

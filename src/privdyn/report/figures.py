@@ -318,11 +318,27 @@ FIGURES: tuple[Callable[[RunData, Path], Written], ...] = (
 
 def write_all(d: RunData, out: Path) -> list[Written]:
     """Every figure whose data the run has; the rest are left out (the HTML says why)."""
+    return [w for _, w in write_some(d, out, [fn.__name__ for fn in FIGURES])]
+
+
+def write_some(d: RunData, out: Path, names: list[str]) -> list[tuple[str, Written]]:
+    """The figures of :data:`FIGURES` named ``names``, each with its name, leaving out those whose
+    data the run lacks."""
+    by_name = {fn.__name__: fn for fn in FIGURES}
     written = []
     with matplotlib.rc_context(STYLE):
-        for fn in FIGURES:
+        for name in names:
             try:
-                written.append(fn(d, out))
+                written.append((name, by_name[name](d, out)))
             except Missing:
                 continue
     return written
+
+
+def write_share(run_dir: Path, attack: str, rule: str, share: int, shares: int) -> list[tuple[str, Written]]:
+    """What one of ``shares`` worker processes draws (:mod:`privdyn.pipeline.workers`): every
+    ``shares``-th figure from number ``share``, into the run's report folder."""
+    from privdyn.report.data import load_run_data
+
+    d = load_run_data(run_dir, attack, rule)
+    return write_some(d, d.run.report_dir, [fn.__name__ for fn in FIGURES][share::shares])

@@ -7,6 +7,7 @@ analysis still opens.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -192,10 +193,16 @@ SECTIONS = (
 )
 
 
-def render(d: RunData, out: Path, max_points: int = 4000, max_frames: int = 60) -> str:
-    """The page of one run; writes the static figures into ``out`` on the way."""
+def render(d: RunData, out: Path, max_points: int = 4000, max_frames: int = 60,
+           drawing: list[Future[list[tuple[str, figures.Written]]]] | None = None) -> str:
+    """The page of one run. The static figures are written into ``out`` here, or, with
+    ``drawing``, by the worker processes those futures belong to (:func:`figures.write_share`)."""
     by_section = panels(d, max_points, max_frames)
-    static = figures.write_all(d, out)
+    if drawing is None:
+        static = figures.write_all(d, out)
+    else:
+        drawn = dict(w for f in drawing for w in f.result())
+        static = [drawn[fn.__name__] for fn in figures.FIGURES if fn.__name__ in drawn]  # in FIGURES' order
     skipped = [p for ps in by_section.values() for p in ps if p.skipped]
     metrics = key_metrics(d)
     head = ('<div class="summary">' + kv_table(run_description(d))
@@ -214,11 +221,13 @@ def render(d: RunData, out: Path, max_points: int = 4000, max_frames: int = 60) 
                     f"checkpoints ({d.attack} at {d.rule}).", nav, body)
 
 
-def build_report(cfg: RunConfig, run: RunDir) -> Path:
-    """Write ``report/index.html`` and the figures for the config's default attack and rule."""
+def build_report(cfg: RunConfig, run: RunDir,
+                 drawing: list[Future[list[tuple[str, figures.Written]]]] | None = None) -> Path:
+    """Write ``report/index.html`` and the figures for the config's default attack and rule
+    (``drawing``: the figures are being drawn by workers, :func:`privdyn.pipeline.report`)."""
     d = load_run_data(run.path, cfg.default_attack(), cfg.analysis.rule)
     out = run.report_dir
     out.mkdir(parents=True, exist_ok=True)
     index = out / "index.html"
-    atomic.write_text(index, render(d, out))
+    atomic.write_text(index, render(d, out, drawing=drawing))
     return index

@@ -60,8 +60,9 @@ def _analysis_inputs(run: RunDir) -> list[Path]:
 
 
 def _analysis_options(cfg: RunConfig) -> dict[str, Any]:
-    # the run-level analyses' switches and options do not change what one attack's analysis is
-    return cfg.analysis.model_dump(mode="json", exclude={"sensitivity", "rule", "early_warning", "dp_audit"})
+    # the run-level analyses' switches and options do not change what one attack's analysis is, nor
+    # does the number of worker processes
+    return cfg.analysis.model_dump(mode="json", exclude={"sensitivity", "rule", "early_warning", "dp_audit", "workers"})
 
 
 def analysis_digest(cfg: RunConfig, run: RunDir, attack: str, rule: str) -> str:
