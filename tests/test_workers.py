@@ -101,9 +101,9 @@ def test_a_daemonic_process_or_a_platform_without_forkserver_uses_this_process(m
 
 
 def test_a_worker_that_dies_is_an_error_that_says_what_to_do():
-    with pytest.raises(PrivdynError, match=r"worker process .* died.*analysis\.workers=1"):
-        with workers.pool(2) as ex:
-            ex.submit(os._exit, 3).result()
+    died = pytest.raises(PrivdynError, match=r"worker process .* died.*analysis\.workers=1")
+    with died, workers.pool(2) as ex:
+        ex.submit(os._exit, 3).result()
 
 
 def test_workers_limit_their_threads_and_return_what_a_task_returns():
