@@ -331,8 +331,7 @@ def report(cfg: RunConfig, run: RunDir, force: bool = False) -> Path:
         return index  # nothing it reads has changed
     require_current_analysis(cfg, run)
     run.mark_stage("report", "running", digest)
-    run.report_dir.mkdir(parents=True, exist_ok=True)
-    n = workers.n_workers(cfg.analysis.workers, 2, _run_work_size(cfg, run))
+    n = workers.n_workers(cfg.analysis.workers, FIGURE_SHARES, _run_work_size(cfg, run))
     with workers.pool(n) if n > 1 else contextlib.nullcontext() as ex:
         # the workers start drawing before this process imports what the page needs and builds its panels
         drawing = None if ex is None else [
@@ -344,6 +343,11 @@ def report(cfg: RunConfig, run: RunDir, force: bool = False) -> Path:
     provenance.record(run, provenance.report_digest(cfg, run, inputs), run.report_dir)
     run.mark_stage("report", "done", digest)
     return index
+
+
+#: The most workers that draw the report's figures (each a share of them, in turn); a dozen figures
+#: of a fraction of a second each gain little from more.
+FIGURE_SHARES = 4
 
 
 def require_current_analysis(cfg: RunConfig, run: RunDir) -> None:

@@ -61,13 +61,19 @@ def n_workers(requested: int | None, n_tasks: int, work: int) -> int:
     return max(1, min(requested, n_tasks)) if can_fork_workers() else 1
 
 
+def _forkserver() -> multiprocessing.context.ForkServerContext:
+    """The forkserver context, its server to import :data:`PRELOAD` when it starts."""
+    multiprocessing.set_forkserver_preload(list(PRELOAD))
+    return multiprocessing.get_context("forkserver")
+
+
 def warm_up(requested: int | None, work: int) -> None:
     """Start the forkserver and its imports now, in the background, where workers will be used: a
     stage that starts workers later finds them ready."""
     if n_workers(requested, 2, work) > 1:
-        multiprocessing.set_forkserver_preload(list(PRELOAD))
         from multiprocessing import forkserver
 
+        _forkserver()
         forkserver.ensure_running()
 
 
@@ -113,8 +119,7 @@ def pool(n: int) -> Iterator[ProcessPoolExecutor]:
     """``n`` worker processes (from :func:`n_workers`: more than 1). A worker that dies
     (killed, out of memory) ends the stage with an error that says what to do; everything that was
     recorded before is kept, so the next run redoes only the rest."""
-    multiprocessing.set_forkserver_preload(list(PRELOAD))
-    context = multiprocessing.get_context("forkserver")
+    context = _forkserver()
     watched, alive = context.Pipe(duplex=False)  # the workers' end reads EOF once this process is gone
     try:
         with ProcessPoolExecutor(n, mp_context=context, initializer=_start_worker,

@@ -318,18 +318,17 @@ FIGURES: tuple[Callable[[RunData, Path], Written], ...] = (
 
 def write_all(d: RunData, out: Path) -> list[Written]:
     """Every figure whose data the run has; the rest are left out (the HTML says why)."""
-    return [w for _, w in write_some(d, out, [fn.__name__ for fn in FIGURES])]
+    return [w for _, w in write_some(d, out, FIGURES)]
 
 
-def write_some(d: RunData, out: Path, names: list[str]) -> list[tuple[str, Written]]:
-    """The figures of :data:`FIGURES` named ``names``, each with its name, leaving out those whose
-    data the run lacks."""
-    by_name = {fn.__name__: fn for fn in FIGURES}
+def write_some(d: RunData, out: Path, fns: tuple[Callable[[RunData, Path], Written], ...]) -> list[tuple[str, Written]]:
+    """The figures ``fns`` (of :data:`FIGURES`), each with its function's name, leaving out those
+    whose data the run lacks."""
     written = []
     with matplotlib.rc_context(STYLE):
-        for name in names:
+        for fn in fns:
             try:
-                written.append((name, by_name[name](d, out)))
+                written.append((fn.__name__, fn(d, out)))
             except Missing:
                 continue
     return written
@@ -341,4 +340,4 @@ def write_share(run_dir: Path, attack: str, rule: str, share: int, shares: int) 
     from privdyn.report.data import load_run_data
 
     d = load_run_data(run_dir, attack, rule)
-    return write_some(d, d.run.report_dir, [fn.__name__ for fn in FIGURES][share::shares])
+    return write_some(d, d.run.report_dir, FIGURES[share::shares])
