@@ -331,23 +331,45 @@ def report(cfg: RunConfig, run: RunDir, force: bool = False) -> Path:
         return index  # nothing it reads has changed
     require_current_analysis(cfg, run)
     run.mark_stage("report", "running", digest)
-    n = workers.n_workers(cfg.analysis.workers, FIGURE_SHARES, _run_work_size(cfg, run))
-    with workers.pool(n) if n > 1 else contextlib.nullcontext() as ex:
-        # the workers start drawing before this process imports what the page needs and builds its panels
-        drawing = None if ex is None else [
-            ex.submit(workers.call, "privdyn.report.figures:write_share", run.path, cfg.default_attack(),
-                      cfg.analysis.rule, i, n) for i in range(n)]
+    n = workers.n_workers(cfg.analysis.workers, FIGURE_SHARES + 1, _run_work_size(cfg, run))
+    if n > 1:
+        with workers.pool(n) as ex:
+            index = _report_in_workers(cfg, run, ex)
+    else:
         from privdyn.report.html import build_report  # matplotlib and plotly: only when there is a report to write
 
-        index = build_report(cfg, run, drawing)
+        index = build_report(cfg, run)
     provenance.record(run, provenance.report_digest(cfg, run, inputs), run.report_dir)
     run.mark_stage("report", "done", digest)
     return index
 
 
-#: The most workers that draw the report's figures (each a share of them, in turn); a dozen figures
-#: of a fraction of a second each gain little from more.
-FIGURE_SHARES = 4
+#: The report's tasks besides its page: shares of the figures (every FIGURE_SHARES-th from each
+#: share's first), small enough that two to four workers finish them together.
+FIGURE_SHARES = 6
+
+#: The report stage's tasks (:mod:`privdyn.pipeline.reporting`), named so that this process
+#: imports neither matplotlib nor plotly.
+REPORTING = "privdyn.pipeline.reporting"
+
+
+def _report_in_workers(cfg: RunConfig, run: RunDir, ex: Executor) -> Path:
+    """The page (its panels) and the shares of the figures at once, in workers; then the figures'
+    previews, put into the page here."""
+    args = (run.path, cfg.default_attack(), cfg.analysis.rule, uuid.uuid4().hex)
+    page = ex.submit(workers.call, f"{REPORTING}:page_parts", *args)  # the dearest task first
+    shares = [ex.submit(workers.call, f"{REPORTING}:figure_share", *args, i, FIGURE_SHARES)
+              for i in range(FIGURE_SHARES)]
+    try:
+        head, tail = page.result()
+        drawn = [w for f in shares for w in f.result()]
+        previews = ex.submit(workers.call, f"{REPORTING}:gallery", drawn).result()
+    except BaseException:
+        ex.shutdown(wait=True, cancel_futures=True)  # what is running finishes; nothing new starts
+        raise
+    index = run.report_dir / "index.html"
+    atomic.write_text(index, head + previews + tail)
+    return index
 
 
 def require_current_analysis(cfg: RunConfig, run: RunDir) -> None:

@@ -18,6 +18,7 @@ from privdyn.analysis import difficulty, dynamics, model_level, population, sens
 from privdyn.analysis.plane import Plane, compute_plane
 from privdyn.analysis.results import AttackSummary, DynamicsOptions, Summary, measure_dynamics
 from privdyn.config import RunConfig
+from privdyn.pipeline import workers
 from privdyn.pipeline.run_level import SENSITIVITY, Entries
 from privdyn.store import atomic
 from privdyn.store.arrays import CheckpointArray
@@ -271,19 +272,14 @@ def sensitivity_stage(cfg: RunConfig, run: RunDir, membership: np.ndarray, epoch
     return Entries(attacks=sensitivity.summarise_by_attack(table))
 
 
-#: The training measures of the stage a worker process is working for (by the stage's token).
-_STAGE_MEASURES: dict[str, TrainingMeasures] = {}
-
-
 def _stage_inputs(cfg: RunConfig, run: RunDir, token: str) -> tuple[np.ndarray, np.ndarray, TrainingMeasures]:
     """Membership, epochs and the training measures; a worker computes the measures once for all
     the tasks it runs for one stage (``token``) and keeps no other stage's."""
     membership = run.load_array(run.path / "membership.npy", "membership")
     epochs = run.load_array(run.path / "epochs.npy", "checkpoint epochs")
-    if token not in _STAGE_MEASURES:
-        _STAGE_MEASURES.clear()
-        _STAGE_MEASURES[token] = training_measures(cfg, run, membership, epochs)
-    return membership, epochs, _STAGE_MEASURES[token]
+    measures = workers.stage_value(token, "training measures",
+                                   lambda: training_measures(cfg, run, membership, epochs))
+    return membership, epochs, measures
 
 
 def attack_task(cfg: RunConfig, path: Path, attack: str, rule: str, token: str) -> dict[str, Any]:

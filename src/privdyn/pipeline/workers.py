@@ -23,17 +23,19 @@ import os
 import sys
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, TypeVar
 
 from privdyn.errors import PrivdynError
 
-#: What the forkserver imports once, so that no worker pays for scipy, scikit-learn, pandas, matplotlib or plotly.
-PRELOAD = ("privdyn.pipeline.analysis", "privdyn.pipeline.warning", "privdyn.pipeline.dp_audit",
-           "privdyn.report.html")
+T = TypeVar("T")
+
+#: What the forkserver imports once (:mod:`privdyn.pipeline.preload`), so that no worker pays for
+#: scipy, scikit-learn, pandas, matplotlib or plotly, nor for the report page's constant parts.
+PRELOAD = ("privdyn.pipeline.preload",)
 
 
 def usable_cpus() -> int:
@@ -82,6 +84,21 @@ def call(target: str, *args: Any) -> Any:
     task without importing its module (and scipy, matplotlib, ...) itself."""
     module, _, function = target.partition(":")
     return getattr(importlib.import_module(module), function)(*args)
+
+
+#: What a worker keeps for the tasks of one stage (:func:`stage_value`), by the stage's token.
+_STAGE_VALUES: dict[tuple[str, str], Any] = {}
+
+
+def stage_value(token: str, name: str, make: Callable[[], T]) -> T:
+    """``make()``, computed once per worker for all the tasks it runs for the stage ``token`` (its
+    inputs, e.g. the training measures or the report's data); another stage's values are dropped."""
+    if (token, name) not in _STAGE_VALUES:
+        for key in [k for k in _STAGE_VALUES if k[0] != token]:
+            del _STAGE_VALUES[key]
+        _STAGE_VALUES[(token, name)] = make()
+    value: T = _STAGE_VALUES[(token, name)]
+    return value
 
 
 def _start_worker(threads: int, caller: Connection) -> None:

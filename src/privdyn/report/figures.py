@@ -318,26 +318,17 @@ FIGURES: tuple[Callable[[RunData, Path], Written], ...] = (
 
 def write_all(d: RunData, out: Path) -> list[Written]:
     """Every figure whose data the run has; the rest are left out (the HTML says why)."""
-    return [w for _, w in write_some(d, out, FIGURES)]
+    return [w for _, w in write_some(d, out, range(len(FIGURES)))]
 
 
-def write_some(d: RunData, out: Path, fns: tuple[Callable[[RunData, Path], Written], ...]) -> list[tuple[str, Written]]:
-    """The figures ``fns`` (of :data:`FIGURES`), each with its function's name, leaving out those
-    whose data the run lacks."""
+def write_some(d: RunData, out: Path, which: range) -> list[tuple[int, Written]]:
+    """The figures ``which`` (positions in :data:`FIGURES`), each with its position, leaving out
+    those whose data the run lacks."""
     written = []
     with matplotlib.rc_context(STYLE):
-        for fn in fns:
+        for i in which:
             try:
-                written.append((fn.__name__, fn(d, out)))
+                written.append((i, FIGURES[i](d, out)))
             except Missing:
                 continue
     return written
-
-
-def write_share(run_dir: Path, attack: str, rule: str, share: int, shares: int) -> list[tuple[str, Written]]:
-    """What one of ``shares`` worker processes draws (:mod:`privdyn.pipeline.workers`): every
-    ``shares``-th figure from number ``share``, into the run's report folder."""
-    from privdyn.report.data import load_run_data
-
-    d = load_run_data(run_dir, attack, rule)
-    return write_some(d, d.run.report_dir, FIGURES[share::shares])

@@ -7,7 +7,6 @@ analysis still opens.
 
 from __future__ import annotations
 
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -193,16 +192,15 @@ SECTIONS = (
 )
 
 
-def render(d: RunData, out: Path, max_points: int = 4000, max_frames: int = 60,
-           drawing: list[Future[list[tuple[str, figures.Written]]]] | None = None) -> str:
-    """The page of one run. The static figures are written into ``out`` here, or, with
-    ``drawing``, by the worker processes those futures belong to (:func:`figures.write_share`)."""
+def render(d: RunData, out: Path, max_points: int = 4000, max_frames: int = 60) -> str:
+    """The page of one run, with its static figures written into ``out``."""
+    return page_html(d, figure_gallery(figures.write_all(d, out)), max_points, max_frames)
+
+
+def page_html(d: RunData, gallery_html: str, max_points: int = 4000, max_frames: int = 60) -> str:
+    """The page of one run around ``gallery_html``, the previews of its static figures
+    (:func:`~privdyn.report.page.figure_gallery`), which come last but for the footer."""
     by_section = panels(d, max_points, max_frames)
-    if drawing is None:
-        static = figures.write_all(d, out)
-    else:
-        drawn = dict(w for f in drawing for w in f.result())
-        static = [drawn[fn.__name__] for fn in figures.FIGURES if fn.__name__ in drawn]  # in FIGURES' order
     skipped = [p for ps in by_section.values() for p in ps if p.skipped]
     metrics = key_metrics(d)
     head = ('<div class="summary">' + kv_table(run_description(d))
@@ -214,20 +212,18 @@ def render(d: RunData, out: Path, max_points: int = 4000, max_frames: int = 60,
     shown = [(key, title) for key, title in SECTIONS if by_section[key]]  # e.g. no sensitivity when off
     body += "".join(section(title, key, by_section[key]) for key, title in shown)
     body += ('<h2 id="figures">Figures for papers</h2><p class="caption">Written beside this page as PNG and PDF '
-             f"(matplotlib).</p>{figure_gallery(static)}")
+             f"(matplotlib).</p>{gallery_html}")
     nav = [("summary", "Summary"), *shown, ("figures", "Paper figures")]
     return document(f"privdyn report: {d.name}",
                     f"Membership-inference privacy dynamics of {d.n_samples:,} samples over {len(d.epochs)} "
                     f"checkpoints ({d.attack} at {d.rule}).", nav, body)
 
 
-def build_report(cfg: RunConfig, run: RunDir,
-                 drawing: list[Future[list[tuple[str, figures.Written]]]] | None = None) -> Path:
-    """Write ``report/index.html`` and the figures for the config's default attack and rule
-    (``drawing``: the figures are being drawn by workers, :func:`privdyn.pipeline.report`)."""
+def build_report(cfg: RunConfig, run: RunDir) -> Path:
+    """Write ``report/index.html`` and the figures for the config's default attack and rule."""
     d = load_run_data(run.path, cfg.default_attack(), cfg.analysis.rule)
     out = run.report_dir
     out.mkdir(parents=True, exist_ok=True)
     index = out / "index.html"
-    atomic.write_text(index, render(d, out, drawing=drawing))
+    atomic.write_text(index, render(d, out))
     return index
