@@ -76,8 +76,7 @@ def test_weighted_ranks_equal_rankdata_of_the_resample(values, seed):
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(4, n))
     counts = np.stack([np.bincount(r, minlength=n) for r in idx]).astype(float)
-    inv, g = difficulty._groups(values)
-    ranks = difficulty.weighted_ranks(inv, g, counts)
+    ranks = difficulty.weighted_ranks(difficulty.ties_of(values), counts)
     for b in range(4):
         resample = values[idx[b]]
         expected = dict(zip(idx[b], rankdata(resample)))
@@ -93,15 +92,30 @@ def test_weighted_spearman_equals_scipy_on_the_resample(n, seed, ties):
     y = x * rng.uniform(-1, 1) + rng.normal(size=n)
     idx = rng.integers(0, n, size=(5, n))
     counts = np.stack([np.bincount(r, minlength=n) for r in idx]).astype(float)
-    rx = difficulty.weighted_ranks(*difficulty._groups(x), counts)
-    ry = difficulty.weighted_ranks(*difficulty._groups(y), counts)
-    got = difficulty.weighted_pearson(rx, ry, counts)
+    got = difficulty.weighted_spearman(difficulty.ties_of(x), difficulty.ties_of(y), counts)
     for b in range(5):
         xs, ys = x[idx[b]], y[idx[b]]
         if np.ptp(xs) == 0 or np.ptp(ys) == 0:
             assert np.isnan(got[b])
         else:
             assert math.isclose(got[b], spearmanr(xs, ys).statistic, rel_tol=1e-9, abs_tol=1e-12)
+
+
+@settings(max_examples=50, deadline=None)
+@given(arrays(np.float64, st.integers(1, 60), elements=st.sampled_from([0.0, 1.0, 2.0, 2.5, 7.0]) | st.floats(-5, 5)),
+       st.integers(0, 10**6))
+def test_centred_ranks_equal_the_explicit_centring_bit_for_bit(values, seed):
+    """The mean (W + 1) / 2 and the sum of squares over groups, against explicit weighted sums of
+    the resample's mid-ranks: every term is a multiple of 1/4, so they agree exactly."""
+    n = len(values)
+    idx = np.random.default_rng(seed).integers(0, n, size=(3, n))
+    counts = np.stack([np.bincount(r, minlength=n) for r in idx]).astype(float)
+    ties = difficulty.ties_of(values)
+    r = difficulty.weighted_ranks(ties, counts)
+    mean = (counts * r).sum(axis=1, keepdims=True) / counts.sum(axis=1, keepdims=True)
+    dev, norm = difficulty.centred_ranks(ties, counts)
+    assert np.array_equal(dev, r - mean)
+    assert np.array_equal(norm, np.sqrt((counts * (r - mean) ** 2).sum(axis=1)))
 
 
 def test_spearman_table_point_ci_and_seed():

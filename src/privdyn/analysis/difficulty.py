@@ -19,6 +19,7 @@ per sample: a draw is a vector of multiplicities, and ranks within it follow fro
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -72,42 +73,79 @@ def difficulty_measures(correct: Checkpoints, loss: Checkpoints, el2n: Checkpoin
     return out
 
 
-def _groups(values: np.ndarray) -> tuple[np.ndarray, int]:
+class Ties(NamedTuple):
+    """How a vector's values tie: each sample's group among the sorted distinct values (``inv``),
+    the samples in group order (``order``) and where each group starts in it (``starts``)."""
+
+    inv: np.ndarray
+    order: np.ndarray
+    starts: np.ndarray
+
+    @property
+    def n_groups(self) -> int:
+        """The number of distinct values."""
+        return len(self.starts)
+
+
+def ties_of(values: np.ndarray) -> Ties:
+    """The :class:`Ties` of ``values`` (made once per vector; every draw reuses them)."""
     inv = np.unique(values, return_inverse=True)[1].ravel()
-    return inv, int(inv.max()) + 1 if inv.size else 0
+    order = np.argsort(inv, kind="stable")
+    sorted_inv = inv[order]
+    starts = np.flatnonzero(np.r_[True, sorted_inv[1:] != sorted_inv[:-1]]) if inv.size else inv[:0]
+    return Ties(inv, order, starts)
 
 
-def weighted_ranks(inv: np.ndarray, n_groups: int, counts: np.ndarray) -> np.ndarray:
+def _group_counts(ties: Ties, counts: np.ndarray) -> np.ndarray:
+    """The drawn count of every group of tied values in every draw, ``[B, n_groups]``: the draws'
+    columns in group order, summed within each group (none to sum when no value ties)."""
+    by_group = np.take(counts, ties.order, axis=1)
+    return by_group if ties.n_groups == len(ties.order) else np.add.reduceat(by_group, ties.starts, axis=1)
+
+
+def weighted_ranks(ties: Ties, counts: np.ndarray) -> np.ndarray:
     """Mid-ranks ``[B, N]`` of each sample within resamples given by multiplicities ``counts``.
 
-    ``inv`` maps samples to their value's position among the sorted distinct values (ties share
-    a group), so a sample's rank in draw b is the count of drawn values below its group plus
-    (the drawn count of its group + 1) / 2, exactly what ``rankdata`` gives on the resample.
+    A sample's rank in draw b is the count of drawn values below its group (tied values share
+    one) plus (the drawn count of its group + 1) / 2, exactly what ``rankdata`` gives on the
+    resample.
     """
-    B = counts.shape[0]
-    code = (np.arange(B)[:, None] * n_groups + inv[None, :]).ravel()
-    w = np.bincount(code, weights=counts.ravel(), minlength=B * n_groups).reshape(B, n_groups)
+    w = _group_counts(ties, counts)
     mid = np.cumsum(w, axis=1) - w + (w + 1.0) / 2.0
-    return mid[:, inv]
+    return mid[:, ties.inv]
 
 
-def _centre(r: np.ndarray, w: np.ndarray, total: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Deviations d from the weighted row means, w * d, and the root weighted sum of squares
-    (``total``: the row sums of w, when the caller has them)."""
-    total = w.sum(axis=1, keepdims=True) if total is None else total
-    d = r - (w * r).sum(axis=1, keepdims=True) / total
-    wd = w * d
-    return d, wd, np.sqrt((wd * d).sum(axis=1))
+def centred_ranks(ties: Ties, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`weighted_ranks` minus their weighted mean, and the root of their weighted sum of
+    squares per draw ``[B]``.
+
+    The mid-ranks of W drawn values sum to W (W + 1) / 2, ties or not, so the mean is (W + 1) / 2
+    without a pass over the samples (a rank less the mean is the count below its group plus half
+    its group's count, less W / 2), and the sum of squares is taken over the groups. Every term
+    is a multiple of 1/4 far below 2**53, so each sum is exact in float64, in any order: the
+    result equals the centring of :func:`weighted_ranks` by explicit sums, bit for bit.
+    """
+    w = _group_counts(ties, counts)
+    dev = np.cumsum(w, axis=1)
+    half_total = 0.5 * dev[:, -1:]  # W / 2
+    dev -= 0.5 * w
+    dev -= half_total
+    return np.take(dev, ties.inv, axis=1), np.sqrt(np.einsum("bg,bg->b", w * dev, dev))
 
 
-def _corr(x: tuple[np.ndarray, ...], y: tuple[np.ndarray, ...]) -> np.ndarray:
+def _corr(dx: np.ndarray, nx: np.ndarray, weighted_dy: np.ndarray, ny: np.ndarray) -> np.ndarray:
+    """Per draw, sum(c dx dy) / (|x| |y|) from :func:`centred_ranks` (``weighted_dy``: c dy); NaN
+    where either is constant."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where((x[2] > 0) & (y[2] > 0), (x[1] * y[0]).sum(axis=1) / (x[2] * y[2]), np.nan)
+        return np.where((nx > 0) & (ny > 0), np.einsum("bn,bn->b", dx, weighted_dy) / (nx * ny), np.nan)
 
 
-def weighted_pearson(rx: np.ndarray, ry: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Pearson correlation per row with sample weights (multiplicities); NaN for constant rows."""
-    return _corr(_centre(rx, w), _centre(ry, w))
+def weighted_spearman(x: Ties, y: Ties, counts: np.ndarray) -> np.ndarray:
+    """Spearman's rho of two vectors within each resample ``counts [B, N]`` (multiplicities):
+    the Pearson correlation of their weighted mid-ranks; NaN where either is constant."""
+    dx, nx = centred_ranks(x, counts)
+    dy, ny = centred_ranks(y, counts)
+    return _corr(dx, nx, counts * dy, ny)
 
 
 def spearman_table(measures: dict[str, np.ndarray], targets: dict[str, np.ndarray], n_boot: int,
@@ -128,18 +166,20 @@ def spearman_tables(measures: Mapping[str, np.ndarray], targets: Mapping[str, Ma
     measures once and only the targets once per set."""
     n = len(next(iter(measures.values())))
     ok = {k: bool(np.isfinite(v).all()) and n > 1 for k, v in measures.items()}
-    groups = {k: _groups(v) for k, v in measures.items() if ok[k]}
+    groups = {k: ties_of(v) for k, v in measures.items() if ok[k]}
     target_ok = {(t, k): bool(np.isfinite(v).all()) and n > 1 for t, vs in targets.items() for k, v in vs.items()}
-    target_groups = {key: _groups(targets[key[0]][key[1]]) for key, good in target_ok.items() if good}
+    target_groups = {key: ties_of(targets[key[0]][key[1]]) for key, good in target_ok.items() if good}
 
     def rho(counts: np.ndarray) -> dict[tuple[str, str, str], np.ndarray]:
-        total = counts.sum(axis=1, keepdims=True)  # the same for every measure and target of the block
-        centred = {k: _centre(weighted_ranks(*groups[k], counts), counts, total) for k in measures if ok[k]}
+        # :func:`weighted_spearman` of every pair, each measure's and target's ranks made once
+        centred = {k: centred_ranks(groups[k], counts) for k in measures if ok[k]}
         out = {}
         for key, good in target_ok.items():
-            c = _centre(weighted_ranks(*target_groups[key], counts), counts, total) if good else None
+            if good:
+                dev, norm = centred_ranks(target_groups[key], counts)
+                weighted = counts * dev
             for m in measures:
-                out[(key[0], m, key[1])] = (_corr(centred[m], c) if ok[m] and c is not None
+                out[(key[0], m, key[1])] = (_corr(*centred[m], weighted, norm) if ok[m] and good
                                             else np.full(len(counts), np.nan))
         return out
 
