@@ -179,7 +179,8 @@ def analyze_and_measure(path: Path, baseline: bool = False) -> dict[str, Any]:
     if baseline:
         use_baseline_search()
     run = RunDir(path)
-    cfg = run.load_config()
+    cfg = run.load_config()  # in this process (its CPU timers see every part), not in worker processes
+    cfg = cfg.model_copy(update={"analysis": cfg.analysis.model_copy(update={"workers": 1})})
     c0, t0 = time.process_time(), time.perf_counter()
     with cpu_timers() as spent:
         summary = pipeline.analyze(cfg, run)

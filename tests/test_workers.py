@@ -101,6 +101,43 @@ def test_a_daemonic_process_or_a_platform_without_forkserver_uses_this_process(m
     assert workers.n_workers(4, 10, 10**9) == 1
 
 
+def test_a_stage_value_is_made_once_per_stage_and_dropped_with_it():
+    made = []
+
+    def make(x):
+        return lambda: made.append(x) or x
+
+    assert workers.stage_value("a", "measures", make(1)) == 1
+    assert workers.stage_value("a", "measures", make(2)) == 1  # kept for the stage's next task
+    assert workers.stage_value("a", "data", make(3)) == 3  # another value of the same stage
+    assert workers.stage_value("b", "measures", make(4)) == 4  # a new stage drops the old one's
+    assert workers.stage_value("a", "measures", make(5)) == 5
+    assert made == [1, 3, 4, 5]
+
+
+def test_the_calling_process_of_a_report_imports_neither_matplotlib_nor_plotly(one_process, tmp_path):
+    """The report's panels and figures are made in workers, where those imports are done once
+    while training runs; this process only puts the page together."""
+    run = tmp_path / "r"
+    shutil.copytree(one_process, run)
+    shutil.rmtree(run / "report")
+    script = textwrap.dedent(f"""
+        import sys
+        from privdyn import pipeline
+        from privdyn.store.rundir import RunDir
+
+        run = RunDir({str(run)!r})
+        cfg = run.load_config().model_copy(update={{"analysis": run.load_config().analysis.model_copy(
+            update={{"workers": 2}})}})
+        pipeline.report(cfg, run)
+        print(sorted(m for m in ("matplotlib", "plotly") if m in sys.modules))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert (run / "report" / "index.html").read_bytes() == (one_process / "report" / "index.html").read_bytes()
+
+
 def test_a_worker_that_dies_is_an_error_that_says_what_to_do():
     died = pytest.raises(PrivdynError, match=r"worker process .* died.*analysis\.workers=1")
     with died, workers.pool(2) as ex:
