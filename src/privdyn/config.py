@@ -357,8 +357,8 @@ class AnalysisConfig(_Strict):
                               "stored scores: sensitivity.parquet, a summary.json entry and a report table")
     early_warning: EarlyWarningConfig = Field(default_factory=EarlyWarningConfig)
     dp_audit: DPAuditConfig = Field(default_factory=DPAuditConfig)
-    workers: int | None = Field(None, ge=1, description="processes that analyse attacks and draw the report's "
-                                "figures side by side (the results are the same); None = one per usable CPU "
+    workers: int | None = Field(None, ge=1, description="processes that analyse attacks and make the report's "
+                                "panels and figures side by side (the results are the same); None = one per usable CPU "
                                 "for runs of a million checkpoint x model x sample entries or more, else 1")
 
     @field_validator("recall_levels")
