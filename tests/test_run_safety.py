@@ -521,7 +521,7 @@ def test_the_report_is_rebuilt_only_when_an_input_or_a_figure_changed(done_run, 
     from privdyn.report import html
 
     built, real = [], html.build_report
-    monkeypatch.setattr(html, "build_report", lambda cfg, r, *a: built.append(1) or real(cfg, r, *a))
+    monkeypatch.setattr(html, "build_report", lambda cfg, r: built.append(1) or real(cfg, r))
     cfg = RunDir(run).load_config()
     pipeline.run_all(cfg, run, progress=False)
     assert built == []  # nothing changed

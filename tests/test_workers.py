@@ -138,6 +138,13 @@ def test_the_calling_process_of_a_report_imports_neither_matplotlib_nor_plotly(o
     assert (run / "report" / "index.html").read_bytes() == (one_process / "report" / "index.html").read_bytes()
 
 
+def test_an_error_in_the_callers_block_cancels_the_queued_tasks():
+    with pytest.raises(ValueError, match="stop"), workers.pool(2) as ex:
+        queued = [ex.submit(workers.call, "time:sleep", 0.3) for _ in range(8)]
+        raise ValueError("stop")
+    assert sum(f.cancelled() for f in queued) >= 4  # at most two running and two handed on
+
+
 def test_a_worker_that_dies_is_an_error_that_says_what_to_do():
     died = pytest.raises(PrivdynError, match=r"worker process .* died.*analysis\.workers=1")
     with died, workers.pool(2) as ex:

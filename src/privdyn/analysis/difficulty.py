@@ -103,27 +103,17 @@ def _group_counts(ties: Ties, counts: np.ndarray) -> np.ndarray:
     return by_group if ties.n_groups == len(ties.order) else np.add.reduceat(by_group, ties.starts, axis=1)
 
 
-def weighted_ranks(ties: Ties, counts: np.ndarray) -> np.ndarray:
-    """Mid-ranks ``[B, N]`` of each sample within resamples given by multiplicities ``counts``.
-
-    A sample's rank in draw b is the count of drawn values below its group (tied values share
-    one) plus (the drawn count of its group + 1) / 2, exactly what ``rankdata`` gives on the
-    resample.
-    """
-    w = _group_counts(ties, counts)
-    mid = np.cumsum(w, axis=1) - w + (w + 1.0) / 2.0
-    return mid[:, ties.inv]
-
-
 def centred_ranks(ties: Ties, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`weighted_ranks` minus their weighted mean, and the root of their weighted sum of
-    squares per draw ``[B]``.
+    """Mid-ranks ``[B, N]`` of each sample within resamples given by multiplicities ``counts``,
+    less their weighted mean, and the root of their weighted sum of squares per draw ``[B]``.
 
+    A sample's mid-rank in draw b is the count of drawn values below its group (tied values share
+    one) plus (the drawn count of its group + 1) / 2, what ``rankdata`` gives on the resample.
     The mid-ranks of W drawn values sum to W (W + 1) / 2, ties or not, so the mean is (W + 1) / 2
     without a pass over the samples (a rank less the mean is the count below its group plus half
     its group's count, less W / 2), and the sum of squares is taken over the groups. Every term
     is a multiple of 1/4 far below 2**53, so each sum is exact in float64, in any order: the
-    result equals the centring of :func:`weighted_ranks` by explicit sums, bit for bit.
+    result equals the centring by explicit sums, bit for bit.
     """
     w = _group_counts(ties, counts)
     dev = np.cumsum(w, axis=1)
@@ -138,14 +128,6 @@ def _corr(dx: np.ndarray, nx: np.ndarray, weighted_dy: np.ndarray, ny: np.ndarra
     where either is constant."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where((nx > 0) & (ny > 0), np.einsum("bn,bn->b", dx, weighted_dy) / (nx * ny), np.nan)
-
-
-def weighted_spearman(x: Ties, y: Ties, counts: np.ndarray) -> np.ndarray:
-    """Spearman's rho of two vectors within each resample ``counts [B, N]`` (multiplicities):
-    the Pearson correlation of their weighted mid-ranks; NaN where either is constant."""
-    dx, nx = centred_ranks(x, counts)
-    dy, ny = centred_ranks(y, counts)
-    return _corr(dx, nx, counts * dy, ny)
 
 
 def spearman_table(measures: dict[str, np.ndarray], targets: dict[str, np.ndarray], n_boot: int,
@@ -171,7 +153,7 @@ def spearman_tables(measures: Mapping[str, np.ndarray], targets: Mapping[str, Ma
     target_groups = {key: ties_of(targets[key[0]][key[1]]) for key, good in target_ok.items() if good}
 
     def rho(counts: np.ndarray) -> dict[tuple[str, str, str], np.ndarray]:
-        # :func:`weighted_spearman` of every pair, each measure's and target's ranks made once
+        # Spearman's rho of every pair in every draw, each measure's and target's ranks made once
         centred = {k: centred_ranks(groups[k], counts) for k in measures if ok[k]}
         out = {}
         for key, good in target_ok.items():

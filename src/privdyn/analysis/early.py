@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import rankdata
+
+from privdyn.analysis.warning import Ranking
 
 #: Share of samples taken as the finally-vulnerable set when no sample ends high.
 TOP_SHARE = 0.01
@@ -51,14 +52,9 @@ def recall_curve(adv: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def spearman_to_final(adv: np.ndarray) -> np.ndarray:
-    """Spearman(A(t), A(e_T)) per checkpoint ``[T]``; NaN where either is constant.
-
-    The mid-ranks of N values average (N + 1) / 2, so the centring is exact (as in
-    :func:`~privdyn.analysis.difficulty.centred_ranks`)."""
-    dev = rankdata(adv, axis=1) - (adv.shape[1] + 1) / 2
-    norm = np.sqrt((dev * dev).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where((norm > 0) & (norm[-1] > 0), (dev * dev[-1]).sum(axis=1) / (norm * norm[-1]), np.nan)
+    """Spearman(A(t), A(e_T)) per checkpoint ``[T]``; NaN where either is constant."""
+    every = np.ones(adv.shape, dtype=bool)
+    return Ranking(adv, every).spearman(Ranking(adv[-1:], every[-1:]))
 
 
 def earliest_epochs(recall: np.ndarray, epochs: np.ndarray, levels: list[float]) -> dict[float, tuple[float, float]]:

@@ -296,14 +296,10 @@ def _analyze_in_workers(cfg: RunConfig, run: RunDir, rule: str, todo: list[str],
     for x in extras_todo:
         if x not in after_default:
             submit_run_analysis(x)
-    try:
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for f in finished:
-                pending.pop(f)(f.result())
-    except BaseException:
-        ex.shutdown(wait=True, cancel_futures=True)  # what is running finishes; nothing new starts
-        raise
+    while pending:
+        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for f in finished:
+            pending.pop(f)(f.result())
 
 
 def _mark_done(run: RunDir, stage: str, digest: str) -> None:
@@ -360,13 +356,9 @@ def _report_in_workers(cfg: RunConfig, run: RunDir, ex: Executor) -> Path:
     page = ex.submit(workers.call, f"{REPORTING}:page_parts", *args)  # the dearest task first
     shares = [ex.submit(workers.call, f"{REPORTING}:figure_share", *args, i, FIGURE_SHARES)
               for i in range(FIGURE_SHARES)]
-    try:
-        head, tail = page.result()
-        drawn = [w for f in shares for w in f.result()]
-        previews = ex.submit(workers.call, f"{REPORTING}:gallery", drawn).result()
-    except BaseException:
-        ex.shutdown(wait=True, cancel_futures=True)  # what is running finishes; nothing new starts
-        raise
+    head, tail = page.result()
+    drawn = [w for f in shares for w in f.result()]
+    previews = ex.submit(workers.call, f"{REPORTING}:gallery", drawn).result()
     index = run.report_dir / "index.html"
     atomic.write_text(index, head + previews + tail)
     return index

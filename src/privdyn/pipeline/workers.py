@@ -133,9 +133,10 @@ def _main_module_hidden() -> Iterator[None]:
 
 @contextlib.contextmanager
 def pool(n: int) -> Iterator[ProcessPoolExecutor]:
-    """``n`` worker processes (from :func:`n_workers`: more than 1). A worker that dies
-    (killed, out of memory) ends the stage with an error that says what to do; everything that was
-    recorded before is kept, so the next run redoes only the rest."""
+    """``n`` worker processes (from :func:`n_workers`: more than 1). When the caller's block
+    raises, the tasks that are running finish and the queued ones are cancelled. A worker that
+    dies (killed, out of memory) ends the stage with an error that says what to do; everything
+    that was recorded before is kept, so the next run redoes only the rest."""
     context = _forkserver()
     watched, alive = context.Pipe(duplex=False)  # the workers' end reads EOF once this process is gone
     try:
@@ -144,7 +145,11 @@ def pool(n: int) -> Iterator[ProcessPoolExecutor]:
             with _main_module_hidden():  # each submission starts a worker until there are n
                 for _ in range(n):
                     ex.submit(os.getpid)
-            yield ex
+            try:
+                yield ex
+            except BaseException:
+                ex.shutdown(wait=True, cancel_futures=True)
+                raise
     except BrokenProcessPool as e:
         raise PrivdynError(f"A worker process of the analysis or report died before finishing ({e}); it was "
                            "probably killed or ran out of memory. What finished is kept: run the same command "
