@@ -11,6 +11,9 @@ A comment line before every ```python block says how it is checked:
 A fenced block after ``<!-- docs-test: output -->`` is the output shown for the run before it.
 Each of its lines must appear in what the run prints (stdout and stderr) with its numbers
 replaced by ``#``. The words and layout are checked, not the digits, which move with the CPU.
+
+Every ``privdyn COMMAND ...`` the pages show (in shell blocks and inline code) must name a command
+and options the CLI has, and the example configs it names must exist.
 """
 
 from __future__ import annotations
@@ -225,3 +228,74 @@ def test_sketch_check_catches_a_renamed_argument_and_a_missing_name():
     with pytest.raises(AssertionError, match="has no nothing_here"):
         test_sketch_uses_privdyn_as_it_is(Block(ROOT / "README.md", 1, "sketch (t)",
                                                 "from privdyn.training.recorder import nothing_here\n"))
+
+
+def cli_options() -> dict[str, set[str]]:
+    """Every command of the CLI with the options it takes."""
+    import typer.main
+
+    from privdyn.cli import app
+
+    group = typer.main.get_command(app)
+    assert hasattr(group, "commands")
+    return {name: {o for p in cmd.params for o in (*p.opts, *p.secondary_opts) if o.startswith("-")} | {"--help"}
+            for name, cmd in group.commands.items()}
+
+
+COMMAND = re.compile(r"(?:^|[\s/])privdyn\s+([a-z]+)(.*)")
+INLINE = re.compile(r"`(privdyn [^`]+)`")
+
+
+def command_lines() -> list[tuple[str, str, str]]:
+    """``(where, command, the rest of the line)`` of every privdyn command the docs show: in the
+    shell blocks (after ``$``, ``.venv/bin/``, ``python -m``, variables, ``&&``) and in inline code."""
+    found = []
+    for path in DOCS:
+        for block, lang in fenced_blocks(path):
+            if lang not in ("", "bash", "sh", "console", "shell"):
+                continue
+            for k, line in enumerate(block.text.replace("\\\n", " ").splitlines()):
+                for part in re.split(r"&&|;|\|\s", line.split(" #")[0]):
+                    m = COMMAND.search(part.replace("python -m privdyn", "privdyn"))
+                    if m and not part.lstrip().startswith("#"):
+                        found.append((f"{block.where}+{k + 1}", m.group(1), m.group(2)))
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            for m in INLINE.finditer(line):
+                cm = COMMAND.search(m.group(1))
+                if cm:
+                    found.append((f"{path.relative_to(ROOT)}:{n}", cm.group(1), cm.group(2)))
+    return found
+
+
+def command_problems(lines: list[tuple[str, str, str]], options: dict[str, set[str]]) -> list[str]:
+    """What is wrong with these command lines: unknown commands, options and repository paths."""
+    wrong = []
+    for where, command, rest in lines:
+        if command not in options:
+            wrong.append(f"{where}: no command {command!r}")
+            continue
+        for opt in re.findall(r"(?:^|[\s\[])(--?[a-z][\w-]*)", rest):
+            if opt not in options[command]:
+                wrong.append(f"{where}: {command} has no option {opt}")
+        for token in rest.split():
+            if token.startswith(("examples/", "docs/")) and not (ROOT / token).exists():
+                wrong.append(f"{where}: {token} is not in the repository")
+    return wrong
+
+
+def test_every_command_the_docs_show_exists_with_its_options():
+    lines = command_lines()
+    assert len(lines) > 30  # the parser still finds them
+    assert command_problems(lines, cli_options()) == []
+
+
+def test_command_check_catches_a_wrong_command_option_or_path():
+    planted = [("a", "score", " RUN --attakcs rmia"), ("b", "scour", " RUN"), ("c", "run", " examples/nope.yaml"),
+               ("d", "analyze", " RUN [--rule R]")]
+    assert command_problems(planted, cli_options()) == [
+        "a: score has no option --attakcs", "b: no command 'scour'", "c: examples/nope.yaml is not in the repository"]
+
+
+def test_readme_command_table_lists_every_command():
+    rows = set(re.findall(r"^\| `privdyn ([a-z]+)", ROOT.joinpath("README.md").read_text(), re.M))
+    assert rows == set(cli_options()), "README's Commands table and the CLI's commands differ"
