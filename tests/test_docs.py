@@ -13,7 +13,8 @@ Each of its lines must appear in what the run prints (stdout and stderr) with it
 replaced by ``#``. The words and layout are checked, not the digits, which move with the CPU.
 
 Every ``privdyn COMMAND ...`` the pages show (in shell blocks and inline code) must name a command
-and options the CLI has, and the example configs it names must exist.
+and options the CLI has, and the example configs it names must exist. Every YAML block must be a
+valid config (a snippet is read over the built-in quickstart) or sweep file.
 """
 
 from __future__ import annotations
@@ -299,3 +300,42 @@ def test_command_check_catches_a_wrong_command_option_or_path():
 def test_readme_command_table_lists_every_command():
     rows = set(re.findall(r"^\| `privdyn ([a-z]+)", ROOT.joinpath("README.md").read_text(), re.M))
     assert rows == set(cli_options()), "README's Commands table and the CLI's commands differ"
+
+
+def merged(base: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with the keys of ``part`` put in, nested mappings merged (how a snippet is read)."""
+    out = dict(base)
+    for k, v in part.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+YAML_BLOCKS = [b for p in DOCS for b, lang in fenced_blocks(p) if lang in ("yaml", "yml")]
+
+
+@pytest.mark.parametrize("block", YAML_BLOCKS, ids=[b.where for b in YAML_BLOCKS])
+def test_yaml_block_is_a_valid_config(block: Block, tmp_path: Path):
+    """A config the pages show, whole or a snippet (read over the built-in quickstart), validates;
+    so does a sweep file."""
+    from importlib import resources
+
+    import yaml
+
+    from privdyn.config import config_from_dict
+    from privdyn.sweep.spec import load_sweep
+
+    data = yaml.safe_load(block.text)
+    assert isinstance(data, dict), f"{block.where}: not a mapping"
+    if "grid" in data or "base" in data:
+        (tmp_path / "sweep.yaml").write_text(block.text)
+        assert load_sweep(tmp_path / "sweep.yaml").points
+        return
+    quickstart = yaml.safe_load(resources.files("privdyn").joinpath("configs/quickstart.yaml").read_text())
+    config_from_dict(merged(quickstart, data), source=block.where)
+
+
+def test_yaml_check_catches_a_misspelt_key(tmp_path: Path):
+    from privdyn.errors import PrivdynError
+
+    with pytest.raises(PrivdynError, match="n_modelz"):
+        test_yaml_block_is_a_valid_config(Block(ROOT / "README.md", 1, None, "training: {n_modelz: 3}\n"), tmp_path)
