@@ -15,6 +15,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 from matplotlib.typing import RcKeyType
@@ -42,40 +43,38 @@ STYLE: dict[RcKeyType, Any] = {
 PREVIEW_DPI = 90
 
 
-def tight_bbox(fig: Figure) -> Bbox:
-    """The figure's tight bounding box in inches, padded like ``bbox_inches="tight"``.
+def tight_bbox(canvas: FigureCanvasAgg) -> Bbox:
+    """The tight bounding box in inches of the figure on ``canvas``, padded like ``bbox_inches="tight"``.
 
     Computed once from text extents (no rendering), so the PNG and the PDF are each drawn once;
     ``bbox_inches="tight"`` would draw every file twice.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    renderer = FigureCanvasAgg(fig).get_renderer()
-    box = fig.get_tightbbox(renderer)
+    box = canvas.figure.get_tightbbox(canvas.get_renderer())
     pad = matplotlib.rcParams["savefig.pad_inches"]
     return box.padded(pad)
 
 
 def save(fig: Figure, out: Path, stem: str, caption: str) -> Written:
     """Write ``stem``.png and ``stem``.pdf atomically and close the figure; the preview is the PNG
-    scaled down (cheaper than drawing the figure a third time)."""
+    scaled down, from the pixels just drawn (cheaper than drawing a third time or decoding)."""
     from PIL import Image  # pillow comes with matplotlib
 
-    box = tight_bbox(fig)
+    canvas = FigureCanvasAgg(fig)  # the figure's canvas from now on: the PNG is drawn on it
+    box = tight_bbox(canvas)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches=box)
+    image = Image.fromarray(np.array(canvas.buffer_rgba()))  # the PNG's pixels
     png = out / f"{stem}.png"
     atomic.write_bytes(png, buf.getvalue())
     with atomic.atomic_path(out / f"{stem}.pdf") as tmp:
         fig.savefig(tmp, format="pdf", bbox_inches=box)
-    image: Image.Image = Image.open(io.BytesIO(buf.getvalue()))
-    if image.mode == "RGBA" and image.getchannel("A").getextrema() == (255, 255):
+    if image.getchannel("A").getextrema() == (255, 255):
         image = image.convert("RGB")  # opaque: the same pixels in three quarters of the bytes
     scale = PREVIEW_DPI / STYLE["savefig.dpi"]
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     small = image.resize(size, Image.Resampling.LANCZOS)
     preview = io.BytesIO()
-    small.save(preview, format="PNG", compress_level=9)  # smaller and faster here than optimize=True on RGBA
+    small.save(preview, format="PNG")  # zlib level 6: 2% more bytes than level 9 in a fifth of the time
     return png, caption, preview.getvalue()
 
 
