@@ -319,18 +319,15 @@ def test_yaml_block_is_a_valid_config(block: Block, tmp_path: Path):
     so does a sweep file."""
     from importlib import resources
 
-    import yaml
-
-    from privdyn.config import config_from_dict
+    from privdyn.config import config_from_dict, yaml_mapping
     from privdyn.sweep.spec import load_sweep
 
-    data = yaml.safe_load(block.text)
-    assert isinstance(data, dict), f"{block.where}: not a mapping"
+    data = yaml_mapping(block.text, block.where)
     if "grid" in data or "base" in data:
         (tmp_path / "sweep.yaml").write_text(block.text)
         assert load_sweep(tmp_path / "sweep.yaml").points
         return
-    quickstart = yaml.safe_load(resources.files("privdyn").joinpath("configs/quickstart.yaml").read_text())
+    quickstart = yaml_mapping(resources.files("privdyn").joinpath("configs/quickstart.yaml").read_text(), "quickstart")
     config_from_dict(merged(quickstart, data), source=block.where)
 
 

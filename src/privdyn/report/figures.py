@@ -55,8 +55,8 @@ def tight_bbox(canvas: FigureCanvasAgg) -> Bbox:
 
 
 def save(fig: Figure, out: Path, stem: str, caption: str) -> Written:
-    """Write ``stem``.png and ``stem``.pdf atomically and close the figure; the preview is the PNG
-    scaled down, from the pixels just drawn (cheaper than drawing a third time or decoding)."""
+    """Write ``stem``.png and ``stem``.pdf atomically; the preview is the PNG scaled down, from
+    the pixels just drawn (cheaper than drawing a third time or decoding the file)."""
     from PIL import Image  # pillow comes with matplotlib
 
     canvas = FigureCanvasAgg(fig)  # the figure's canvas from now on: the PNG is drawn on it
