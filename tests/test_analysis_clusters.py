@@ -93,3 +93,23 @@ def test_permuting_samples_permutes_labels(adv, rnd):
     assert a.k == b.k and (a.silhouette == b.silhouette or (math.isnan(a.silhouette) and math.isnan(b.silhouette)))
     np.testing.assert_array_equal(a.labels[perm], b.labels)
     assert a.labels.shape == (adv.shape[1],) and (np.bincount(a.labels) > 0).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(2, 40), st.integers(1, 4)),
+              elements=st.sampled_from([0.0, 0.1, 0.5, 1.0, 3.0])), st.data())
+def test_silhouette_equals_scikit_learn(points, data):
+    """The silhouette from one product equals scikit-learn's on tied distances, singleton clusters,
+    clusters of identical points and label sets that are not 0..k-1."""
+    from sklearn.metrics import pairwise_distances
+
+    from privdyn.analysis.clusters import _silhouette
+
+    n = len(points)
+    labels = np.array(data.draw(st.lists(st.sampled_from([3, 7, 8, 20]), min_size=n, max_size=n)))
+    dist = pairwise_distances(points)
+    ours = _silhouette(dist, labels)
+    if not 2 <= len(np.unique(labels)) < n:
+        assert math.isnan(ours)
+    else:
+        np.testing.assert_allclose(ours, silhouette_score(dist, labels, metric="precomputed"), rtol=1e-12, atol=1e-12)
