@@ -209,7 +209,8 @@ def speed(d: RunData, out: Path) -> Written:
     for ax, c in zip(axes[0], cols, strict=True):
         v = d.sample[c].to_numpy(np.float64)
         v = v[np.isfinite(v)]
-        ax.hist(v, bins=50, color="#4c72b0")
+        counts, edges = np.histogram(v, bins=50)
+        ax.stairs(counts, edges, fill=True, color="#4c72b0")  # one artist, where ax.hist draws 50 bars
         ax.axvline(np.mean(v), color="#d62728", lw=1, label=f"mean {np.mean(v):.3g}")
         ax.axvline(np.median(v), color="#d62728", ls="--", lw=1, label=f"median {np.median(v):.3g}")
         ax.set(xlabel=SPEED[c], ylabel="samples", yscale="log")
